@@ -1,0 +1,124 @@
+"""Settings: one declared table of every option, its default and its help text.
+
+The command line (app.py, ``sdui serve`` and the CLI's model flags) is generated from this table,
+so a flag cannot exist without help text; a test checks every option is documented.
+Flag names follow AUTOMATIC1111's where the meaning is the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # attribute name; the flag is --name-with-dashes
+    default: Any
+    help: str
+    type: Any = str
+    choices: Optional[tuple] = None
+    group: str = "models"  # "models" flags also exist on every CLI sub-command
+    flag: Optional[str] = None  # explicit flag name where A1111's differs from the attribute
+
+
+OPTIONS: tuple[Option, ...] = (
+    # where things are
+    Option("models_dir", "models", "Root of an AUTOMATIC1111-style models tree (Stable-diffusion/, VAE/, Lora/, ESRGAN/)."),
+    Option("ckpt_dir", None, "Extra folder to search for checkpoints (single files and diffusers folders)."),
+    Option("ckpt", None, "Checkpoint to load at start: a name from the list, a file path, a diffusers folder or a Hub id."),
+    Option("outputs_dir", "outputs", "Where generated images are saved (A1111 layout: txt2img-images/DATE/...)."),
+    # device and precision
+    Option("use_cpu", None, "'all' runs every model on the CPU, as in A1111.", choices=("all",)),
+    Option("device", "auto", "Device: auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps or cpu."),
+    Option("no_half", False, "Keep weights in fp32 even on a GPU (A1111 --no-half).", type=bool),
+    Option("precision", "autocast", "'full' means fp32 everywhere, as in A1111.", choices=("autocast", "full")),
+    Option("half_dtype", "fp16", "Half type on a GPU: fp16 or bf16.", choices=("fp16", "bf16")),
+    Option("medvram", False, "Start at memory level 3 (model CPU offload) on a GPU, as A1111 --medvram.", type=bool),
+    Option("lowvram", False, "Start at memory level 4 (sequential CPU offload) on a GPU, as A1111 --lowvram.", type=bool),
+    Option("ram_cache_gb", None, "RAM budget in GB for recently used models (default: a quarter of total RAM).", type=float),
+    # output
+    Option("no_watermark", False, "Do not embed the invisible watermark in saved images.", type=bool),
+    Option("max_size", 2048, "Largest width/height accepted, in pixels.", type=int),
+    # server
+    Option("listen", False, "Serve on all interfaces (0.0.0.0) so other machines on the LAN can connect.", type=bool, group="server"),
+    Option("port", 7860, "Port to serve on.", type=int, group="server"),
+    Option("api", False, "Serve the A1111-compatible REST API under /sdapi/v1/.", type=bool, group="server"),
+    Option("gradio_auth", None, "Require login: user:pass[,user2:pass2].", group="server"),
+    Option("gradio_auth_path", None, "File with user:pass entries (one per line or comma separated).", group="server"),
+    Option("api_auth", None, "HTTP Basic credentials for the API: user:pass[,user2:pass2].", group="server"),
+    Option("open_browser", False, "Open the UI in the default browser once the server is up.", type=bool, group="server"),
+    Option("queue_size", 16, "Most jobs waiting at once; a full queue answers at once instead of hanging.", type=int, group="server"),
+    Option("shared_outputs", False, "Let every user see every user's images (default: each session sees its own).", type=bool, group="server"),
+)
+
+_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+@dataclass
+class Settings:
+    models_dir: str = "models"
+    ckpt_dir: Optional[str] = None
+    ckpt: Optional[str] = None
+    outputs_dir: str = "outputs"
+    use_cpu: Optional[str] = None
+    device: str = "auto"
+    no_half: bool = False
+    precision: str = "autocast"
+    half_dtype: str = "fp16"
+    medvram: bool = False
+    lowvram: bool = False
+    ram_cache_gb: Optional[float] = None
+    no_watermark: bool = False
+    max_size: int = 2048
+    listen: bool = False
+    port: int = 7860
+    api: bool = False
+    gradio_auth: Optional[str] = None
+    gradio_auth_path: Optional[str] = None
+    api_auth: Optional[str] = None
+    open_browser: bool = False
+    queue_size: int = 16
+    shared_outputs: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def full_precision(self) -> bool:
+        return self.no_half or self.precision == "full"
+
+    @property
+    def start_memory_level(self) -> int:
+        return 4 if self.lowvram else 3 if self.medvram else 0
+
+
+def flag_name(opt: Option) -> str:
+    return opt.flag or "--" + opt.name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser, groups: tuple[str, ...] = ("models", "server")) -> None:
+    for opt in OPTIONS:
+        if opt.group not in groups:
+            continue
+        help_text = opt.help + ("" if opt.default in (None, False) else f" Default: {opt.default}.")
+        if opt.type is bool:
+            parser.add_argument(flag_name(opt), dest=opt.name, action="store_true", default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag_name(opt), dest=opt.name, type=opt.type, choices=opt.choices,
+                                default=argparse.SUPPRESS, help=help_text, metavar=None if opt.choices else opt.name.upper())
+
+
+def settings_from_args(args: argparse.Namespace, **overrides) -> Settings:
+    values = {name: getattr(args, name) for name in _BY_NAME if hasattr(args, name)}
+    values.update(overrides)
+    return Settings(**values)
+
+
+def undocumented_settings() -> list[str]:
+    """Settings fields with no Option row or no help text (a test asserts this is empty)."""
+    names = [f.name for f in dataclasses.fields(Settings) if f.name != "extra"]
+    return [n for n in names if n not in _BY_NAME or not _BY_NAME[n].help.strip()]

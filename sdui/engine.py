@@ -1,0 +1,251 @@
+"""The facade the UI, the REST API and the CLI all call:
+``Engine.generate(request, on_progress, cancel) -> GenerationResult``.
+
+It checks the request before any model work, lets the model manager pick and place the model
+and run each batch on the memory ladder, and turns pixels into saved PNGs with A1111 infotext
+and the invisible watermark.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Callable, Optional
+
+from . import __version__, images, prompts, samplers
+from .config import Settings
+from .models import detect, registry
+from .models.manager import LEVELS, ModelManager
+from .pipelines import img2img, inpaint, txt2img, upscale
+from .pipelines.common import Job, is_cancelled
+from .types import (Cancelled, GeneratedImage, GenerationRequest, GenerationResult, InvalidRequest, Limits, Progress)
+
+log = logging.getLogger(__name__)
+
+_TASKS = {"txt2img": txt2img, "img2img": img2img, "inpaint": inpaint}
+_CLASSES = {  # mode -> (SD 1.x/2.x class, SDXL class)
+    "txt2img": ("StableDiffusionPipeline", "StableDiffusionXLPipeline"),
+    "img2img": ("StableDiffusionImg2ImgPipeline", "StableDiffusionXLImg2ImgPipeline"),
+    "inpaint": ("StableDiffusionInpaintPipeline", "StableDiffusionXLInpaintPipeline"),
+}
+
+
+class Engine:
+    def __init__(self, settings: Settings | None = None, manager: ModelManager | None = None):
+        self.settings = settings or Settings()
+        self.manager = manager or ModelManager(self.settings)
+        self.limits = Limits(max_size=self.settings.max_size)
+        _quiet_libraries()
+
+    # ---- discovery ----------------------------------------------------------------------------
+    def checkpoints(self) -> list[registry.ModelEntry]:
+        return self.manager.checkpoints()
+
+    def sampler_names(self) -> list[str]:
+        return samplers.sampler_names()
+
+    def upscaler_names(self) -> list[str]:
+        names = [upscale.LANCZOS, upscale.NEAREST]
+        if self._x4_models():
+            names.append(upscale.SD_X4)
+        names += [e.name for e in self.manager.entries(registry.UPSCALER_KIND) if not e.error]
+        return names
+
+    def _x4_models(self) -> list[registry.ModelEntry]:
+        return [e for e in self.checkpoints() if e.architecture == detect.X4_UPSCALER and not e.error]
+
+    # ---- generation ---------------------------------------------------------------------------
+    def prepare(self, request: GenerationRequest) -> GenerationRequest:
+        """Validate and fill in defaults (random seed) before any model work; raises InvalidRequest."""
+        req = request.replace()
+        req.validate(self.limits)
+        if req.mode != "upscale" or req.upscaler == upscale.SD_X4:
+            sampler, schedule = samplers.resolve(req.sampler, req.scheduler)
+            req.sampler, req.scheduler = sampler.name, schedule
+        if req.seed == -1:
+            req.seed = random.randrange(2**32 - 1 - req.batch_size * req.batch_count)
+        if req.seed + req.batch_size * req.batch_count - 1 > 2**32 - 1:
+            raise InvalidRequest("seed", req.seed, f"at most {2**32 - req.batch_size * req.batch_count} for this batch")
+        return req
+
+    def generate(self, request: GenerationRequest, on_progress: Optional[Callable[[Progress], None]] = None,
+                 cancel=None) -> GenerationResult:
+        t0 = time.perf_counter()
+        req = self.prepare(request)
+        if is_cancelled(cancel):
+            raise Cancelled("interrupted before start")
+        if req.mode == "upscale":
+            result = self._upscale(req, on_progress, cancel)
+        else:
+            result = self._diffuse(req, on_progress, cancel)
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    def _diffuse(self, req: GenerationRequest, on_progress, cancel) -> GenerationResult:
+        import diffusers
+
+        mgr = self.manager
+        with mgr.lock:
+            loaded = mgr.select(req.model)
+            arch = loaded.architecture
+            if arch == detect.X4_UPSCALER:
+                raise InvalidRequest("model", loaded.name, "a text-to-image checkpoint; this one is the x4 upscaler (use Upscale)")
+            model_hash = mgr.ensure_hash(loaded.entry)
+            is_xl = isinstance(loaded.pipe, diffusers.StableDiffusionXLPipeline) or "XL" in type(loaded.pipe).__name__
+            mode = req.mode
+            if loaded.pipe.unet.config.in_channels == 9 and mode != "inpaint":
+                raise InvalidRequest("model", loaded.name, "an ordinary checkpoint for txt2img/img2img; this one is "
+                                     "an inpainting model (use inpaint mode)")
+            cls = getattr(diffusers, _CLASSES[mode][1 if is_xl else 0])
+            task = _TASKS[mode]
+            result = GenerationResult(images=[], request=req, model_name=loaded.name, model_hash=model_hash or "")
+            total = req.batch_size * req.batch_count
+            for n in range(req.batch_count):
+                if is_cancelled(cancel):
+                    raise _cancelled(result)
+                seeds = [req.seed + n * req.batch_size + i for i in range(req.batch_size)]
+
+                def run_batch(pipe, loaded, seeds=seeds, n=n):
+                    job = Job(request=req, seeds=seeds, device=pipe._execution_device, on_progress=on_progress,
+                              cancel=cancel, image_index=n * req.batch_size, image_total=total)
+                    noise_seed = seeds[0] if len(seeds) == 1 else list(seeds)
+                    pipe.scheduler = samplers.make_scheduler(loaded.base_scheduler_config, req.sampler, req.scheduler,
+                                                             seed=noise_seed)
+                    pipe.set_progress_bar_config(disable=True)
+                    if not is_xl:
+                        cond = prompts.encode(pipe, req.prompt, req.negative_prompt, job.device)
+                        job.prompt_embeds, job.negative_prompt_embeds = cond.prompt_embeds, cond.negative_prompt_embeds
+                        job.warnings.extend(cond.warnings)
+                    elif prompts.token_count(pipe.tokenizer, req.prompt) > prompts.CHUNK or any(
+                            w != 1.0 for _, w in prompts.parse_attention(req.prompt)):
+                        job.warnings.append("SDXL: emphasis and prompts over 75 tokens are not applied yet; "
+                                            "the prompt was used as plain text and cut at 75 tokens")
+                    return task.run(pipe, job), job.warnings
+
+                try:
+                    (pil_images, warnings), level = mgr.run(run_batch, size=(req.width, req.height), pipeline_cls=cls,
+                                                            model=loaded.name)
+                except Cancelled:
+                    raise _cancelled(result) from None
+                result.memory_level = max(result.memory_level, level)
+                for w in warnings:
+                    if w not in result.warnings:
+                        result.warnings.append(w)
+                for img, seed in zip(pil_images, seeds):
+                    result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch, level))
+        return result
+
+    def _upscale(self, req: GenerationRequest, on_progress, cancel) -> GenerationResult:
+        result = GenerationResult(images=[], request=req)
+        job = Job(request=req, seeds=[req.seed], device=self.manager.device, on_progress=on_progress, cancel=cancel)
+        name = req.upscaler
+        arch = "sd1"
+        try:
+            if name in (upscale.LANCZOS, upscale.NEAREST):
+                out = upscale.run_simple(job, name)
+            elif name == upscale.SD_X4 or name in {e.name for e in self._x4_models()}:
+                models = self._x4_models()
+                if not models:
+                    raise InvalidRequest("upscaler", name, f"one of {', '.join(self.upscaler_names())} "
+                                                           "(no SD x4 upscaler checkpoint found)")
+                target = name if name != upscale.SD_X4 else models[0].name
+                with self.manager.lock:
+                    (out, level) = self.manager.run(lambda pipe, loaded: upscale.run_sd_x4(pipe, job),
+                                                    size=("x4",) + req.init_image.size, model=target)
+                result.memory_level = level
+                result.model_name = target
+                arch = detect.X4_UPSCALER
+            else:
+                entries = {e.name: e for e in self.manager.entries(registry.UPSCALER_KIND)}
+                if name not in entries:
+                    raise InvalidRequest("upscaler", name, f"one of {', '.join(self.upscaler_names())}")
+                if entries[name].error:
+                    raise InvalidRequest("upscaler", name, entries[name].error)
+                with self.manager.lock:
+                    model = upscale.load_esrgan(entries[name].path)
+                    try:
+                        out = upscale.run_esrgan(model, job, self.manager.device)
+                    finally:
+                        del model
+        except Cancelled:
+            raise _cancelled(result) from None
+        for img in out:
+            result.images.append(self._finish(img, req, None, result.model_name, "", arch, result.memory_level))
+        return result
+
+    # ---- outputs ------------------------------------------------------------------------------
+    def infotext_params(self, req: GenerationRequest, seed, model_name: str, model_hash: str, width: int,
+                        height: int) -> dict:
+        if req.mode == "upscale":
+            p = {"Postprocess upscale by": req.upscale_factor, "Postprocess upscaler": req.upscaler}
+            if req.upscaler == upscale.SD_X4 or model_name:
+                p.update({"Steps": req.steps, "Sampler": req.sampler, "CFG scale": req.cfg_scale, "Seed": seed,
+                          "Noise level": req.noise_level, "Model": model_name or None})
+            return p
+        p = {
+            "Steps": req.steps,
+            "Sampler": req.sampler,
+            "Schedule type": None if req.scheduler == "Automatic" else req.scheduler,
+            "CFG scale": req.cfg_scale,
+            "Seed": seed,
+            "Size": f"{width}x{height}",
+            "Model hash": model_hash or None,
+            "Model": model_name or None,
+            "Denoising strength": req.denoising_strength if req.mode in ("img2img", "inpaint") else None,
+            "Mask blur": req.mask_blur if req.mode == "inpaint" else None,
+            "Masked content": req.inpainting_fill if req.mode == "inpaint" else None,
+        }
+        return p
+
+    def _finish(self, img, req: GenerationRequest, seed, model_name, model_hash, arch, level) -> GeneratedImage:
+        params = self.infotext_params(req, seed, model_name, model_hash, img.width, img.height)
+        wm_on = (not self.settings.no_watermark) if req.watermark is None else req.watermark
+        marked = False
+        if wm_on and images.can_watermark(img):
+            img = images.add_watermark(img, images.watermark_text_for(arch))
+            marked = True
+        elif wm_on:
+            params["Watermark"] = f"none (under {images.WATERMARK_MIN_SIZE}px)"
+        if level:
+            params["Memory level"] = f"{level} ({LEVELS[level]})"
+        params["Version"] = f"sdui {__version__}"
+        text = images.build_infotext(req.prompt if req.mode != "upscale" or req.upscaler == upscale.SD_X4 else "",
+                                     req.negative_prompt if req.mode != "upscale" else "", params)
+        img.info["parameters"] = text
+        path = None
+        if req.save:
+            folder = images.output_folder(self.settings.outputs_dir, req.mode)
+            path = str(images.save_png(img, folder, seed, text))
+        return GeneratedImage(image=img, seed=seed if seed is not None else -1, infotext=text, path=path,
+                              watermarked=marked)
+
+    # ---- PNG info -----------------------------------------------------------------------------
+    @staticmethod
+    def png_info(img) -> dict:
+        text = images.read_infotext(img)
+        out = {"infotext": text or "", "parameters": images.parse_infotext(text) if text else {}}
+        out["watermark"] = images.verify_watermark(img)
+        return out
+
+    def status(self) -> dict:
+        return self.manager.status()
+
+
+def _cancelled(result: GenerationResult) -> Cancelled:
+    exc = Cancelled(f"interrupted; {len(result.images)} finished image(s) kept")
+    exc.partial = result
+    return exc
+
+
+def _quiet_libraries() -> None:
+    """diffusers/transformers warn on every load about things users cannot act on."""
+    try:
+        from diffusers.utils import logging as dlog
+        from transformers.utils import logging as tlog
+
+        dlog.set_verbosity_error()
+        tlog.set_verbosity_error()
+        dlog.disable_progress_bar()
+    except ImportError:
+        pass

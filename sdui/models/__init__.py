@@ -1,0 +1,1 @@
+"""Models: registry (what is on disk), loader (formats, architectures), manager (cache, device, memory)."""

@@ -1,0 +1,102 @@
+"""Which architecture a single-file checkpoint is, from its keys and tensor shapes alone.
+
+Architecture ids equal the config folder names in ``assets/configs``. Key names are those of the
+original (LDM / "CompVis") layout that A1111 and most model sites use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SD1 = "sd15"
+SD1_INPAINT = "sd15-inpaint"
+SD2 = "sd2"
+SD2_V = "sd2-v"
+SD2_INPAINT = "sd2-inpaint"
+SDXL = "sdxl"
+X4_UPSCALER = "x4-upscaler"
+CHECKPOINT_ARCHS = (SD1, SD1_INPAINT, SD2, SD2_V, SD2_INPAINT, SDXL, X4_UPSCALER)
+VAE = "vae"
+LORA = "lora"
+UNKNOWN = "unknown"
+
+ARCH_LABELS = {
+    SD1: "SD 1.x", SD1_INPAINT: "SD 1.x inpainting", SD2: "SD 2.x (512, epsilon)", SD2_V: "SD 2.x (768, v-prediction)",
+    SD2_INPAINT: "SD 2.x inpainting", SDXL: "SDXL base", X4_UPSCALER: "SD x4 upscaler", VAE: "VAE", LORA: "LoRA",
+    UNKNOWN: "unknown",
+}
+
+_UNET = "model.diffusion_model."
+_CONV_IN = _UNET + "input_blocks.0.0.weight"
+_SD2_ATTN_K = _UNET + "input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight"
+_SDXL_OPENCLIP = "conditioner.embedders.1.model.positional_embedding"
+_SDXL_CLIP = "conditioner.embedders.0.transformer.text_model.embeddings.position_embedding.weight"
+_OPENCLIP = "cond_stage_model.model.token_embedding.weight"
+_CLIP_PREFIXES = ("cond_stage_model.transformer.text_model.", "cond_stage_model.transformer.embeddings.")
+
+
+def detect_architecture(shapes: dict[str, tuple]) -> str:
+    """One of CHECKPOINT_ARCHS, VAE, LORA or UNKNOWN.
+
+    SD 2.x files are reported as SD2; epsilon vs v-prediction cannot be told from shapes, so the
+    loader settles it (a .yaml beside the file, else A1111's test of the UNet's output).
+    """
+    keys = shapes.keys()
+    if any(k.startswith(("lora_unet_", "lora_te_", "lora_te1_")) or ".lora_down." in k or ".lora_A." in k for k in keys):
+        return LORA
+    if _CONV_IN not in shapes:
+        if any(k.startswith(("encoder.down.", "decoder.up.", "first_stage_model.encoder.")) for k in keys) and not any(
+                k.startswith(_UNET) for k in keys):
+            return VAE
+        return UNKNOWN
+    in_channels = shapes[_CONV_IN][1]
+    if _SDXL_OPENCLIP in shapes or _SDXL_CLIP in shapes:
+        return SDXL
+    if in_channels == 7:
+        return X4_UPSCALER
+    openclip = _OPENCLIP in shapes or (_SD2_ATTN_K in shapes and shapes[_SD2_ATTN_K][-1] == 1024)
+    if openclip:
+        return SD2_INPAINT if in_channels == 9 else SD2
+    if any(k.startswith(_CLIP_PREFIXES) for k in keys) or (_SD2_ATTN_K in shapes and shapes[_SD2_ATTN_K][-1] == 768):
+        return SD1_INPAINT if in_channels == 9 else SD1
+    return UNKNOWN
+
+
+def yaml_hints(yaml_path: Path) -> dict:
+    """What an A1111-style ``<stem>.yaml`` beside a checkpoint tells us that diffusers can use.
+
+    Returns ``{"prediction_type": ..., "in_channels": ..., "context_dim": ...}`` for what is present.
+    """
+    import yaml
+
+    try:
+        with open(yaml_path, encoding="utf-8") as f:
+            cfg = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    params = (cfg.get("model") or {}).get("params") or {}
+    unet = ((params.get("unet_config") or {}).get("params")) or {}
+    hints = {}
+    if params.get("parameterization") == "v":
+        hints["prediction_type"] = "v_prediction"
+    elif "parameterization" in params or params:
+        hints["prediction_type"] = "epsilon"
+    if "in_channels" in unet:
+        hints["in_channels"] = int(unet["in_channels"])
+    if "context_dim" in unet:
+        hints["context_dim"] = int(unet["context_dim"])
+    return hints
+
+
+def architecture_from_yaml(base: str, hints: dict) -> str:
+    """Refine a detected architecture with yaml hints (v-prediction, inpainting)."""
+    if base in (SD2, SD2_V):
+        if hints.get("in_channels") == 9:
+            return SD2_INPAINT
+        if hints.get("prediction_type") == "v_prediction":
+            return SD2_V
+        if hints.get("prediction_type") == "epsilon":
+            return SD2
+    if base == SD1 and hints.get("in_channels") == 9:
+        return SD1_INPAINT
+    return base

@@ -1,0 +1,206 @@
+"""Turn a registry entry into a ready diffusers pipeline. The only module that calls
+``from_pretrained`` / ``from_single_file``.
+
+Single files: the state dict is read once, safely (``formats.load_state_dict``), its architecture
+detected, and each component built with diffusers' single-file loaders against a config folder:
+``<stem>.config/`` beside the file when present (custom and tiny architectures), else the shipped
+``assets/configs/<arch>``. Nothing is fetched. We assemble the pipeline from components instead of
+calling the pipeline-level ``from_single_file(path)`` because that one re-reads the file choosing
+the reader by extension: it would reject a safetensors file named ``.ckpt`` and lose the reason a
+pickle was refused.
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import json
+import logging
+import os
+from pathlib import Path
+
+from . import detect, formats
+from .registry import ModelEntry
+from .tokenizer import ASSETS_DIR, OPENCLIP_PAD, load_clip_tokenizer
+from ..types import ModelLoadError
+
+log = logging.getLogger(__name__)
+CONFIGS_DIR = ASSETS_DIR / "configs"
+_OPENCLIP_PREFIXES = ("cond_stage_model.model.", "conditioner.embedders.1.model.")
+
+
+def config_dir_for(entry: ModelEntry, architecture: str) -> Path:
+    if entry.config_dir:
+        return Path(entry.config_dir)
+    folder = CONFIGS_DIR / architecture
+    if not (folder / "model_index.json").is_file():
+        raise ModelLoadError(
+            f"{entry.path}: unsupported architecture '{architecture}'. Supported: "
+            f"{', '.join(detect.ARCH_LABELS[a] for a in detect.CHECKPOINT_ARCHS)}. For a custom architecture put a "
+            f"diffusers config folder named '{Path(entry.path).stem}.config' beside the file.")
+    return folder
+
+
+def load_pipeline(entry: ModelEntry, dtype, allow_download: bool = False):
+    """A pipeline on the CPU in ``dtype``; raises ModelLoadError with the file and the reason."""
+    if entry.error:
+        raise ModelLoadError(entry.error)
+    try:
+        if entry.format == formats.DIFFUSERS:
+            pipe = _from_pretrained(entry.path, dtype, local_files_only=True)
+        elif entry.format == formats.HUB:
+            pipe = _from_hub(entry.path, dtype, allow_download)
+        else:
+            pipe = _from_single_file(entry, dtype)
+    except ModelLoadError:
+        raise
+    except MemoryError:
+        raise ModelLoadError(f"{entry.path}: not enough memory to load this model") from None
+    except Exception as e:  # diffusers/transformers raise many types; the user needs the reason, not a trace
+        log.debug("load failed", exc_info=True)
+        raise ModelLoadError(f"{entry.path}: cannot load ({type(e).__name__}: {str(e)[:400]})") from None
+    validate_pipeline(pipe, entry.path)
+    return pipe
+
+
+def _from_pretrained(path: str, dtype, local_files_only: bool):
+    from diffusers import DiffusionPipeline
+
+    index = _read_index(Path(path)) if os.path.isdir(path) else DiffusionPipeline.load_config(path, local_files_only=local_files_only)
+    kwargs = {}
+    if "safety_checker" in index:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    return DiffusionPipeline.from_pretrained(path, dtype=dtype, local_files_only=local_files_only, **kwargs)
+
+
+def _from_hub(repo_id: str, dtype, allow_download: bool):
+    try:
+        return _from_pretrained(repo_id, dtype, local_files_only=True)
+    except Exception as first:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        if not allow_download or offline:
+            raise ModelLoadError(
+                f"{repo_id}: not in the local Hugging Face cache and the hub is not reachable "
+                f"({type(first).__name__}). Download it once while online, or put a checkpoint in models/Stable-diffusion/."
+            ) from None
+        return _from_pretrained(repo_id, dtype, local_files_only=False)
+
+
+def _read_index(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{folder}: unreadable model_index.json ({e})") from None
+
+
+def _from_single_file(entry: ModelEntry, dtype):
+    state_dict = formats.load_state_dict(entry.path, entry.format if entry.format != formats.UNKNOWN else None)
+    try:
+        shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
+        arch = detect.detect_architecture(shapes)
+        if not entry.config_dir and arch not in detect.CHECKPOINT_ARCHS:
+            what = {detect.VAE: "a VAE (put it in models/VAE/)", detect.LORA: "a LoRA (put it in models/Lora/)"}.get(
+                arch, "not a Stable Diffusion checkpoint (no UNet/text encoder keys recognised)")
+            raise ModelLoadError(f"{entry.path}: {what}")
+        hints = detect.yaml_hints(Path(entry.yaml)) if entry.yaml else {}
+        arch = detect.architecture_from_yaml(arch, hints)
+        folder = config_dir_for(entry, arch)
+        pipe = assemble_from_state_dict(state_dict, folder, dtype)
+        pipe._sdui_needs_v_check = arch == detect.SD2 and not hints and not entry.config_dir
+        if "prediction_type" in hints:
+            pipe.scheduler.register_to_config(prediction_type=hints["prediction_type"])
+        pipe._sdui_architecture = "custom" if entry.config_dir else arch
+        return pipe
+    finally:
+        del state_dict
+        gc.collect()
+
+
+def assemble_from_state_dict(state_dict: dict, folder: Path, dtype):
+    """Build every component named in ``folder/model_index.json`` from an original-layout state dict."""
+    import diffusers
+    import transformers
+    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+
+    index = _read_index(folder)
+    pipeline_cls = getattr(diffusers, index["_class_name"])
+    components = {}
+    for name, spec in index.items():
+        if name.startswith("_") or not isinstance(spec, list) or spec[0] is None:
+            continue
+        library, class_name = spec
+        if name.startswith("tokenizer"):
+            components[name] = _tokenizer_for(name, folder, state_dict)
+            continue
+        cls = getattr(diffusers if library == "diffusers" else transformers, class_name)
+        if library == "transformers":
+            components[name] = create_diffusers_clip_model_from_ldm(
+                cls, checkpoint=state_dict, config=str(folder), subfolder=name, torch_dtype=dtype, local_files_only=True)
+        elif issubclass(cls, diffusers.SchedulerMixin):
+            components[name] = cls.from_pretrained(str(folder), subfolder=name, local_files_only=True)
+        else:
+            components[name] = cls.from_single_file(state_dict, config=str(folder), subfolder=name, dtype=dtype,
+                                                    local_files_only=True)
+    params = inspect.signature(pipeline_cls.__init__).parameters
+    for name, p in params.items():
+        if name not in components and name != "self" and p.default is inspect.Parameter.empty:
+            components[name] = None
+    if "requires_safety_checker" in params:
+        components["requires_safety_checker"] = False
+    for key in ("max_noise_level", "force_zeros_for_empty_prompt"):
+        if key in params and key in index:
+            components[key] = index[key]
+    return pipeline_cls(**components)
+
+
+def _tokenizer_for(name: str, folder: Path, state_dict: dict):
+    own = folder / name
+    if (own / "vocab.json").is_file():
+        return load_clip_tokenizer(folder=str(own))
+    # tokenizer pairs with text_encoder, tokenizer_2 with text_encoder_2; OpenCLIP encoders pad with "!"
+    if name == "tokenizer_2":
+        openclip = any(k.startswith("conditioner.embedders.1.model.") for k in state_dict)
+    else:
+        openclip = any(k.startswith("cond_stage_model.model.") for k in state_dict)
+    return load_clip_tokenizer(OPENCLIP_PAD if openclip else None)
+
+
+def validate_pipeline(pipe, path: str) -> None:
+    """Every weight materialised and the pieces fit together, before we let go of the old model."""
+    import torch
+
+    for comp_name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        module = getattr(pipe, comp_name, None)
+        if module is None:
+            if comp_name in ("unet", "vae"):
+                raise ModelLoadError(f"{path}: the model has no {comp_name}")
+            continue
+        for pname, param in list(module.named_parameters()) + list(module.named_buffers()):
+            if param.device.type == "meta":
+                raise ModelLoadError(f"{path}: incomplete checkpoint: {comp_name} weight '{pname}' is missing")
+            if param.is_floating_point() and param.numel() and not torch.isfinite(param.flatten()[:1024]).all():
+                raise ModelLoadError(f"{path}: corrupt checkpoint: {comp_name} weight '{pname}' holds NaN/inf")
+    unet_in = pipe.unet.config.in_channels
+    latent = pipe.vae.config.latent_channels
+    if unet_in not in (latent, 2 * latent + 1, latent + 3):
+        raise ModelLoadError(f"{path}: UNet takes {unet_in} channels but the VAE makes {latent}")
+
+
+def settle_v_prediction(pipe) -> None:
+    """SD 2.x: epsilon or v-prediction? A1111's test: feed the UNet a flat input at t=999 and look
+    at the sign of what comes out (v-models return roughly -x there)."""
+    import torch
+
+    if not getattr(pipe, "_sdui_needs_v_check", False):
+        return
+    unet = pipe.unet
+    device, dtype = unet.device, unet.dtype
+    with torch.no_grad():
+        x = torch.ones((1, unet.config.in_channels, 8, 8), device=device, dtype=dtype) * 0.5
+        cond = torch.ones((1, 2, unet.config.cross_attention_dim), device=device, dtype=dtype) * 0.5
+        out = unet(x, torch.tensor([999], device=device), encoder_hidden_states=cond).sample
+        score = (out.float() - x.float()).mean().item()
+    if score < -1:
+        pipe.scheduler.register_to_config(prediction_type="v_prediction")
+        pipe._sdui_architecture = detect.SD2_V
+    pipe._sdui_needs_v_check = False

@@ -1,0 +1,365 @@
+"""The one model manager: every pipeline and every byte of VRAM belongs to it.
+
+- ``select(name)`` switches checkpoints. The new model is loaded and validated completely before
+  the current one is let go; if loading fails the current model stays and the error goes up.
+- Recently used models stay in a RAM cache with a byte budget, least recently used evicted first;
+  an evicted model is freed for real (references dropped, ``gc``, CUDA cache, ``malloc_trim``).
+- ``run(fn, ...)`` runs a job at the best memory level and, on out-of-memory, frees memory, steps
+  one level down the ladder and runs it again; the level that worked is remembered per model and
+  image size.
+- One re-entrant lock guards every load, move and generation step that touches a model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from . import devices, formats, loader, registry
+from ..config import Settings
+from ..types import ModelLoadError, UnknownModelError
+
+log = logging.getLogger(__name__)
+
+LEVELS = {
+    0: "as loaded",
+    1: "attention slicing",
+    2: "attention slicing + VAE slicing and tiling",
+    3: "model CPU offload",
+    4: "sequential CPU offload",
+    5: "run on CPU",
+}
+
+
+class OutOfMemory(RuntimeError):
+    """Out of memory at every level of the ladder."""
+
+
+@dataclass
+class LoadedModel:
+    entry: registry.ModelEntry
+    pipe: Any
+    nbytes: int
+    device: Any
+    dtype: Any
+    level: int = 0
+    derived: dict = field(default_factory=dict)  # pipeline class name -> from_pipe() view (shared weights)
+    loaded_at: float = field(default_factory=time.time)
+    load_seconds: float = 0.0
+    base_scheduler_config: Any = None  # as loaded; every job builds its own scheduler from it
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def architecture(self) -> str:
+        return getattr(self.pipe, "_sdui_architecture", self.entry.architecture)
+
+    def pipeline(self, cls):
+        """The pipeline of class ``cls`` on this model's weights (no second copy: ``from_pipe``)."""
+        if isinstance(self.pipe, cls):
+            return self.pipe
+        key = cls.__name__
+        if key not in self.derived:
+            self.derived[key] = cls.from_pipe(self.pipe)
+        return self.derived[key]
+
+    def all_pipelines(self):
+        return [self.pipe, *self.derived.values()]
+
+
+class ModelManager:
+    def __init__(self, settings: Settings | None = None, hash_cache: registry.HashCache | None = None):
+        self.settings = settings or Settings()
+        self.lock = threading.RLock()
+        self.hashes = hash_cache or registry.HashCache()
+        self._device = None
+        self._dtype = None
+        self._found: dict[str, list[registry.ModelEntry]] | None = None
+        self._cache: "OrderedDict[str, LoadedModel]" = OrderedDict()  # LRU order, most recent last
+        self._current: Optional[str] = None
+        self._levels: dict[tuple, int] = {}
+        gb = self.settings.ram_cache_gb
+        self.cache_budget = int(gb * 1024**3) if gb is not None else devices.total_ram_bytes() // 4
+
+    # ---- device -------------------------------------------------------------------------------
+    @property
+    def device(self):
+        if self._device is None:
+            self._device = devices.pick_device(self.settings)
+            self._dtype = devices.pick_dtype(self.settings, self._device)
+        return self._device
+
+    @property
+    def dtype(self):
+        self.device  # noqa: B018 - resolves both
+        return self._dtype
+
+    # ---- what is on disk ----------------------------------------------------------------------
+    def refresh(self) -> dict[str, list[registry.ModelEntry]]:
+        s = self.settings
+        found = registry.scan(s.models_dir, s.ckpt_dir, s.ckpt)
+        for entry in found[registry.CHECKPOINT]:
+            if entry.is_file and not entry.error:
+                entry.sha256 = self.hashes.cached(entry.path)
+        with self.lock:
+            self._found = found
+        return found
+
+    def entries(self, kind: str = registry.CHECKPOINT) -> list[registry.ModelEntry]:
+        if self._found is None:
+            self.refresh()
+        return list(self._found.get(kind, []))
+
+    def checkpoints(self) -> list[registry.ModelEntry]:
+        return self.entries(registry.CHECKPOINT)
+
+    def ensure_hash(self, entry: registry.ModelEntry) -> Optional[str]:
+        if entry.sha256 is None and entry.is_file and not entry.error:
+            entry.sha256 = self.hashes.sha256(entry.path)
+        return entry.short_hash
+
+    def find(self, name: str, kind: str = registry.CHECKPOINT) -> registry.ModelEntry:
+        """By name, A1111 title ("name [hash]"), file name, short hash, path, or Hub id."""
+        entries = self.entries(kind)
+        wanted = name.strip()
+        base = wanted.rsplit(" [", 1)[0] if wanted.endswith("]") else wanted
+        for e in entries:
+            if wanted in (e.name, e.title) or base == e.name:
+                return e
+        for e in entries:
+            if e.path and (wanted == e.path or wanted == e.path.rsplit("/", 1)[-1] or (e.short_hash and wanted == e.short_hash)):
+                return e
+        if kind == registry.CHECKPOINT:
+            p = registry.Path(wanted).expanduser()
+            if p.exists():
+                return registry.describe_file(p, p.stem, kind) if p.is_file() else registry.ModelEntry(
+                    name=p.name, path=str(p), format=formats.sniff_format(p))
+            if registry.looks_like_hub_id(wanted):
+                return registry.ModelEntry(name=wanted, path=wanted, format=formats.HUB, architecture="hub")
+        names = ", ".join(e.name for e in entries) or "none found"
+        raise UnknownModelError(f"unknown {kind} '{name}'. Available: {names}")
+
+    # ---- loading and switching ----------------------------------------------------------------
+    @property
+    def current(self) -> Optional[LoadedModel]:
+        return self._cache.get(self._current) if self._current else None
+
+    def cached_names(self) -> list[str]:
+        return list(self._cache)
+
+    def select(self, name: Optional[str] = None) -> LoadedModel:
+        """Make ``name`` the current model (None: keep the current one, or load the default)."""
+        with self.lock:
+            if name is None:
+                if self.current is not None:
+                    return self.current
+                name = self._default_name()
+            entry = self.find(name)
+            if entry.name == self._current:
+                return self.current
+            if entry.name in self._cache:
+                loaded = self._cache.pop(entry.name)
+                self._cache[entry.name] = loaded
+                self._place(loaded)
+            else:
+                loaded = self._load(entry)  # raises; the current model is untouched
+                self._cache[entry.name] = loaded
+            previous = self.current
+            self._current = entry.name
+            if previous is not None and previous is not loaded:
+                self._park(previous)
+            self._evict()
+            return loaded
+
+    def _default_name(self) -> str:
+        if self.settings.ckpt:
+            return self.settings.ckpt
+        usable = [e for e in self.checkpoints() if not e.error]
+        if not usable:
+            raise UnknownModelError(
+                f"no checkpoint found. Put .safetensors/.ckpt files or diffusers folders in "
+                f"{registry.Path(self.settings.models_dir) / 'Stable-diffusion'}, or pass --ckpt")
+        return usable[0].name
+
+    def _load(self, entry: registry.ModelEntry) -> LoadedModel:
+        t0 = time.perf_counter()
+        pipe = loader.load_pipeline(entry, self.dtype, allow_download=not _hub_offline())
+        try:
+            loaded = LoadedModel(entry=entry, pipe=pipe, nbytes=devices.module_bytes(pipe), device=None, dtype=self.dtype)
+            self._place(loaded)
+            loader.settle_v_prediction(pipe)
+            loaded.base_scheduler_config = pipe.scheduler.config
+        except Exception as e:
+            del pipe
+            devices.free_memory()
+            if isinstance(e, ModelLoadError):
+                raise
+            raise ModelLoadError(f"{entry.path}: cannot place the model on {self.device} ({e})") from None
+        loaded.load_seconds = time.perf_counter() - t0
+        if entry.is_file and entry.sha256 is None:
+            entry.sha256 = self.hashes.cached(entry.path)
+        return loaded
+
+    def _place(self, loaded: LoadedModel) -> None:
+        """Put a model on the working device at its starting memory level."""
+        start = self.settings.start_memory_level if devices.is_accelerator(self.device) else 0
+        if loaded.device is None or loaded.device != self.device or loaded.level != start:
+            if loaded.level in (3, 4):
+                for p in loaded.all_pipelines():
+                    p.remove_all_hooks()
+            if start < 3:
+                loaded.pipe.to(self.device, self.dtype)
+            loaded.device, loaded.dtype, loaded.level = self.device, self.dtype, 0
+            self.apply_level(loaded, start, loaded.pipe)
+
+    def _park(self, loaded: LoadedModel) -> None:
+        """A model that stops being current keeps its weights in RAM only."""
+        if loaded.level in (3, 4):
+            for p in loaded.all_pipelines():
+                p.remove_all_hooks()
+        if devices.is_accelerator(self.device):
+            loaded.pipe.to("cpu")
+            loaded.device = None
+            devices.free_memory()
+
+    def _evict(self) -> None:
+        total = sum(m.nbytes for m in self._cache.values())
+        for name in list(self._cache):
+            if total <= self.cache_budget:
+                break
+            if name == self._current:
+                continue
+            total -= self._cache[name].nbytes
+            self.release(name)
+
+    def release(self, name: str) -> None:
+        """Drop a model and free its memory for real."""
+        with self.lock:
+            loaded = self._cache.pop(name, None)
+            if loaded is None:
+                return
+            if name == self._current:
+                self._current = None
+            if loaded.level in (3, 4):
+                for p in loaded.all_pipelines():
+                    p.remove_all_hooks()
+            loaded.derived.clear()
+            loaded.pipe = None
+            del loaded
+            devices.free_memory()
+
+    def release_all(self) -> None:
+        with self.lock:
+            for name in list(self._cache):
+                self.release(name)
+
+    # ---- memory ladder ------------------------------------------------------------------------
+    def available_levels(self) -> list[int]:
+        """Levels 3 and 4 need an accelerator; on a CPU-only machine they are skipped."""
+        if devices.is_accelerator(self.device):
+            return [0, 1, 2, 3, 4, 5]
+        return [0, 1, 2, 5]
+
+    def apply_level(self, loaded: LoadedModel, level: int, pipe) -> None:
+        import torch
+
+        if level == loaded.level and getattr(pipe, "_sdui_level", None) == level:
+            return
+        if loaded.level in (3, 4) or level in (3, 4):
+            for p in loaded.all_pipelines():
+                p.remove_all_hooks()
+        for p in loaded.all_pipelines():
+            p._sdui_level = None
+        if level == 5:
+            loaded.pipe.to("cpu", torch.float32)
+            loaded.device, loaded.dtype = torch.device("cpu"), torch.float32
+        elif loaded.device is None or loaded.device.type != self.device.type or loaded.dtype != self.dtype:
+            if level < 3:
+                loaded.pipe.to(self.device, self.dtype)
+                loaded.device, loaded.dtype = self.device, self.dtype
+        if level >= 1:
+            pipe.enable_attention_slicing()
+        else:
+            pipe.disable_attention_slicing()
+        vae = pipe.vae
+        if level >= 2:
+            vae.enable_slicing()
+            vae.enable_tiling()
+        else:
+            vae.disable_slicing()
+            vae.disable_tiling()
+        if level == 3:
+            loaded.pipe.to("cpu")
+            pipe.enable_model_cpu_offload(device=self.device)
+            loaded.device = self.device
+        elif level == 4:
+            loaded.pipe.to("cpu")
+            pipe.enable_sequential_cpu_offload(device=self.device)
+            loaded.device = self.device
+        loaded.level = level
+        pipe._sdui_level = level
+
+    def execution_device(self, loaded: LoadedModel):
+        return loaded.device if loaded.device is not None and loaded.level != 5 else (loaded.device or self.device)
+
+    def run(self, fn: Callable[[Any, LoadedModel], Any], size: tuple = (), pipeline_cls=None,
+            model: Optional[str] = None, on_retry: Optional[Callable[[int, BaseException], None]] = None):
+        """Run ``fn(pipe, loaded)`` at the best level; on OOM free memory, go one level down, retry.
+
+        Returns ``(result, level_used)``. ``fn`` must be repeatable (it builds its own generators).
+        """
+        with self.lock:
+            loaded = self.select(model)
+            levels = self.available_levels()
+            key = (loaded.name, *size)
+            start = self._levels.get(key, self.settings.start_memory_level if devices.is_accelerator(self.device) else 0)
+            start = min((lv for lv in levels if lv >= start), default=levels[-1])
+            pipe = loaded.pipeline(pipeline_cls) if pipeline_cls else loaded.pipe
+            for level in [lv for lv in levels if lv >= start]:
+                self.apply_level(loaded, level, pipe)
+                try:
+                    result = fn(pipe, loaded)
+                except BaseException as e:  # noqa: BLE001 - only OOM is handled, the rest re-raised
+                    if not devices.is_out_of_memory(e):
+                        raise
+                    log.warning("out of memory at level %d (%s); retrying one level down", level, LEVELS[level])
+                    del e
+                    devices.free_memory()
+                    if on_retry:
+                        on_retry(level, None)
+                    continue
+                self._levels[key] = level
+                return result, level
+            raise OutOfMemory(
+                f"out of memory at every memory level ({', '.join(LEVELS[lv] for lv in levels)}); "
+                f"try a smaller size or batch")
+
+    def remembered_level(self, name: str, *size) -> Optional[int]:
+        return self._levels.get((name, *size))
+
+    # ---- reporting ----------------------------------------------------------------------------
+    def status(self) -> dict:
+        cur = self.current
+        return {
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "current": cur.name if cur else None,
+            "architecture": cur.architecture if cur else None,
+            "memory_level": cur.level if cur else None,
+            "memory_level_name": LEVELS[cur.level] if cur else None,
+            "cached": [{"name": m.name, "bytes": m.nbytes} for m in self._cache.values()],
+            "cache_budget_bytes": self.cache_budget,
+            **devices.memory_report(self.device),
+        }
+
+
+def _hub_offline() -> bool:
+    import os
+
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")

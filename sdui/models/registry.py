@@ -1,0 +1,270 @@
+"""What is on disk: checkpoints, VAEs, LoRAs and upscalers, with names, formats and hashes.
+
+Folder layout is AUTOMATIC1111's ``models/`` tree: ``Stable-diffusion/`` (checkpoints, single files
+or diffusers folders), ``VAE/``, ``Lora/``, ``ESRGAN/`` and ``RealESRGAN/``. ``--ckpt-dir`` adds a
+folder of checkpoints, ``--ckpt`` one file, folder or Hub id. Hub ids already in the local
+Hugging Face cache are listed too, so they work offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from . import detect, formats
+from ..types import ModelLoadError
+
+CHECKPOINT_EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+UPSCALER_EXTS = (".pth", ".pt", ".safetensors")
+CHECKPOINT = "checkpoint"
+VAE_KIND = "vae"
+LORA_KIND = "lora"
+UPSCALER_KIND = "upscaler"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SDUI_CACHE_DIR") or Path.home() / ".cache" / "sdui")
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    path: str
+    kind: str = CHECKPOINT
+    format: str = formats.UNKNOWN
+    architecture: str = detect.UNKNOWN
+    config_dir: Optional[str] = None  # a <stem>.config/ folder beside the file, if any
+    yaml: Optional[str] = None  # an A1111 <stem>.yaml beside the file, if any
+    error: Optional[str] = None
+    sha256: Optional[str] = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def short_hash(self) -> Optional[str]:
+        return self.sha256[:10] if self.sha256 else None
+
+    @property
+    def title(self) -> str:
+        """A1111's checkpoint title: ``name [shorthash]`` (the hash only once known)."""
+        return f"{self.name} [{self.short_hash}]" if self.short_hash else self.name
+
+    @property
+    def is_file(self) -> bool:
+        return self.format not in (formats.DIFFUSERS, formats.HUB)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.pop("extra")
+        d["hash"] = self.short_hash
+        d["title"] = self.title
+        return d
+
+
+class HashCache:
+    """SHA-256 of whole files, cached on disk by path + size + mtime (A1111's "shorthash" = first 10)."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path or cache_dir() / "hashes.json"
+        self._lock = threading.Lock()
+        self._data: dict | None = None
+
+    def _load(self) -> dict:
+        if self._data is None:
+            try:
+                self._data = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                self._data = {}
+        return self._data
+
+    @staticmethod
+    def _stamp(path: str) -> list:
+        st = os.stat(path)
+        return [st.st_size, st.st_mtime_ns]
+
+    def cached(self, path: str) -> Optional[str]:
+        with self._lock:
+            item = self._load().get(os.path.abspath(path))
+            try:
+                if item and item["stamp"] == self._stamp(path):
+                    return item["sha256"]
+            except OSError:
+                return None
+        return None
+
+    def sha256(self, path: str) -> str:
+        hit = self.cached(path)
+        if hit:
+            return hit
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        digest = h.hexdigest()
+        with self._lock:
+            data = self._load()
+            data[os.path.abspath(path)] = {"stamp": self._stamp(path), "sha256": digest}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+            os.replace(tmp, self.path)
+        return digest
+
+
+def describe_file(path: Path, name: str, kind: str) -> ModelEntry:
+    """Format, architecture and sidecars of one file; errors are recorded, not raised."""
+    entry = ModelEntry(name=name, path=str(path), kind=kind)
+    stem = path.with_suffix("")
+    if (cfg := Path(str(stem) + ".config")).is_dir():
+        entry.config_dir = str(cfg)
+    if (yml := Path(str(stem) + ".yaml")).is_file():
+        entry.yaml = str(yml)
+    try:
+        entry.format = formats.sniff_format(path)
+        if kind == CHECKPOINT:
+            if entry.format == formats.SAFETENSORS:
+                entry.architecture = detect.detect_architecture(formats.tensor_shapes(path, entry.format))
+            elif entry.format in (formats.PICKLE, formats.PICKLE_ZIP):
+                # Reading keys means unpickling (safely); left to load time to keep listing fast.
+                entry.architecture = detect.UNKNOWN
+            else:
+                formats.load_state_dict(path, entry.format)  # raises with the reason
+            if entry.yaml:
+                entry.architecture = detect.architecture_from_yaml(entry.architecture, detect.yaml_hints(Path(entry.yaml)))
+            if entry.config_dir:
+                entry.architecture = "custom"
+        elif entry.format == formats.UNKNOWN:
+            raise ModelLoadError(f"{path}: not a model file (neither safetensors nor a PyTorch checkpoint)")
+    except ModelLoadError as e:
+        entry.error = str(e)
+    except OSError as e:
+        entry.error = f"{path}: cannot read ({e.strerror or e})"
+    return entry
+
+
+def _iter_checkpoints(root: Path):
+    """Single files and diffusers folders under ``root`` (a diffusers folder is not descended into)."""
+    if not root.is_dir():
+        return
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        d = Path(dirpath)
+        keep = []
+        for sub in sorted(dirnames):
+            p = d / sub
+            if sub.endswith(".config") or sub.startswith("."):
+                continue
+            if (p / "model_index.json").is_file():
+                yield p
+            else:
+                keep.append(sub)
+        dirnames[:] = keep
+        for fn in sorted(filenames):
+            if fn.lower().endswith(CHECKPOINT_EXTS):
+                yield d / fn
+
+
+def _unique_name(base: str, rel: str, taken: set) -> str:
+    name = base if base not in taken else rel
+    taken.add(name)
+    return name
+
+
+def hub_cache_models() -> list[str]:
+    """Hub ids of diffusers pipelines already in the local Hugging Face cache."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return []
+    root = Path(constants.HF_HUB_CACHE)
+    out = []
+    if root.is_dir():
+        for repo in sorted(root.glob("models--*")):
+            if any(repo.glob("snapshots/*/model_index.json")):
+                out.append(repo.name[len("models--"):].replace("--", "/"))
+    return out
+
+
+def looks_like_hub_id(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not os.path.exists(text) and not text.startswith((".", "/", "~"))
+
+
+def scan(models_dir: str | None = None, ckpt_dir: str | None = None, ckpt: str | None = None,
+         include_hub_cache: bool = True) -> dict[str, list[ModelEntry]]:
+    """Everything found, by kind: {"checkpoint": [...], "vae": [...], "lora": [...], "upscaler": [...]}."""
+    found: dict[str, list[ModelEntry]] = {CHECKPOINT: [], VAE_KIND: [], LORA_KIND: [], UPSCALER_KIND: []}
+    taken: set = set()
+    seen_paths: set = set()
+
+    def add_checkpoint(p: Path, root: Optional[Path]):
+        real = os.path.realpath(p)
+        if real in seen_paths:
+            return
+        seen_paths.add(real)
+        rel = str(p.relative_to(root)) if root else p.name
+        base = p.name if p.is_dir() else p.stem
+        rel_noext = rel if p.is_dir() else str(Path(rel).with_suffix(""))
+        name = _unique_name(base, rel_noext.replace(os.sep, "/"), taken)
+        if p.is_dir():
+            found[CHECKPOINT].append(ModelEntry(name=name, path=str(p), format=formats.DIFFUSERS,
+                                                architecture=_folder_architecture(p)))
+        else:
+            found[CHECKPOINT].append(describe_file(p, name, CHECKPOINT))
+
+    roots = []
+    if models_dir:
+        roots.append(Path(models_dir) / "Stable-diffusion")
+    if ckpt_dir:
+        roots.append(Path(ckpt_dir))
+    for root in roots:
+        for p in _iter_checkpoints(root):
+            add_checkpoint(p, root)
+    if ckpt:
+        p = Path(ckpt).expanduser()
+        if p.exists():
+            add_checkpoint(p, None)
+        elif looks_like_hub_id(ckpt) and ckpt not in taken:
+            taken.add(ckpt)
+            found[CHECKPOINT].append(ModelEntry(name=ckpt, path=ckpt, format=formats.HUB, architecture="hub"))
+        else:
+            found[CHECKPOINT].append(ModelEntry(name=p.name, path=str(p), error=f"{ckpt}: no such file, folder or Hub id"))
+    if include_hub_cache:
+        for repo_id in hub_cache_models():
+            if repo_id not in taken:
+                taken.add(repo_id)
+                found[CHECKPOINT].append(ModelEntry(name=repo_id, path=repo_id, format=formats.HUB, architecture="hub"))
+    if models_dir:
+        for sub, kind, exts in (("VAE", VAE_KIND, CHECKPOINT_EXTS), ("Lora", LORA_KIND, (".safetensors", ".pt", ".ckpt")),
+                                ("ESRGAN", UPSCALER_KIND, UPSCALER_EXTS), ("RealESRGAN", UPSCALER_KIND, UPSCALER_EXTS)):
+            folder = Path(models_dir) / sub
+            if folder.is_dir():
+                names = {e.name for e in found[kind]}
+                for p in sorted(folder.rglob("*")):
+                    if p.is_file() and p.name.lower().endswith(exts):
+                        rel = str(p.relative_to(folder).with_suffix("")).replace(os.sep, "/")
+                        found[kind].append(describe_file(p, rel if p.stem in names else p.stem, kind))
+                        names.add(p.stem)
+    return found
+
+
+def _folder_architecture(folder: Path) -> str:
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return detect.UNKNOWN
+    cls = index.get("_class_name", "")
+    if "XL" in cls:
+        return detect.SDXL
+    if "Upscale" in cls:
+        return detect.X4_UPSCALER
+    inpaint = unet.get("in_channels") == 9
+    if unet.get("cross_attention_dim") == 1024:
+        return detect.SD2_INPAINT if inpaint else detect.SD2
+    if unet.get("cross_attention_dim") == 768:
+        return detect.SD1_INPAINT if inpaint else detect.SD1
+    return "custom"

@@ -1,0 +1,98 @@
+"""What every task shares: the job context, seeded generators, progress/cancel and the preview."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from ..types import Cancelled, GenerationRequest, Progress
+
+# A fixed linear map from SD's 4 latent channels to RGB (an approximation good enough for a
+# live preview; no extra weights, no VAE pass). Rows: latent channels; columns: R, G, B.
+LATENT_RGB = ((0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350), (-0.2829, 0.1762, 0.2721), (-0.2120, -0.2616, -0.7177))
+PREVIEW_EVERY = 4
+
+
+def generators(seeds: list[int]):
+    """One CPU generator per image: image i is reproducible alone from its own seed."""
+    import torch
+
+    return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+
+
+def latent_preview(latents, index: int = 0):
+    """A small RGB image of ``latents[index]`` via the fixed projection."""
+    import torch
+    from PIL import Image
+
+    lat = latents[index, :4].detach().float().cpu()
+    rgb = torch.einsum("chw,cr->hwr", lat, torch.tensor(LATENT_RGB))
+    rgb = ((rgb + 1) / 2).clamp(0, 1).mul(255).byte().numpy()
+    return Image.fromarray(rgb)
+
+
+def is_cancelled(cancel) -> bool:
+    if cancel is None:
+        return False
+    if hasattr(cancel, "is_set"):
+        return cancel.is_set()
+    return bool(cancel())
+
+
+@dataclass
+class Job:
+    """Everything a task needs besides the pipeline."""
+
+    request: GenerationRequest
+    seeds: list[int]
+    device: Any
+    prompt_embeds: Any = None
+    negative_prompt_embeds: Any = None
+    on_progress: Optional[Callable[[Progress], None]] = None
+    cancel: Any = None  # threading.Event or a callable returning True to stop
+    image_index: int = 0  # index of this batch's first image in the whole job
+    image_total: int = 1
+    preview_every: int = PREVIEW_EVERY
+    warnings: list[str] = field(default_factory=list)
+
+    def prompt_kwargs(self) -> dict:
+        """Embeddings when the engine encoded the prompt (SD 1.x/2.x); else the text itself (SDXL)."""
+        if self.prompt_embeds is not None:
+            return {"prompt_embeds": self.prompt_embeds, "negative_prompt_embeds": self.negative_prompt_embeds}
+        return {"prompt": self.request.prompt, "negative_prompt": self.request.negative_prompt or None}
+
+
+class StepTracker:
+    """A ``callback_on_step_end`` that reports progress, makes previews and stops on cancel."""
+
+    def __init__(self, job: Job, total: Optional[int] = None, stage: str = "sampling"):
+        self.job = job
+        self.total = total
+        self.stage = stage
+        self.start = time.perf_counter()
+
+    def check_cancel(self) -> None:
+        if is_cancelled(self.job.cancel):
+            raise Cancelled("interrupted")
+
+    def report(self, step: int, total: int, latents=None) -> None:
+        self.check_cancel()
+        if self.job.on_progress is None:
+            return
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / step * (total - step) if step else 0.0
+        preview = None
+        if latents is not None and self.job.preview_every and (step % self.job.preview_every == 0 or step == total):
+            preview = latent_preview(latents)
+        self.job.on_progress(Progress(step=step, total=total, elapsed=elapsed, eta=eta, image_index=self.job.image_index,
+                                      image_total=self.job.image_total, preview=preview, stage=self.stage))
+
+    def __call__(self, pipe, step_index, timestep, callback_kwargs):
+        total = self.total or getattr(pipe, "_num_timesteps", None) or self.job.request.steps
+        self.report(step_index + 1, total, callback_kwargs.get("latents"))
+        return callback_kwargs
+
+    def legacy(self, step, timestep, latents):
+        """The x4 upscaler's old-style ``callback(step, timestep, latents)``."""
+        self.report(step + 1, self.total or self.job.request.steps, latents)

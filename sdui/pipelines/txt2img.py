@@ -1,0 +1,27 @@
+"""txt2img: noise -> image."""
+
+from __future__ import annotations
+
+from .common import Job, StepTracker, generators
+
+
+
+def run(pipe, job: Job):
+    req = job.request
+    # 1. check inputs: done by GenerationRequest.validate before any model work
+    # 2. seeded generators, one per image
+    gens = generators(job.seeds)
+    # 3. denoise and decode (prompt embeddings were encoded by the engine, A1111-style)
+    out = pipe(
+        **job.prompt_kwargs(),
+        num_images_per_prompt=len(job.seeds),
+        num_inference_steps=req.steps,
+        guidance_scale=req.cfg_scale,
+        height=req.height,
+        width=req.width,
+        generator=gens,
+        callback_on_step_end=StepTracker(job),
+        output_type="pil",
+    )
+    # 4. post-process: PIL images, in seed order
+    return list(out.images)

@@ -1,0 +1,177 @@
+"""A1111 prompt syntax -> text-encoder embeddings.
+
+Supported as AUTOMATIC1111 does: ``(word)`` x1.1, ``[word]`` /1.1, ``(word:1.3)``, escaped
+``\\(`` ``\\)`` ``\\[`` ``\\]``, prompts longer than 75 tokens (encoded in 75-token chunks and
+concatenated) and ``BREAK`` (start a new chunk). Emphasis multiplies the chunk's hidden states and
+then restores their mean ("Original" emphasis in A1111).
+
+Why not compel: its weighting syntax is ``word+``/``(word)1.3`` and its A1111 mode does not
+reproduce A1111's chunking and mean restoration; users paste A1111 prompts, so we follow A1111.
+
+Exactness: a prompt with no emphasis and at most 75 tokens gives exactly the embeddings of
+diffusers' own ``encode_prompt`` (same ids: BOS + tokens + EOS + pad to 77; no multiplication).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+CHUNK = 75
+MAX_CHUNKS = 20  # 1,500 tokens; the rest is cut and reported
+
+_ATTENTION = re.compile(
+    r"""
+\\\(|\\\)|\\\[|\\]|\\\\|\\|   # escapes
+\(|\[|                        # openers
+:\s*([+-]?[.\d]+)\s*\)|       # (text:1.3) closer
+\)|]|                         # closers
+[^\\()\[\]:]+|                # plain text
+:
+""", re.X)
+_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
+
+
+def parse_attention(text: str) -> list[tuple[str, float]]:
+    """``"a (cat:1.2) [dog]"`` -> ``[("a ", 1.0), ("cat", 1.2), (" ", 1.0), ("dog", 0.909...)]``.
+
+    ``("BREAK", -1)`` marks a chunk break. Unbalanced brackets apply to the end of the text.
+    """
+    res: list[list] = []
+    round_open: list[int] = []
+    square_open: list[int] = []
+
+    def multiply_from(start: int, factor: float) -> None:
+        for item in res[start:]:
+            item[1] *= factor
+
+    for m in _ATTENTION.finditer(text):
+        piece, weight = m.group(0), m.group(1)
+        if piece.startswith("\\"):
+            res.append([piece[1:], 1.0])
+        elif piece == "(":
+            round_open.append(len(res))
+        elif piece == "[":
+            square_open.append(len(res))
+        elif weight is not None and round_open:
+            multiply_from(round_open.pop(), float(weight))
+        elif piece == ")" and round_open:
+            multiply_from(round_open.pop(), 1.1)
+        elif piece == "]" and square_open:
+            multiply_from(square_open.pop(), 1 / 1.1)
+        else:
+            for i, part in enumerate(_BREAK.split(piece)):
+                if i > 0:
+                    res.append(["BREAK", -1])
+                res.append([part, 1.0])
+    for pos in round_open:
+        multiply_from(pos, 1.1)
+    for pos in square_open:
+        multiply_from(pos, 1 / 1.1)
+    if not res:
+        res = [["", 1.0]]
+    merged = [res[0]]
+    for item in res[1:]:
+        if item[1] == merged[-1][1] and item[1] != -1:
+            merged[-1][0] += item[0]
+        else:
+            merged.append(item)
+    return [(t, w) for t, w in merged]
+
+
+@dataclass
+class TokenChunks:
+    ids: list[list[int]] = field(default_factory=list)  # each BOS + 75 + EOS = 77
+    weights: list[list[float]] = field(default_factory=list)
+    truncated_tokens: int = 0
+
+    @property
+    def emphasised(self) -> bool:
+        return any(w != 1.0 for chunk in self.weights for w in chunk)
+
+
+def tokenize(tokenizer, text: str) -> TokenChunks:
+    """A1111-style chunking of a prompt into 77-token windows with per-token weights."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    out = TokenChunks()
+    cur_ids: list[int] = []
+    cur_w: list[float] = []
+
+    def close(force: bool = False) -> None:
+        nonlocal cur_ids, cur_w
+        if not cur_ids and not force:
+            return
+        n = len(cur_ids)
+        out.ids.append([bos] + cur_ids + [eos] + [pad] * (CHUNK - n))
+        out.weights.append([1.0] + cur_w + [1.0] * (CHUNK - n + 1))
+        cur_ids, cur_w = [], []
+
+    fragments = parse_attention(text)
+    texts = [t for t, w in fragments if w != -1]
+    encoded = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"] if texts else []
+    it = iter(encoded)
+    for frag, weight in fragments:
+        if weight == -1:
+            close(force=True)
+            continue
+        for tok in next(it):
+            if len(cur_ids) == CHUNK:
+                close()
+            cur_ids.append(tok)
+            cur_w.append(weight)
+    close(force=not out.ids)
+    if len(out.ids) > MAX_CHUNKS:
+        out.truncated_tokens = sum(sum(1 for t in c[1:-1] if t != pad) for c in out.ids[MAX_CHUNKS:])
+        out.ids, out.weights = out.ids[:MAX_CHUNKS], out.weights[:MAX_CHUNKS]
+    return out
+
+
+def _encode_chunks(text_encoder, chunks: TokenChunks, device):
+    import torch
+
+    ids = torch.tensor(chunks.ids, device=device)
+    dtype = text_encoder.dtype
+    z = text_encoder(ids)[0]  # (chunks, 77, dim)
+    if chunks.emphasised:
+        w = torch.tensor(chunks.weights, device=device, dtype=z.dtype).unsqueeze(-1)
+        original_mean = z.mean()
+        z = z * w
+        z = z * (original_mean / z.mean())
+    return z.reshape(1, -1, z.shape[-1]).to(dtype)
+
+
+@dataclass
+class Conditioning:
+    prompt_embeds: object
+    negative_prompt_embeds: object
+    warnings: list[str] = field(default_factory=list)
+
+
+def encode(pipe, prompt: str, negative_prompt: str, device) -> Conditioning:
+    """Positive and negative embeddings of equal length for an SD 1.x/2.x pipeline."""
+    import torch
+
+    tok, enc = pipe.tokenizer, pipe.text_encoder
+    pos, neg = tokenize(tok, prompt), tokenize(tok, negative_prompt)
+    warnings = []
+    for label, chunks in (("prompt", pos), ("negative prompt", neg)):
+        if chunks.truncated_tokens:
+            warnings.append(f"{label} was cut: {chunks.truncated_tokens} tokens past {MAX_CHUNKS * CHUNK} were ignored")
+    with torch.no_grad():
+        c = _encode_chunks(enc, pos, device)
+        uc = _encode_chunks(enc, neg, device)
+        if c.shape[1] != uc.shape[1]:
+            # as A1111: pad the shorter side with the empty prompt's encoding
+            empty = _encode_chunks(enc, tokenize(tok, ""), device)
+            while c.shape[1] < uc.shape[1]:
+                c = torch.cat([c, empty], dim=1)
+            while uc.shape[1] < c.shape[1]:
+                uc = torch.cat([uc, empty], dim=1)
+    return Conditioning(c, uc, warnings)
+
+
+def token_count(tokenizer, text: str) -> int:
+    """Tokens in the prompt (what the UI shows as 'n/75')."""
+    return sum(len(ids) for ids in tokenizer([t for t, w in parse_attention(text) if w != -1],
+                                             add_special_tokens=False)["input_ids"])

@@ -1,0 +1,73 @@
+"""Tiny random-weight Stable Diffusion pipelines, built offline (like diffusers' get_dummy_components).
+
+Real classes, real CLIP tokenizer (from open_clip's vocabulary), random weights: the only thing
+faked is the training. A 4-level VAE keeps the real 8x latent scale, so sizes behave as in SD.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+UNET = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=[32, 64],
+            down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"], up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
+            cross_attention_dim=32, attention_head_dim=[2, 4], use_linear_projection=True, norm_num_groups=8)
+VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, block_out_channels=[8, 8, 16, 16],
+           down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4, norm_num_groups=8,
+           sample_size=64)
+TEXT = dict(vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+            max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=32, bos_token_id=0, eos_token_id=2,
+            pad_token_id=1)
+SCHED = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+             steps_offset=1, skip_prk_steps=True)
+
+
+def tiny_pipeline(seed: int = 0, inpaint: bool = False, cross_dim: int = 32):
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from sdui.models.tokenizer import load_clip_tokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**dict(UNET, in_channels=9 if inpaint else 4, cross_attention_dim=cross_dim))
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(**VAE)
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**dict(TEXT, hidden_size=cross_dim)))
+    cls = StableDiffusionInpaintPipeline if inpaint else StableDiffusionPipeline
+    pipe = cls(vae=vae, text_encoder=text_encoder, tokenizer=load_clip_tokenizer(), unet=unet,
+               scheduler=PNDMScheduler(**SCHED), safety_checker=None, feature_extractor=None,
+               requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def write_config_folder(pipe, folder: Path) -> Path:
+    """A diffusers-format config folder (JSON only) describing ``pipe``, as ``<stem>.config/``."""
+    tmp = folder.with_name(folder.name + ".full")
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in tmp.rglob("*.json"):
+        rel = p.relative_to(tmp)
+        if rel.parts[0] == "tokenizer":
+            continue
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, folder / rel)
+    shutil.rmtree(tmp)
+    return folder
+
+
+def save_single_file(pipe, path: Path, with_config: bool = True, dtype=None) -> Path:
+    from sdui.models.export import save_single_file as save
+
+    save(pipe, path, dtype=dtype)
+    if with_config:
+        write_config_folder(pipe, Path(str(path.with_suffix("")) + ".config"))
+    return path
+
+
+def model_index(folder: Path) -> dict:
+    return json.loads((folder / "model_index.json").read_text())
