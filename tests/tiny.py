@@ -71,3 +71,36 @@ def save_single_file(pipe, path: Path, with_config: bool = True, dtype=None) -> 
 
 def model_index(folder: Path) -> dict:
     return json.loads((folder / "model_index.json").read_text())
+
+
+def tiny_x4_upscaler(seed: int = 0):
+    """A tiny StableDiffusionUpscalePipeline: 7-channel UNet with noise-level class embedding,
+    3-level VAE (4x spatial), CLIP text encoder; random weights."""
+    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from sdui.models.tokenizer import load_clip_tokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**dict(UNET, in_channels=7, num_class_embeds=1000, sample_size=16))
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(**dict(VAE, block_out_channels=[8, 8, 16], down_block_types=["DownEncoderBlock2D"] * 3,
+                               up_block_types=["UpDecoderBlock2D"] * 3, scaling_factor=0.08333))
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT))
+    pipe = StableDiffusionUpscalePipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=load_clip_tokenizer("!"), unet=unet,
+        low_res_scheduler=DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.0001, beta_end=0.02),
+        scheduler=DDIMScheduler(prediction_type="v_prediction", beta_schedule="scaled_linear", beta_start=0.0001,
+                                beta_end=0.02, clip_sample=False, set_alpha_to_one=False, steps_offset=1),
+        max_noise_level=350)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_esrgan_state_dict(scale: int = 4, seed: int = 0) -> dict:
+    """An ESRGAN (RRDBNet) state dict with one block and 8 filters, built with spandrel's own class."""
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    torch.manual_seed(seed)
+    return ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=scale).state_dict()

@@ -118,8 +118,15 @@ def load_state_dict(path: str | os.PathLike, fmt: str | None = None):
     elif fmt in (PICKLE_ZIP, PICKLE):
         if fmt == PICKLE_ZIP and not zipfile.is_zipfile(path):
             raise ModelLoadError(f"{path}: truncated or corrupt checkpoint (broken zip archive)")
+        # torch.load picks safetensors by a ".safetensors" name; a pickle so named goes in as a file
+        # object (no mmap then) so the bytes, not the name, decide.
+        by_name = path.lower().endswith(".safetensors")
         try:
-            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=(fmt == PICKLE_ZIP))
+            if by_name:
+                with open(path, "rb") as f:
+                    sd = torch.load(f, map_location="cpu", weights_only=True)
+            else:
+                sd = torch.load(path, map_location="cpu", weights_only=True, mmap=(fmt == PICKLE_ZIP))
         except pickle.UnpicklingError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelLoadError(

@@ -105,7 +105,10 @@ def _from_single_file(entry: ModelEntry, dtype):
         hints = detect.yaml_hints(Path(entry.yaml)) if entry.yaml else {}
         arch = detect.architecture_from_yaml(arch, hints)
         folder = config_dir_for(entry, arch)
-        pipe = assemble_from_state_dict(state_dict, folder, dtype)
+        try:
+            pipe = assemble_from_state_dict(state_dict, folder, dtype)
+        except ModelLoadError as e:
+            raise ModelLoadError(f"{entry.path}: {e}") from None
         pipe._sdui_needs_v_check = arch == detect.SD2 and not hints and not entry.config_dir
         if "prediction_type" in hints:
             pipe.scheduler.register_to_config(prediction_type=hints["prediction_type"])
@@ -120,7 +123,6 @@ def assemble_from_state_dict(state_dict: dict, folder: Path, dtype):
     """Build every component named in ``folder/model_index.json`` from an original-layout state dict."""
     import diffusers
     import transformers
-    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
 
     index = _read_index(folder)
     pipeline_cls = getattr(diffusers, index["_class_name"])
@@ -133,15 +135,15 @@ def assemble_from_state_dict(state_dict: dict, folder: Path, dtype):
             components[name] = _tokenizer_for(name, folder, state_dict)
             continue
         cls = getattr(diffusers if library == "diffusers" else transformers, class_name)
-        if library == "transformers":
-            components[name] = create_diffusers_clip_model_from_ldm(
-                cls, checkpoint=state_dict, config=str(folder), subfolder=name, torch_dtype=dtype, local_files_only=True)
-        elif issubclass(cls, diffusers.SchedulerMixin):
-            components[name] = cls.from_pretrained(str(folder), subfolder=name, local_files_only=True)
-        else:
-            components[name] = cls.from_single_file(state_dict, config=str(folder), subfolder=name, dtype=dtype,
-                                                    local_files_only=True)
+        try:
+            components[name] = _build_component(cls, library, name, state_dict, folder, dtype)
+        except NotImplementedError as e:
+            if "meta tensor" not in str(e):
+                raise
+            raise ModelLoadError(f"incomplete checkpoint: the {name} is missing weights (a truncated file, or "
+                                 f"one made for another architecture than {folder.name})") from None
     params = inspect.signature(pipeline_cls.__init__).parameters
+
     for name, p in params.items():
         if name not in components and name != "self" and p.default is inspect.Parameter.empty:
             components[name] = None
@@ -151,6 +153,18 @@ def assemble_from_state_dict(state_dict: dict, folder: Path, dtype):
         if key in params and key in index:
             components[key] = index[key]
     return pipeline_cls(**components)
+
+
+def _build_component(cls, library: str, name: str, state_dict: dict, folder: Path, dtype):
+    import diffusers
+    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+
+    if library == "transformers":
+        return create_diffusers_clip_model_from_ldm(cls, checkpoint=state_dict, config=str(folder), subfolder=name,
+                                                    torch_dtype=dtype, local_files_only=True)
+    if issubclass(cls, diffusers.SchedulerMixin):
+        return cls.from_pretrained(str(folder), subfolder=name, local_files_only=True)
+    return cls.from_single_file(state_dict, config=str(folder), subfolder=name, dtype=dtype, local_files_only=True)
 
 
 def _tokenizer_for(name: str, folder: Path, state_dict: dict):

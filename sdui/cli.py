@@ -1,0 +1,240 @@
+"""The ``sdui`` command: CompVis-style scripts grown up.
+
+    sdui txt2img --prompt "a cat" [--negative-prompt N] [--ckpt NAME] [--sampler "Euler a"] ...
+    sdui img2img --init-img in.png --strength 0.75 --prompt ...
+    sdui inpaint --init-img in.png --mask mask.png --prompt ...
+    sdui upscale --image in.png [--upscaler NAME] [--prompt P] [--noise-level 20]
+    sdui pnginfo FILE | sdui watermark FILE | sdui models [--json] | sdui serve [server flags]
+
+Bad input exits with status 2 and one line naming the problem; a progress bar goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from . import config
+from .types import Cancelled, GenerationRequest, SduiError
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def _add_generation_flags(p: argparse.ArgumentParser, mode: str) -> None:
+    g = p.add_argument_group("generation")
+    g.add_argument("--prompt", default="" if mode in ("upscale",) else None, required=mode not in ("upscale",),
+                   help="What to draw (A1111 syntax: (word:1.2), [word], BREAK).")
+    g.add_argument("--negative-prompt", "--negative_prompt", dest="negative_prompt", default="", help="What to avoid.")
+    g.add_argument("--sampler", default="Euler a", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M', 'DDIM'. Default: Euler a.")
+    g.add_argument("--scheduler", default="Automatic", help="Schedule type: Automatic, Karras, Exponential. Default: Automatic.")
+    g.add_argument("--plms", action="store_true", help="Same as --sampler PLMS (CompVis script flag).")
+    g.add_argument("--steps", "--ddim_steps", dest="steps", type=int, default=20, help="Sampling steps (1-150). Default: 20.")
+    g.add_argument("--cfg-scale", "--scale", dest="cfg_scale", type=float, default=7.0, help="CFG scale. Default: 7.")
+    g.add_argument("--seed", type=int, default=-1, help="Seed; -1 picks one at random. Default: -1.")
+    if mode != "upscale":
+        g.add_argument("--width", "--W", dest="width", type=int, default=512, help="Width in pixels, multiple of 8. Default: 512.")
+        g.add_argument("--height", "--H", dest="height", type=int, default=512, help="Height in pixels, multiple of 8. Default: 512.")
+        g.add_argument("--n-samples", "--n_samples", dest="n_samples", type=int, default=1, help="Images per batch (batch size). Default: 1.")
+        g.add_argument("--n-iter", "--n_iter", dest="n_iter", type=int, default=1, help="Batches to run (batch count). Default: 1.")
+    g.add_argument("--outdir", default=None, help="Folder for the outputs (A1111 layout below it). Default: --outputs-dir.")
+    g.add_argument("--skip_grid", "--skip-grid", action="store_true", help="Accepted for CompVis compatibility; sdui never writes grids.")
+    g.add_argument("--quiet", action="store_true", help="No progress bar.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdui", description="Local Stable Diffusion: generate, upscale, inspect, serve.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for mode, text in (("txt2img", "Make images from a prompt."), ("img2img", "Redraw an image guided by a prompt."),
+                       ("inpaint", "Redraw the masked part of an image."), ("upscale", "Enlarge an image (SD x4, ESRGAN, Lanczos).")):
+        p = sub.add_parser(mode, help=text, description=text)
+        _add_generation_flags(p, mode)
+        if mode in ("img2img", "inpaint"):
+            p.add_argument("--init-img", "--init_img", dest="init_img", required=True, help="The starting image.")
+            p.add_argument("--strength", type=float, default=0.75, help="Denoising strength 0-1. Default: 0.75.")
+            p.add_argument("--resize-mode", default="Just resize", choices=("Just resize", "Crop and resize", "Resize and fill"),
+                           help="How the image is fitted to --width/--height. Default: Just resize.")
+        if mode == "inpaint":
+            p.add_argument("--mask", required=True, help="Mask image: white = redraw, black = keep.")
+            p.add_argument("--mask-blur", type=int, default=4, help="Mask blur in pixels. Default: 4.")
+            p.add_argument("--masked-content", default="original", choices=("original", "fill", "latent noise", "latent nothing"),
+                           help="What the masked area starts from. Default: original.")
+        if mode == "upscale":
+            p.add_argument("--image", required=True, help="The image to enlarge.")
+            p.add_argument("--upscaler", default="Lanczos", help="Lanczos, Nearest, 'SD x4 upscaler' or an ESRGAN model name. Default: Lanczos.")
+            p.add_argument("--noise-level", type=int, default=20, help="SD x4 upscaler noise level 0-350. Default: 20.")
+            p.add_argument("--scale-factor", type=float, default=4.0, help="Enlargement factor. Default: 4.")
+        config.add_arguments(p, groups=("models",))
+    p = sub.add_parser("pnginfo", help="Print the generation parameters stored in a PNG.")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="Print the parsed fields as JSON.")
+    p = sub.add_parser("watermark", help="Check an image for the invisible watermark.")
+    p.add_argument("file")
+    p = sub.add_parser("models", help="List the models found, with format, architecture and errors.")
+    p.add_argument("--json", action="store_true", help="Print a JSON list.")
+    p.add_argument("--hash", action="store_true", help="Compute missing SHA-256 hashes (reads every file).")
+    config.add_arguments(p, groups=("models",))
+    p = sub.add_parser("serve", help="Start the web UI (and the API with --api).")
+    config.add_arguments(p, groups=("models", "server"))
+    return parser
+
+
+class ProgressBar:
+    def __init__(self, stream=sys.stderr, width: int = 30):
+        self.stream, self.width, self.last = stream, width, 0.0
+
+    def __call__(self, p) -> None:
+        now = time.monotonic()
+        if p.step < p.total and now - self.last < 0.1:
+            return
+        self.last = now
+        done = int(self.width * p.step / max(p.total, 1))
+        label = f"image {p.image_index + 1}/{p.image_total} " if p.image_total > 1 else ""
+        self.stream.write(f"\r{label}{p.stage} [{'#' * done}{'.' * (self.width - done)}] {p.step}/{p.total} "
+                          f"{p.elapsed:5.1f}s eta {p.eta:5.1f}s")
+        if p.step >= p.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _request_from_args(args, mode: str) -> GenerationRequest:
+    from .images import decode_image
+
+    sampler = "PLMS" if getattr(args, "plms", False) else args.sampler
+    kw = dict(mode=mode, prompt=args.prompt or "", negative_prompt=args.negative_prompt, sampler=sampler,
+              scheduler=args.scheduler, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed,
+              model=getattr(args, "ckpt", None))
+    if mode != "upscale":
+        kw.update(width=args.width, height=args.height, batch_size=args.n_samples, batch_count=args.n_iter)
+    if mode in ("img2img", "inpaint"):
+        kw.update(init_image=decode_image(_read(args.init_img), "init_img"), denoising_strength=args.strength,
+                  resize_mode=args.resize_mode)
+    if mode == "inpaint":
+        kw.update(mask=decode_image(_read(args.mask), "mask", mode="L"), mask_blur=args.mask_blur,
+                  inpainting_fill=args.masked_content)
+    if mode == "upscale":
+        kw.update(init_image=decode_image(_read(args.image), "image"), upscaler=args.upscaler,
+                  noise_level=args.noise_level, upscale_factor=args.scale_factor)
+    return GenerationRequest(**kw)
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise SduiError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def _settings(args, **over) -> config.Settings:
+    s = config.settings_from_args(args, **over)
+    if getattr(args, "outdir", None):
+        s = s.replace(outputs_dir=args.outdir)
+    return s
+
+
+def cmd_generate(args, mode: str) -> int:
+    from .engine import Engine
+
+    settings = _settings(args)
+    # --ckpt names the model to use; the registry lists it (file path, folder or Hub id) too
+    request = _request_from_args(args, mode)
+    engine = Engine(settings)
+    engine.prepare(request)  # bad input fails before any model is loaded
+    result = engine.generate(request, on_progress=None if args.quiet else ProgressBar())
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    for im in result.images:
+        print(im.path or "(not saved)")
+    return 0
+
+
+def cmd_pnginfo(args) -> int:
+    from PIL import Image
+
+    from .images import parse_infotext, read_infotext
+
+    try:
+        img = Image.open(args.file)
+    except (OSError, ValueError) as e:
+        raise SduiError(f"{args.file}: not a readable image ({type(e).__name__})") from None
+    text = read_infotext(img)
+    if not text:
+        print(f"{args.file}: no generation parameters stored", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(parse_infotext(text), indent=2, ensure_ascii=False) if args.json else text)
+    return 0
+
+
+def cmd_watermark(args) -> int:
+    from PIL import Image
+
+    from .images import verify_watermark
+
+    try:
+        img = Image.open(args.file).convert("RGB")
+    except (OSError, ValueError) as e:
+        raise SduiError(f"{args.file}: not a readable image ({type(e).__name__})") from None
+    res = verify_watermark(img)
+    if res.get("reason"):
+        print(f"no watermark checked: image {res['reason']}")
+        return EXIT_FAILED
+    state = "present" if res["present"] else "not found"
+    print(f"watermark {state}: payload {res['payload']!r}, bit match {res['score']:.3f}")
+    return 0 if res["present"] else EXIT_FAILED
+
+
+def cmd_models(args) -> int:
+    from .models import registry
+
+    settings = _settings(args)
+    found = registry.scan(settings.models_dir, settings.ckpt_dir, settings.ckpt)
+    hashes = registry.HashCache()
+    rows = []
+    for kind, entries in found.items():
+        for e in entries:
+            if e.is_file and not e.error:
+                e.sha256 = hashes.sha256(e.path) if args.hash else hashes.cached(e.path)
+            d = e.to_json()
+            rows.append(d)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no models found under {settings.models_dir}")
+    for d in rows:
+        status = f"ERROR: {d['error']}" if d["error"] else f"{d['format']}, {d['architecture']}"
+        print(f"{d['kind']:<10} {d['title']:<40} {status}  ({d['path']})")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .server import serve
+
+    return serve(config.settings_from_args(args))
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        if args.command in ("txt2img", "img2img", "inpaint", "upscale"):
+            return cmd_generate(args, args.command)
+        return {"pnginfo": cmd_pnginfo, "watermark": cmd_watermark, "models": cmd_models, "serve": cmd_serve}[args.command](args)
+    except Cancelled as e:
+        print(f"sdui: {e}", file=sys.stderr)
+        return 130
+    except (SduiError, ValueError) as e:
+        print(f"sdui: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("sdui: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
