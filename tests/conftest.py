@@ -61,7 +61,8 @@ def make_engine(models_root, tmp_path):
     engines = []
 
     def make(**overrides):
-        settings = Settings(models_dir=str(models_root), outputs_dir=str(tmp_path / "outputs"), **overrides)
+        values = {"models_dir": str(models_root), "outputs_dir": str(tmp_path / "outputs"), **overrides}
+        settings = Settings(**values)
         engine = Engine(settings)
         engines.append(engine)
         return engine
