@@ -269,7 +269,9 @@ def output_folder(outputs_dir: str, mode: str, day: date | None = None) -> Path:
 
 def save_png(img: Image.Image, folder: Path, seed: Optional[int], infotext: Optional[str]) -> Path:
     """Atomically save as ``NNNNN-<seed>.png`` (A1111 numbering): temporary file, fsync, then a hard
-    link to the final name, which fails instead of overwriting if another job took the number."""
+    link to the final name, which fails instead of overwriting if another job took the number.
+    (PIL keeps encoder state on the Image object, so one object must not be saved by two threads at
+    once; every job makes its own images.)"""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".tmp-{os.getpid()}-{threading.get_ident()}-{id(img)}.png"
     with open(tmp, "wb") as f:

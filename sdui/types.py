@@ -126,6 +126,10 @@ class GenerationRequest:
             raise InvalidRequest("init_image", None, f"an image is required for {self.mode}")
         if self.mode in ("img2img", "inpaint"):
             _num_in(self, "denoising_strength", 0.0, 1.0)
+            if int(self.steps * self.denoising_strength) < 1 and not (self.mode == "inpaint" and self.inpainting_fill == "latent noise"):
+                # diffusers runs steps x strength steps; zero steps would crash, so say what works
+                raise InvalidRequest("denoising_strength", self.denoising_strength,
+                                     f"at least {1 / self.steps:.3g} with {self.steps} steps (one step must run)")
             if self.resize_mode not in RESIZE_MODES:
                 raise InvalidRequest("resize_mode", self.resize_mode, f"one of {', '.join(RESIZE_MODES)}")
         if self.mode == "inpaint":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -128,10 +129,12 @@ def load_state_dict(path: str | os.PathLike, fmt: str | None = None):
             else:
                 sd = torch.load(path, map_location="cpu", weights_only=True, mmap=(fmt == PICKLE_ZIP))
         except pickle.UnpicklingError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            # torch's message goes on to explain how to load unsafely; keep only what was refused
+            found = [ln.strip() for ln in str(e).splitlines() if "Unsupported" in ln or "GLOBAL" in ln]
+            what = re.sub(r"\x1b\[[0-9;]*m", "", found[0]).split(" was not an allowed")[0] if found else "unsupported content"
             raise ModelLoadError(
                 f"{path}: refused to load: the pickle contains objects other than tensors, which could run "
-                f"code ({first[:300]}). Convert it to .safetensors with a tool you trust.") from None
+                f"code ({what}). Use a .safetensors version of this model.") from None
         except (EOFError, zipfile.BadZipFile, struct.error) as e:
             raise ModelLoadError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__}: {e})") from None
         except RuntimeError as e:
