@@ -83,8 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class ProgressBar:
-    def __init__(self, stream=sys.stderr, width: int = 30):
-        self.stream, self.width, self.last = stream, width, 0.0
+    def __init__(self, stream=None, width: int = 30):
+        self._stream, self.width, self.last = stream, width, 0.0
+
+    @property
+    def stream(self):
+        return self._stream or sys.stderr
 
     def __call__(self, p) -> None:
         now = time.monotonic()

@@ -1,0 +1,141 @@
+"""The ``sdui`` command on tiny models: generation, bad input, pnginfo, watermark, models."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sdui import cli, images
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_txt2img_writes_pngs_with_metadata_and_a_progress_bar(models_root, tmp_path, capsys):
+    code, out, err = _run(capsys, "txt2img", "--prompt", "a tiny castle", "--negative-prompt", "fog", "--ckpt", "tiny",
+                          "--models-dir", models_root, "--outdir", tmp_path, "--steps", 3, "--W", 64, "--H", 64,
+                          "--seed", 9, "--n-samples", 2, "--n-iter", 1, "--no-watermark", "--skip_grid")
+    assert code == 0, err
+    paths = out.split()
+    assert len(paths) == 2 and all(p.endswith(("-9.png", "-10.png")) for p in paths)
+    assert "sampling [" in err and "3/3" in err
+    text = images.read_infotext(Image.open(paths[0]))
+    assert text.startswith("a tiny castle\nNegative prompt: fog\nSteps: 3, Sampler: Euler a,")
+
+
+def test_cli_and_engine_give_the_same_pixels(models_root, tmp_path, capsys, make_engine):
+    from sdui.types import GenerationRequest
+
+    code, out, _ = _run(capsys, "txt2img", "--prompt", "same", "--ckpt", "tiny", "--models-dir", models_root,
+                        "--outdir", tmp_path / "cli", "--steps", 2, "--W", 64, "--H", 64, "--seed", 5, "--plms", "--quiet")
+    assert code == 0
+    r = make_engine().generate(GenerationRequest(prompt="same", model="tiny", steps=2, width=64, height=64, seed=5,
+                                                 sampler="PLMS"))
+    assert open(out.split()[0], "rb").read() == open(r.images[0].path, "rb").read()
+
+
+def test_img2img_and_inpaint_from_files(models_root, tmp_path, capsys):
+    init = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(init)
+    mask = tmp_path / "mask.png"
+    m = Image.new("L", (70, 50), 0)
+    m.paste(255, (20, 10, 50, 40))
+    m.save(mask)
+    common = ["--ckpt", "tiny", "--models-dir", models_root, "--outdir", tmp_path, "--steps", 4, "--W", 64, "--H", 64,
+              "--quiet", "--prompt", "x"]
+    code, out, err = _run(capsys, "img2img", "--init-img", init, "--strength", 0.5, *common)
+    assert code == 0, err and "/img2img-images/" in out
+    code, out, err = _run(capsys, "inpaint", "--init-img", init, "--mask", mask, "--masked-content", "fill", *common)
+    assert code == 0, err
+    assert Image.open(out.split()[0]).size == (64, 64)
+
+
+def test_upscale_command(models_root, tmp_path, capsys):
+    src = tmp_path / "small.png"
+    Image.new("RGB", (30, 20), (1, 2, 3)).save(src)
+    code, out, err = _run(capsys, "upscale", "--image", src, "--upscaler", "tiny-esrgan", "--models-dir", models_root,
+                          "--outdir", tmp_path, "--quiet")
+    assert code == 0, err
+    assert Image.open(out.split()[0]).size == (120, 80)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--W", "65"], "width=65 is not allowed: a multiple of 8"),
+    (["--sampler", "Euler b"], "sampler='Euler b' is not allowed: one of Euler a"),
+    (["--steps", "500"], "steps=500 is not allowed: an integer from 1 to 150"),
+    (["--ckpt", "missing-model"], "missing-model: no such file, folder or Hub id"),
+])
+def test_bad_input_exits_2_with_one_clear_line(models_root, tmp_path, capsys, argv, needle):
+    code, out, err = _run(capsys, "txt2img", "--prompt", "p", "--models-dir", models_root, "--outdir", tmp_path,
+                          "--W", 64, "--H", 64, "--steps", 2, "--quiet", *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("sdui: error: ")
+
+
+def test_missing_init_image_file(models_root, tmp_path, capsys):
+    code, _, err = _run(capsys, "img2img", "--init-img", tmp_path / "nope.png", "--prompt", "p", "--models-dir", models_root)
+    assert code == 2 and "nope.png: cannot read" in err
+
+
+def test_pnginfo_reads_our_files_and_a1111_files(tmp_path, capsys):
+    from tests.test_images import A1111_V13
+
+    p = images.save_png(Image.new("RGB", (8, 8)), tmp_path, 1, A1111_V13)
+    code, out, _ = _run(capsys, "pnginfo", p)
+    assert code == 0 and out.strip() == A1111_V13
+    code, out, _ = _run(capsys, "pnginfo", p, "--json")
+    assert json.loads(out)["Model hash"] == "ec6f68ea63"
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8)).save(plain)
+    code, _, err = _run(capsys, "pnginfo", plain)
+    assert code == 1 and "no generation parameters" in err
+
+
+def test_watermark_command_prints_payload_and_score(tmp_path, capsys):
+    from tests.test_images import _photo_like
+
+    marked = tmp_path / "m.png"
+    images.add_watermark(_photo_like(), "StableDiffusionV1").save(marked)
+    code, out, _ = _run(capsys, "watermark", marked)
+    assert code == 0 and "payload 'StableDiffusionV1'" in out and "bit match" in out
+    clean = tmp_path / "c.png"
+    _photo_like().save(clean)
+    code, out, _ = _run(capsys, "watermark", clean)
+    assert code == 1 and "not found" in out
+
+
+def test_models_json_lists_formats_architectures_and_errors(models_root, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "m"
+    shutil.copytree(models_root, root)
+    (root / "Stable-diffusion" / "junk.safetensors").write_text("hello")
+    code, out, _ = _run(capsys, "models", "--models-dir", root, "--json")
+    assert code == 0
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert {"name", "path", "format", "architecture", "error"} <= set(rows["tiny"])
+    assert rows["tiny"]["format"] == "safetensors" and rows["tiny-folder"]["format"] == "diffusers"
+    assert rows["tiny-x4"]["architecture"] == "x4-upscaler"
+    assert "not a model file" in rows["junk"]["error"]
+    code, out, _ = _run(capsys, "models", "--models-dir", root)
+    assert "ERROR:" in out and "junk" in out
+
+
+def test_console_script_entry_point_runs():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "sdui.cli", "txt2img", "--help"], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=120)
+    assert proc.returncode == 0 and "--negative-prompt" in proc.stdout and "--ckpt" in proc.stdout
