@@ -69,7 +69,7 @@ def test_short_hash_is_a1111_shorthash_and_cached_by_stamp(tmp_path):
     assert registry.HashCache(tmp_path / "hashes.json").cached(str(p)) is None
     entry = registry.ModelEntry(name="f", path=str(p), sha256=cache.sha256(str(p)))
     assert entry.short_hash == hashlib.sha256(b"changed").hexdigest()[:10]
-    assert entry.title == f"f [{entry.short_hash}]"
+    assert entry.title == f"f.safetensors [{entry.short_hash}]"
 
 
 def test_hub_ids_in_the_local_cache_are_listed(tiny_pipe, tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -125,18 +126,22 @@ class ModelManager:
         return entry.short_hash
 
     def find(self, name: str, kind: str = registry.CHECKPOINT) -> registry.ModelEntry:
-        """By name, A1111 title ("name [hash]"), file name, short hash, path, or Hub id."""
+        """By name, A1111 title ("name.safetensors [hash]"), file name, short hash, path, or Hub id."""
         entries = self.entries(kind)
         wanted = name.strip()
-        base = wanted.rsplit(" [", 1)[0] if wanted.endswith("]") else wanted
+        base, hash_part = wanted, None
+        if wanted.endswith("]") and " [" in wanted:
+            base, hash_part = wanted[:-1].rsplit(" [", 1)
         for e in entries:
-            if wanted in (e.name, e.title) or base == e.name:
+            if wanted in (e.name, e.title) or base in (e.name, e.filename):
                 return e
         for e in entries:
-            if e.path and (wanted == e.path or wanted == e.path.rsplit("/", 1)[-1] or (e.short_hash and wanted == e.short_hash)):
+            if e.path and wanted in (e.path, Path(e.path).name):
+                return e
+            if e.short_hash and e.short_hash in (wanted, hash_part):
                 return e
         if kind == registry.CHECKPOINT:
-            p = registry.Path(wanted).expanduser()
+            p = Path(wanted).expanduser()
             if p.exists():
                 return registry.describe_file(p, p.stem, kind) if p.is_file() else registry.ModelEntry(
                     name=p.name, path=str(p), format=formats.sniff_format(p))
@@ -184,7 +189,7 @@ class ModelManager:
         if not usable:
             raise UnknownModelError(
                 f"no checkpoint found. Put .safetensors/.ckpt files or diffusers folders in "
-                f"{registry.Path(self.settings.models_dir) / 'Stable-diffusion'}, or pass --ckpt")
+                f"{Path(self.settings.models_dir) / 'Stable-diffusion'}, or pass --ckpt")
         return usable[0].name
 
     def _load(self, entry: registry.ModelEntry) -> LoadedModel:

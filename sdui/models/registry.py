@@ -49,9 +49,16 @@ class ModelEntry:
         return self.sha256[:10] if self.sha256 else None
 
     @property
+    def filename(self) -> str:
+        """The name with its extension for files (A1111 titles use it), the name for folders and Hub ids."""
+        if not self.is_file:
+            return self.name
+        return self.name + Path(self.path).suffix
+
+    @property
     def title(self) -> str:
-        """A1111's checkpoint title: ``name [shorthash]`` (the hash only once known)."""
-        return f"{self.name} [{self.short_hash}]" if self.short_hash else self.name
+        """A1111's checkpoint title: ``name.safetensors [shorthash]`` (the hash only once known)."""
+        return f"{self.filename} [{self.short_hash}]" if self.short_hash else self.filename
 
     @property
     def is_file(self) -> bool:

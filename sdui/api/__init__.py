@@ -1,0 +1,1 @@
+"""A1111-compatible REST API (FastAPI). Never imports gradio."""
