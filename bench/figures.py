@@ -1,0 +1,216 @@
+"""Figures 1-4 of the benchmark issue, each a ratio against a baseline measured in the same run on
+the full-size SD 1.5 architecture with random weights, on the CPU."""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .common import PeakRSS, Report, rss, timed
+
+REPO = Path(__file__).resolve().parent.parent
+PROMPT, NEGATIVE = "a lighthouse on a cliff at dusk, oil painting", "blurry"
+
+
+def _plain_call(pipe, size, steps, seed=1):
+    import torch
+
+    from sdui import samplers
+
+    pipe.scheduler = samplers.make_scheduler(pipe.scheduler.config, "Euler a")
+    return pipe(PROMPT, negative_prompt=NEGATIVE, generator=[torch.Generator("cpu").manual_seed(seed)],
+                num_inference_steps=steps, guidance_scale=7.0, height=size, width=size).images[0]
+
+
+def figure1_overhead(report: Report, models: Path, size: int = 128, steps: int = 4) -> None:
+    """One txt2img through the engine, the REST API and the CLI, against plain diffusers."""
+    import httpx
+
+    from sdui.config import Settings
+    from sdui.engine import Engine
+    from sdui.server import create_app
+    from sdui.types import GenerationRequest
+    from tests.server_util import running_server
+
+    out = Path(tempfile.mkdtemp(prefix="sdui-bench-"))
+    settings = Settings(models_dir=str(models), outputs_dir=str(out), api=True)
+    engine = Engine(settings)
+    req = GenerationRequest(prompt=PROMPT, negative_prompt=NEGATIVE, steps=steps, width=size, height=size, seed=1,
+                            model="sd15-random-0")
+    engine.generate(req)  # warm-up: load, hash, first-call costs
+    pipe = engine.manager.current.pipe
+    _plain_call(pipe, size, steps)
+    plain = timed(lambda: _plain_call(pipe, size, steps), repeat=2)
+    eng = timed(lambda: engine.generate(req), repeat=2)
+    report.add("1 overhead", f"engine, {size}px {steps} steps", eng, "s/image", plain, "<= 1.02x", eng / plain <= 1.02)
+    app = create_app(settings, engine=engine, with_ui=False)
+    with running_server(app) as base, httpx.Client(base_url=base, timeout=600) as c:
+        body = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "steps": steps, "width": size, "height": size, "seed": 1,
+                "sampler_name": "Euler a", "override_settings": {"sd_model_checkpoint": "sd15-random-0"},
+                "save_images": True}
+        c.post("/sdapi/v1/txt2img", json=body)
+        api = timed(lambda: c.post("/sdapi/v1/txt2img", json=body).raise_for_status(), repeat=2)
+    report.add("1 overhead", f"REST API, {size}px {steps} steps", api, "s/image", plain, "<= 1.02x", api / plain <= 1.02)
+    engine.manager.release_all()
+    del pipe, engine, app
+    gc.collect()
+    _cli_vs_script(report, models, out, size, steps)
+
+
+_PLAIN_SCRIPT = """
+import sys, torch
+from diffusers import StableDiffusionPipeline
+from sdui.models.tokenizer import load_clip_tokenizer
+from sdui.models.loader import CONFIGS_DIR
+from sdui import samplers
+pipe = StableDiffusionPipeline.from_single_file(sys.argv[1], config=str(CONFIGS_DIR / "sd15"), tokenizer=load_clip_tokenizer(),
+        safety_checker=None, requires_safety_checker=False, torch_dtype=torch.float32)
+pipe.scheduler = samplers.make_scheduler(pipe.scheduler.config, "Euler a")
+img = pipe(sys.argv[2], negative_prompt=sys.argv[3], generator=[torch.Generator("cpu").manual_seed(1)],
+           num_inference_steps=int(sys.argv[4]), guidance_scale=7.0, height=int(sys.argv[5]), width=int(sys.argv[5])).images[0]
+img.save(sys.argv[6])
+"""
+
+
+def _cli_vs_script(report: Report, models: Path, out: Path, size: int, steps: int) -> None:
+    ckpt = models / "Stable-diffusion" / "sd15-random-0.safetensors"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    script = [sys.executable, "-c", _PLAIN_SCRIPT, str(ckpt), PROMPT, NEGATIVE, str(steps), str(size), str(out / "plain.png")]
+    cli = [sys.executable, "-m", "sdui.cli", "txt2img", "--prompt", PROMPT, "--negative-prompt", NEGATIVE, "--ckpt",
+           str(ckpt), "--models-dir", str(models), "--steps", str(steps), "--W", str(size), "--H", str(size), "--seed", "1",
+           "--outdir", str(out / "cli"), "--quiet"]
+    t_script = timed(lambda: subprocess.run(script, env=env, check=True, capture_output=True))
+    t_cli = timed(lambda: subprocess.run(cli, env=env, check=True, capture_output=True))
+    report.add("1 overhead", "CLI process (start, load, 1 image)", t_cli, "s", t_script, None, None,
+               "vs a plain diffusers script: from_single_file + one call")
+
+
+def figure2_load_switch(report: Report, models: Path, switches: int = 20) -> None:
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from sdui.config import Settings
+    from sdui.models import devices
+    from sdui.models.loader import CONFIGS_DIR
+    from sdui.models.manager import ModelManager
+    from sdui.models.tokenizer import load_clip_tokenizer
+
+    ckpt = models / "Stable-diffusion" / "sd15-random-0.safetensors"
+    ckpt.read_bytes()  # same page-cache state for both loaders
+
+    def plain_load():
+        p = StableDiffusionPipeline.from_single_file(str(ckpt), config=str(CONFIGS_DIR / "sd15"), tokenizer=load_clip_tokenizer(),
+                                                     safety_checker=None, requires_safety_checker=False,
+                                                     torch_dtype=torch.float32)
+        del p
+        gc.collect()
+
+    plain = timed(plain_load)
+    devices.free_memory()
+    mgr = ModelManager(Settings(models_dir=str(models)))
+    t0 = time.perf_counter()
+    loaded = mgr.select("sd15-random-0")
+    cold = time.perf_counter() - t0
+    model_bytes = loaded.nbytes
+    report.add("2 load/switch", "cold load, fp16 original-layout file", cold, "s", plain, "about 1x", None,
+               "vs StableDiffusionPipeline.from_single_file(config=...)")
+    mgr.cache_budget = 3 * model_bytes  # room for two: switch away and back from RAM
+    mgr.select("sd15-random-1")
+    t0 = time.perf_counter()
+    mgr.select("sd15-random-0")
+    back = time.perf_counter() - t0
+    report.add("2 load/switch", "switch back to a RAM-cached model", back, "s", cold, "<= 0.3 s and <= 0.2x cold",
+               back <= 0.3 and back / cold <= 0.2)
+    mgr.release_all()
+    devices.free_memory()
+
+    mgr.cache_budget = int(model_bytes * 1.5)  # one model: every switch loads (the A1111 default behaviour)
+    names = [f"sd15-random-{i}" for i in range(3)]
+    for n in names:
+        mgr.select(n)
+    devices.free_memory()
+    after_cycle = rss()
+    peak_ratio = 0.0
+    for i in range(switches):
+        devices.free_memory()
+        before = rss()
+        with PeakRSS() as peak:
+            mgr.select(names[i % 3])
+        peak_ratio = max(peak_ratio, (peak.peak - before) / model_bytes)
+    devices.free_memory()
+    after = rss()
+    report.add("2 load/switch", f"RSS after {switches} switches among 3 checkpoints", after / 2**30, "GiB",
+               after_cycle / 2**30, "<= 1.05x first cycle", after / after_cycle <= 1.05)
+    report.add("2 load/switch", "peak RSS growth during a switch / model size", peak_ratio, "x", None, "<= 1.3x",
+               peak_ratio <= 1.3, f"model {model_bytes / 2**30:.2f} GiB in fp32", ratio=peak_ratio)
+    mgr.release_all()
+    devices.free_memory()
+
+
+def figure3_cpu_speed(report: Report, models: Path, size: int = 256, steps: int = 8) -> None:
+    """Time per UNet step (CFG, batch 2) at ``size`` and one decode, stock vs sdui's CPU defaults;
+    pixels compared on a full image."""
+    import numpy as np
+    import torch
+
+    from sdui.config import Settings
+    from sdui.models.manager import ModelManager
+
+    mgr = ModelManager(Settings(models_dir=str(models)))
+    loaded = mgr.select("sd15-random-0")
+    pipe = loaded.pipe
+    latent = torch.randn(2, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(0))
+    cond = torch.randn(2, 77, 768, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([500, 500])
+
+    def unet_step():
+        with torch.no_grad():
+            pipe.unet(latent, t, encoder_hidden_states=cond)
+
+    def decode():
+        with torch.no_grad():
+            pipe.vae.decode(latent[:1] / pipe.vae.config.scaling_factor)
+
+    sdui_step, sdui_dec = timed(unet_step, 2), timed(decode, 1)
+    cl = getattr(pipe.unet, "_sdui_channels_last", False)
+    pipe.unet.to(memory_format=torch.contiguous_format)
+    pipe.vae.to(memory_format=torch.contiguous_format)
+    stock_step, stock_dec = timed(unet_step, 2), timed(decode, 1)
+    stock_image = (steps * stock_step + stock_dec)
+    sdui_image = (steps * sdui_step + sdui_dec)
+    report.add("3 CPU speed", f"UNet step, {size}px, CFG", sdui_step, "s/step", stock_step, None, None,
+               f"sdui default (channels_last={cl}) vs stock")
+    report.add("3 CPU speed", f"image estimate, {size}px {steps} steps", sdui_image, "s", stock_image, ">= 1.3x faster",
+               stock_image / sdui_image >= 1.3, ratio=sdui_image / stock_image)
+    # same output? a 64 px image through both layouts
+    if cl:
+        a = np.asarray(_plain_call(pipe, 64, 2), dtype=np.int16)
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+        b = np.asarray(_plain_call(pipe, 64, 2), dtype=np.int16)
+        report.add("3 CPU speed", "max pixel difference, channels_last vs stock", float(np.abs(a - b).max()), "/255",
+                   None, "<= 2", float(np.abs(a - b).max()) <= 2)
+    mgr.release_all()
+
+
+def figure4_ladder(report: Report, models: Path, size: int = 128, steps: int = 2) -> None:
+    from sdui.config import Settings
+    from sdui.models.manager import LEVELS, ModelManager
+
+    mgr = ModelManager(Settings(models_dir=str(models)))
+    loaded = mgr.select("sd15-random-0")
+    pipe = loaded.pipe
+    base = None
+    for level in mgr.available_levels():
+        mgr.apply_level(loaded, level, pipe)
+        _plain_call(pipe, size, 1)
+        t = timed(lambda: _plain_call(pipe, size, steps), 1) / steps
+        if base is None:
+            base = t
+        report.add("4 ladder", f"level {level} ({LEVELS[level]})", t, "s/step", base, None, None, f"{size}px, incl. decode")
+    mgr.release_all()

@@ -1,0 +1,173 @@
+"""The studio page: the checkpoint picker on top, then the tabs. Layout first, wiring last."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from ..images import infotext_to_request_fields
+from ..models.registry import CHECKPOINT_EXTS
+from . import session
+from .controls import UIContext
+from .tabs import history, img2img, models, pnginfo, txt2img, upscale
+
+CSS = """
+.sdui-progress { position: relative; border: 1px solid var(--border-color-primary); border-radius: 6px;
+                 padding: 6px 10px; overflow: hidden; min-height: 1.6em; }
+.sdui-progress .bar { position: absolute; left: 0; top: 0; bottom: 0; background: var(--color-accent-soft); z-index: 0; }
+.sdui-progress span { position: relative; z-index: 1; }
+.sdui-message { padding: 6px 10px; border-radius: 6px; margin: 2px 0; }
+.sdui-message.error { background: #fde8e8; color: #8a1c1c; }
+.sdui-message.warning { background: #fff4d6; color: #6b4e00; }
+.sdui-message.info { background: #e8f2fd; color: #0d3b66; }
+.sdui-params td { padding: 2px 8px; vertical-align: top; }
+"""
+
+
+def theme_and_css():
+    """Gradio 6 takes theme and CSS at launch/mount time, not in Blocks()."""
+    return gr.themes.Soft(), CSS
+
+
+def _usable_titles(engine) -> list[tuple[str, str]]:
+    """Dropdown choices: (A1111 title, stable model name); the title gains its hash once known."""
+    return [(e.title, e.name) for e in engine.checkpoints() if not e.error and e.architecture != "x4-upscaler"]
+
+
+def no_model_notice(settings) -> str:
+    folder = Path(settings.models_dir).resolve() / "Stable-diffusion"
+    exts = ", ".join(sorted(set(CHECKPOINT_EXTS)))
+    return (f"**No model found.** Put a checkpoint ({exts}) or a diffusers folder in `{folder}` "
+            f"(or start with `--ckpt PATH_OR_HUB_ID`), then press Refresh. Generate stays disabled until then.")
+
+
+def build_ui(engine, queue, settings) -> gr.Blocks:
+    ctx = UIContext(engine=engine, queue=queue, settings=settings)
+    titles = _usable_titles(engine)
+    default = None
+    if titles:
+        default = titles[0][1]
+        if settings.ckpt:
+            try:
+                default = engine.manager.find(settings.ckpt).name
+            except Exception:  # noqa: BLE001 - a bad --ckpt is reported when used, the page still loads
+                default = titles[0][1]
+    with gr.Blocks(title="sdui", analytics_enabled=False) as demo:
+        ctx.token = gr.BrowserState("", storage_key="sdui-session")
+        with gr.Row():
+            ctx.model = gr.Dropdown(titles, value=default, label="Stable Diffusion checkpoint", scale=6,
+                                    elem_id="sd_model_checkpoint", allow_custom_value=False)
+            refresh = gr.Button("Refresh", scale=0, min_width=80, elem_id="refresh_checkpoints")
+        notice = gr.Markdown("" if titles else no_model_notice(settings), visible=not titles, elem_id="no_model_notice")
+        with gr.Tabs() as ctx.tabs:
+            with gr.Tab("txt2img", id="txt2img"):
+                t2i = txt2img.render(ctx)
+            with gr.Tab("img2img", id="img2img"):
+                i2i = img2img.render(ctx)
+            with gr.Tab("Upscale", id="upscale"):
+                ups = upscale.render(ctx)
+            with gr.Tab("PNG Info", id="pnginfo"):
+                png = pnginfo.render(ctx)
+            with gr.Tab("History", id="history"):
+                hist = history.render(ctx)
+            with gr.Tab("Models", id="models"):
+                mdl = models.render(ctx)
+
+        # ---- wiring -------------------------------------------------------------------------
+        for module, tab in ((txt2img, t2i), (img2img, i2i), (upscale, ups), (pnginfo, png), (history, hist),
+                            (models, mdl)):
+            module.wire(ctx, tab)
+        generate_buttons = [t2i.controls.generate, i2i.controls.generate]
+        for b in generate_buttons:
+            b.interactive = bool(titles)
+
+        def refresh_models():
+            engine.manager.refresh()
+            found = _usable_titles(engine)
+            buttons = [gr.update(interactive=bool(found)) for _ in generate_buttons]
+            return [gr.update(choices=found, value=found[0][1] if found else None),
+                    gr.update(value="" if found else no_model_notice(settings), visible=not found), *buttons]
+
+        refresh.click(refresh_models, outputs=[ctx.model, notice, *generate_buttons])
+        wire_sending(ctx, t2i, i2i, ups, png)
+
+        def on_load(token):
+            token = token or session.new_token()
+            return token, session.history_items(queue, session.owner_for(token))
+
+        demo.load(on_load, inputs=[ctx.token], outputs=[ctx.token, hist.gallery])
+    return demo
+
+
+def _gallery_image(gallery, index):
+    """The selected (else first) image of a gallery value, as a PIL image."""
+    from PIL import Image
+
+    if not gallery:
+        return None
+    item = gallery[index if isinstance(index, int) and 0 <= index < len(gallery) else 0]
+    path = item[0] if isinstance(item, (tuple, list)) else item
+    if isinstance(path, dict):
+        path = path.get("path") or (path.get("image") or {}).get("path")
+    return Image.open(path).convert("RGB") if path else None
+
+
+def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
+    """"Send to ..." buttons between tabs, and PNG Info -> txt2img / img2img."""
+    c = t2i.controls
+
+    def to_img2img(gallery, index, prompt, negative, width, height):
+        img = _gallery_image(gallery, index)
+        editor = {"background": img, "layers": [], "composite": img} if img else None
+        return editor, prompt, negative, width, height, gr.Tabs(selected="img2img")
+
+    t2i.to_img2img.click(to_img2img, inputs=[t2i.gallery, t2i.selected, c.prompt, c.negative_prompt, c.width, c.height],
+                         outputs=[i2i.editor, i2i.controls.prompt, i2i.controls.negative_prompt, i2i.controls.width,
+                                  i2i.controls.height, ctx.tabs])
+    t2i.to_upscale.click(lambda g, i: (_gallery_image(g, i), gr.Tabs(selected="upscale")),
+                         inputs=[t2i.gallery, t2i.selected], outputs=[ups.image, ctx.tabs])
+
+    def fill(target, parsed: dict, current_model, image=None):
+        fields = infotext_to_request_fields(parsed) if parsed else {}
+        out = {}
+        names = {"prompt": target.prompt, "negative_prompt": target.negative_prompt, "steps": target.steps,
+                 "sampler": target.sampler, "scheduler": target.scheduler, "cfg_scale": target.cfg_scale,
+                 "seed": target.seed, "width": target.width, "height": target.height}
+        for name, comp in names.items():
+            if name in fields:
+                out[comp] = fields[name]
+        if "sampler" in fields:  # "DPM++ 2M Karras" in old files -> sampler + schedule type
+            from ..samplers import resolve
+
+            try:
+                sampler, schedule = resolve(fields["sampler"], fields.get("scheduler", "Automatic"))
+                out[target.sampler], out[target.scheduler] = sampler.name, schedule
+            except ValueError:
+                pass
+        hint = fields.get("model_hint") or {}
+        for key in (hint.get("hash"), hint.get("name")):
+            if not key:
+                continue
+            try:
+                out[ctx.model] = ctx.engine.manager.find(key).name
+                break
+            except Exception:  # noqa: BLE001 - a model we do not have: keep the current choice
+                continue
+        return out
+
+    tc, ic = t2i.controls, i2i.controls
+    t2i_outputs = [tc.prompt, tc.negative_prompt, tc.steps, tc.sampler, tc.scheduler, tc.cfg_scale, tc.seed, tc.width,
+                   tc.height, ctx.model, ctx.tabs]
+    png.to_txt2img.click(lambda parsed, m: {**fill(tc, parsed, m), ctx.tabs: gr.Tabs(selected="txt2img")},
+                         inputs=[png.parsed, ctx.model], outputs=t2i_outputs)
+
+    def to_i2i(parsed, m, shown):
+        out = {**fill(ic, parsed, m), ctx.tabs: gr.Tabs(selected="img2img")}
+        if shown is not None:
+            out[i2i.editor] = {"background": shown, "layers": [], "composite": shown}
+        return out
+
+    png.to_img2img.click(to_i2i, inputs=[png.parsed, ctx.model, png.shown],
+                         outputs=[ic.prompt, ic.negative_prompt, ic.steps, ic.sampler, ic.scheduler, ic.cfg_scale,
+                                  ic.seed, ic.width, ic.height, ctx.model, ctx.tabs, i2i.editor])

@@ -1,0 +1,112 @@
+"""Per-browser-session plumbing: who the session is, running a job through the shared queue while
+streaming progress, and handing saved PNGs to Gradio without exposing the outputs folder.
+
+A session is identified by a random token kept in the browser's localStorage (``gr.BrowserState``),
+so it survives a page reload; the token is the owner of the session's jobs in the queue, which is
+how one user can never see, cancel or fetch another's work. Never imports torch.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator, Optional
+
+from ..jobs import CANCELLED, DONE, FAILED, Job, JobQueue
+from ..types import GenerationRequest, SduiError
+
+POLL_SECONDS = 0.25
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+def owner_for(token: Optional[str]) -> str:
+    return f"ui:{token or 'anonymous'}"
+
+
+def publish(path: str) -> str:
+    """A copy of a saved PNG in Gradio's upload folder under a random directory, so the gallery
+    shows the exact file (metadata and watermark intact) while the outputs folder itself is never
+    served: nobody can fetch another user's image by guessing its predictable name."""
+    from gradio.utils import get_upload_folder
+
+    folder = Path(get_upload_folder()) / f"sdui-{uuid.uuid4().hex}"
+    folder.mkdir(parents=True, exist_ok=True)
+    dst = folder / os.path.basename(path)
+    shutil.copyfile(path, dst)
+    return str(dst)
+
+
+def progress_html(job: Job, position: int) -> str:
+    if job.state == "queued":
+        return f'<div class="sdui-progress queued">In the queue: position {position}</div>'
+    p = job.progress
+    if p is None:
+        return '<div class="sdui-progress">Starting (loading the model if needed)…</div>'
+    pct = int(job.fraction * 100)
+    label = f"{p.stage} step {p.step}/{p.total}"
+    if p.image_total > 1:
+        label = f"image {p.image_index + 1}/{p.image_total}, " + label
+    return (f'<div class="sdui-progress running"><div class="bar" style="width:{pct}%"></div>'
+            f'<span>{html.escape(label)} · {pct}% · ETA {p.eta:.0f}s</span></div>')
+
+
+def message_html(text: str, kind: str = "error") -> str:
+    return f'<div class="sdui-message {kind}">{html.escape(text)}</div>'
+
+
+def run_job(queue: JobQueue, request: GenerationRequest, owner: str) -> Iterator[dict]:
+    """Submit and follow one job. Yields dicts with "status" (HTML), "preview" (a small PIL image or
+    None) and, at the end, "result" (the finished job) or "error" (a user-facing message)."""
+    try:
+        job = queue.submit(request, owner)
+    except (SduiError, ValueError) as e:
+        yield {"status": message_html(str(e)), "error": str(e)}
+        return
+    last_preview = None
+    while not job.wait(POLL_SECONDS):
+        p = job.progress
+        if p is not None and p.preview is not None:
+            last_preview = p.preview
+        yield {"status": progress_html(job, queue.position(job)), "preview": last_preview}
+    if job.state == FAILED:
+        yield {"status": message_html(job.error or "failed"), "error": job.error}
+        return
+    n = len(job.result.images) if job.result else 0
+    if job.state == CANCELLED or job.skipped:
+        text = f"Interrupted. {n} finished image(s) kept." if n else "Interrupted. Nothing was saved."
+        yield {"status": message_html(text, "info"), "result": job}
+        return
+    took = (job.finished or time.time()) - (job.started or job.created)
+    warnings = job.result.warnings if job.result else []
+    note = "".join(message_html(w, "warning") for w in warnings)
+    yield {"status": message_html(f"Done: {n} image(s) in {took:.1f}s.", "info") + note, "result": job}
+
+
+def gallery_items(job: Job) -> list[tuple[str, str]]:
+    out = []
+    if job.result:
+        for im in job.result.images:
+            if im.path:
+                out.append((publish(im.path), f"seed {im.seed}"))
+    return out
+
+
+def history_items(queue: JobQueue, owner: str, limit: int = 60) -> list[tuple[str, str]]:
+    """This session's saved images, newest first."""
+    out = []
+    for job in queue.jobs_for(owner):
+        if job.state not in (DONE, CANCELLED) or not job.result:
+            continue
+        for im in reversed(job.result.images):
+            if im.path and os.path.exists(im.path):
+                out.append((publish(im.path), f"{job.request.mode} · seed {im.seed}"))
+                if len(out) >= limit:
+                    return out
+    return out

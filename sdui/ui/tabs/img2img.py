@@ -1,0 +1,101 @@
+"""img2img and inpaint: upload an image or draw on a blank canvas; paint a mask to inpaint.
+
+The editor's background is the uploaded image (or a blank canvas); what is drawn on its layer is
+the sketch (img2img uses the composite) or the mask (inpaint uses the background as the image and
+the painted strokes as the mask).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from ...types import MASKED_CONTENT, RESIZE_MODES, InvalidRequest
+from ..controls import UIContext, coerce, render_controls
+from .generate import wire_generation
+
+MODES = ("img2img (sketch or photo)", "Inpaint (paint the mask)")
+
+
+def render(ctx: UIContext) -> SimpleNamespace:
+    with gr.Row():
+        with gr.Column(scale=1):
+            mode = gr.Radio(list(MODES), value=MODES[0], label="Mode", elem_id="img2img_mode")
+            editor = gr.ImageEditor(label="Image (upload, or draw on the blank canvas)", type="pil", image_mode="RGBA",
+                                    format="png", elem_id="img2img_editor",
+                                    brush=gr.Brush(default_size=24, colors=["#ffffff", "#000000", "#ff0000", "#00a000",
+                                                                            "#0050ff"], default_color="#ffffff"))
+            with gr.Row():
+                strength = gr.Slider(0.0, 1.0, value=0.75, step=0.01, label="Denoising strength",
+                                     elem_id="img2img_denoising_strength")
+                resize_mode = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode",
+                                       elem_id="img2img_resize_mode")
+            with gr.Row():
+                mask_blur = gr.Slider(0, 64, value=4, step=1, label="Mask blur", elem_id="img2img_mask_blur")
+                fill = gr.Radio(list(MASKED_CONTENT), value="original", label="Masked content",
+                                elem_id="img2img_inpainting_fill")
+            controls = render_controls("img2img", ctx.settings.max_size)
+        with gr.Column(scale=1):
+            status = gr.HTML(elem_id="img2img_status")
+            preview = gr.Image(label="Preview", format="png", interactive=False, visible=False, height=160,
+                               elem_id="img2img_preview")
+            gallery = gr.Gallery(label="Output", format="png", columns=2, height=420, elem_id="img2img_gallery",
+                                 interactive=False)
+            infotext = gr.Textbox(label="Generation info", lines=4, interactive=False, elem_id="img2img_infotext")
+            last_seed = gr.State(None)
+    return SimpleNamespace(mode=mode, editor=editor, strength=strength, resize_mode=resize_mode, mask_blur=mask_blur,
+                           fill=fill, controls=controls, status=status, preview=preview, gallery=gallery,
+                           infotext=infotext, last_seed=last_seed)
+
+
+def editor_to_images(value, inpaint: bool):
+    """(init image, mask or None) from the editor's value."""
+    if not value:
+        raise InvalidRequest("init_image", None, "an uploaded image or a drawing on the canvas")
+    background, layers, composite = value.get("background"), value.get("layers") or [], value.get("composite")
+    if inpaint:
+        if background is None:
+            raise InvalidRequest("init_image", None, "an uploaded image to inpaint")
+        alpha = np.zeros((background.height, background.width), dtype=np.uint8)
+        for layer in layers:
+            if layer is None:
+                continue
+            a = np.asarray(layer.convert("RGBA").resize(background.size))[:, :, 3]
+            alpha = np.maximum(alpha, a)
+        if not alpha.any():
+            raise InvalidRequest("mask", "empty", "some painted area: paint over what should change")
+        return background.convert("RGBA"), Image.fromarray(np.where(alpha > 0, 255, 0).astype(np.uint8))
+    image = composite if composite is not None else background
+    if image is None:
+        raise InvalidRequest("init_image", None, "an uploaded image or a drawing on the canvas")
+    return image, None
+
+
+def _flatten(img: Image.Image) -> Image.Image:
+    """Transparent canvas areas become white, as on paper."""
+    if img.mode != "RGBA":
+        return img.convert("RGB")
+    white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, img).convert("RGB")
+
+
+def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
+    extra = {"mode": tab.mode, "editor": tab.editor, "strength": tab.strength, "resize_mode": tab.resize_mode,
+             "mask_blur": tab.mask_blur, "fill": tab.fill}
+
+    def mode_fields(data: dict) -> dict:
+        inpaint = data[tab.mode] == MODES[1]
+        image, mask = editor_to_images(data[tab.editor], inpaint)
+        fields = {"mode": "inpaint" if inpaint else "img2img", "init_image": _flatten(image),
+                  "denoising_strength": coerce("denoising_strength", data[tab.strength]),
+                  "resize_mode": data[tab.resize_mode]}
+        if inpaint:
+            fields.update(mask=mask, mask_blur=coerce("mask_blur", data[tab.mask_blur]), inpainting_fill=data[tab.fill])
+        return fields
+
+    wire_generation(ctx, tab.controls, mode_fields, extra,
+                    {"gallery": tab.gallery, "infotext": tab.infotext, "status": tab.status, "preview": tab.preview,
+                     "last_seed": tab.last_seed})

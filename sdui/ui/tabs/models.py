@@ -1,0 +1,51 @@
+"""Models: what was found (with errors), device, precision, memory level, RAM/VRAM in use."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+
+from ..controls import UIContext
+
+COLUMNS = ["title", "format", "architecture", "error", "path"]
+
+
+def model_rows(ctx: UIContext) -> list[list]:
+    rows = []
+    for e in ctx.engine.checkpoints():
+        d = e.to_json()
+        rows.append([d["title"], d["format"], d["architecture"], d["error"] or "", d["path"]])
+    return rows
+
+
+def status_markdown(ctx: UIContext) -> str:
+    s = ctx.engine.status()
+    gb = 1024**3
+    lines = [f"**Device:** {s['device']} · **precision:** {s['dtype']}",
+             f"**Loaded:** {s['current'] or 'nothing yet'}"
+             + (f" ({s['architecture']}) · **memory level:** {s['memory_level']} ({s['memory_level_name']})"
+                if s["current"] else ""),
+             f"**RAM cache:** {', '.join(c['name'] for c in s['cached']) or 'empty'} "
+             f"(budget {s['cache_budget_bytes'] / gb:.1f} GB)",
+             f"**RAM in use:** {s['ram_rss_bytes'] / gb:.2f} of {s['ram_total_bytes'] / gb:.1f} GB"]
+    if "vram_total_bytes" in s:
+        lines.append(f"**VRAM:** {s['vram_allocated_bytes'] / gb:.2f} GB allocated, "
+                     f"{s['vram_free_bytes'] / gb:.2f} of {s['vram_total_bytes'] / gb:.1f} GB free")
+    lines.append(f"**Queue:** {ctx.queue.pending_count} waiting")
+    return "\n\n".join(lines)
+
+
+def render(ctx: UIContext) -> SimpleNamespace:
+    status = gr.Markdown(status_markdown(ctx), elem_id="models_status")
+    table = gr.Dataframe(value=model_rows(ctx), headers=COLUMNS, interactive=False, elem_id="models_table", wrap=True)
+    refresh = gr.Button("Refresh", elem_id="models_refresh")
+    return SimpleNamespace(status=status, table=table, refresh=refresh)
+
+
+def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
+    def refresh():
+        ctx.engine.manager.refresh()
+        return status_markdown(ctx), model_rows(ctx)
+
+    tab.refresh.click(refresh, outputs=[tab.status, tab.table])

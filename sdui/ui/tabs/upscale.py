@@ -1,0 +1,67 @@
+"""Upscale: SD x4 upscaler (prompt + noise level), ESRGAN-family models, Lanczos; before/after."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+from PIL import Image
+
+from ...types import GenerationRequest
+from .. import session
+from ..controls import UIContext, coerce
+
+
+def render(ctx: UIContext) -> SimpleNamespace:
+    names = ctx.engine.upscaler_names()
+    with gr.Row():
+        with gr.Column(scale=1):
+            image = gr.Image(label="Image", type="pil", format="png", elem_id="upscale_image")
+            upscaler = gr.Dropdown(names, value=names[0], label="Upscaler", elem_id="upscale_upscaler")
+            factor = gr.Slider(1, 8, value=4, step=0.5, label="Scale factor", elem_id="upscale_factor")
+            with gr.Accordion("SD x4 upscaler", open=True):
+                prompt = gr.Textbox(label="Prompt", lines=2, elem_id="upscale_prompt")
+                negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="upscale_neg_prompt")
+                with gr.Row():
+                    noise = gr.Slider(0, 350, value=20, step=1, label="Noise level", elem_id="upscale_noise_level")
+                    steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id="upscale_steps")
+            with gr.Row():
+                run = gr.Button("Upscale", variant="primary", elem_id="upscale_run")
+                interrupt = gr.Button("Interrupt", elem_id="upscale_interrupt")
+        with gr.Column(scale=1):
+            status = gr.HTML(elem_id="upscale_status")
+            compare = gr.ImageSlider(label="Before / after", format="png", elem_id="upscale_compare", interactive=False)
+            result = gr.File(label="Saved PNG", elem_id="upscale_result", interactive=False)
+            infotext = gr.Textbox(label="Info", lines=2, interactive=False, elem_id="upscale_infotext")
+    return SimpleNamespace(image=image, upscaler=upscaler, factor=factor, prompt=prompt, negative=negative, noise=noise,
+                           steps=steps, run=run, interrupt=interrupt, status=status, compare=compare, result=result,
+                           infotext=infotext)
+
+
+def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
+    def upscale(data: dict):
+        img = data[tab.image]
+        if img is None:
+            yield {tab.status: session.message_html("Choose an image to upscale first.")}
+            return
+        request = GenerationRequest(mode="upscale", init_image=img.convert("RGB"), upscaler=data[tab.upscaler],
+                                    upscale_factor=coerce("upscale_factor", data[tab.factor]), prompt=data[tab.prompt],
+                                    negative_prompt=data[tab.negative], noise_level=coerce("noise_level", data[tab.noise]),
+                                    steps=coerce("steps", data[tab.steps]))
+        for update in session.run_job(ctx.queue, request, session.owner_for(data[ctx.token])):
+            out = {tab.status: update["status"]}
+            job = update.get("result")
+            if job is not None and job.result and job.result.images:
+                im = job.result.images[0]
+                before = img.convert("RGB").resize(im.image.size, Image.LANCZOS)
+                out[tab.compare] = (before, im.image)
+                out[tab.result] = session.publish(im.path) if im.path else None
+                out[tab.infotext] = im.infotext
+            yield out
+
+    inputs = {ctx.token, tab.image, tab.upscaler, tab.factor, tab.prompt, tab.negative, tab.noise, tab.steps}
+    tab.run.click(upscale, inputs=inputs, outputs=[tab.status, tab.compare, tab.result, tab.infotext],
+                  concurrency_limit=None, show_progress="hidden")
+    tab.interrupt.click(lambda token: session.message_html(
+        "Interrupting…" if ctx.queue.cancel(session.owner_for(token)) else "Nothing of yours is running.", "info"),
+        inputs=[ctx.token], outputs=[tab.status], concurrency_limit=None)

@@ -1,0 +1,337 @@
+"""The web UI in headless Chromium (Debian's, driven by Playwright) against the real server."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sdui import images
+from sdui.config import Settings
+from sdui.server import create_app
+from tests.server_util import client, running_server
+
+pytestmark = pytest.mark.browser
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-quic", "--no-first-run", "--disable-sync"]
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+TIMEOUT = 60_000
+
+if not os.path.exists(CHROMIUM):
+    pytest.fail(f"{CHROMIUM} is missing: tests/run.sh installs Debian's chromium", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def ui_server(models_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ui-outputs")
+    settings = Settings(models_dir=str(models_root), outputs_dir=str(out), api=True, no_watermark=False)
+    app = create_app(settings)
+    with running_server(app) as base:
+        yield base, app, out
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def open_page(browser, base):
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    page.goto(base)
+    page.wait_for_selector("#txt2img_prompt textarea")
+    return context, page
+
+
+def set_number(page, elem_id: str, value) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def set_text(page, elem_id: str, text: str) -> None:
+    page.locator(f"#{elem_id} textarea").fill(text)
+
+
+def pick(page, elem_id: str, option: str) -> None:
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    box.fill(option)  # filters the list to the option; Enter takes it
+    page.wait_for_selector(f"#{elem_id} li[role=option][aria-label={option!r}]")
+    box.press("Enter")
+    page.wait_for_function(f"() => document.querySelector('#{elem_id} input').value === {option!r}")
+    page.wait_for_function(f"() => document.querySelector('#{elem_id} input').value === {option!r}")
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+
+
+def small_settings(page, prefix: str, steps: int = 2, size: int = 64) -> None:
+    set_number(page, f"{prefix}_steps", steps)
+    set_number(page, f"{prefix}_width", size)
+    set_number(page, f"{prefix}_height", size)
+
+
+def wait_infotext(page, prefix: str) -> str:
+    page.wait_for_function(
+        f"() => {{ const t = document.querySelector('#{prefix}_infotext textarea'); return t && t.value.length > 0; }}")
+    return page.locator(f"#{prefix}_infotext textarea").input_value()
+
+
+def pngs(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.png"), key=lambda p: p.stat().st_mtime)
+
+
+def test_txt2img_generates_shows_and_saves(ui_server, browser):
+    base, _, out = ui_server
+    context, page = open_page(browser, base)
+    pick(page, "sd_model_checkpoint", next(t for t in _titles(page) if t.startswith("tiny.safetensors")))
+    set_text(page, "txt2img_prompt", "a browser-made lighthouse")
+    set_text(page, "txt2img_neg_prompt", "fog")
+    small_settings(page, "txt2img")
+    set_number(page, "txt2img_seed", 4242)
+    before = set(pngs(out))
+    page.click("#txt2img_generate")
+    text = wait_infotext(page, "txt2img")
+    assert text.startswith("a browser-made lighthouse\nNegative prompt: fog\nSteps: 2,") and "Seed: 4242" in text
+    page.wait_for_selector("#txt2img_gallery img")
+    new = [p for p in pngs(out) if p not in before]
+    assert len(new) == 1 and images.read_infotext(Image.open(new[0])) == text
+    src = page.locator("#txt2img_gallery img").first.get_attribute("src")
+    with client(base) as c:
+        served = c.get(src if src.startswith("http") else base + src)
+    assert served.status_code == 200 and served.content == new[0].read_bytes(), "the gallery must show the saved PNG"
+    DOCS.mkdir(exist_ok=True)
+    page.screenshot(path=str(DOCS / "txt2img.png"))
+    context.close()
+
+
+def _titles(page) -> list[str]:
+    page.locator("#sd_model_checkpoint input").click()
+    names = page.locator("#sd_model_checkpoint li[role=option]").evaluate_all(
+        "els => els.map(e => e.getAttribute('aria-label'))")
+    page.keyboard.press("Escape")
+    return names
+
+
+def _draw(page, elem_id: str, color_first: bool = False) -> None:
+    """Select the brush and drag across the editor's canvas."""
+    editor = page.locator(f"#{elem_id}")
+    editor.get_by_role("button", name=re.compile("^(Draw|Brush)", re.I)).first.click()
+    canvas = editor.locator("canvas").first
+    box = canvas.bounding_box()
+    x0, y0 = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for i in range(1, 11):
+        page.mouse.move(x0 + box["width"] * 0.04 * i, y0 + box["height"] * 0.04 * i, steps=2)
+    page.mouse.up()
+
+
+def test_sketch_on_blank_canvas_then_img2img(ui_server, browser):
+    base, _, out = ui_server
+    context, page = open_page(browser, base)
+    open_tab(page, "img2img")
+    _draw(page, "img2img_editor")
+    set_text(page, "img2img_prompt", "a sketch turned painting")
+    small_settings(page, "img2img", steps=4)
+    before = set(pngs(out))
+    page.click("#img2img_generate")
+    text = wait_infotext(page, "img2img")
+    assert "Denoising strength: 0.75" in text
+    new = [p for p in pngs(out) if p not in before]
+    assert len(new) == 1 and "img2img-images" in str(new[0])
+    page.screenshot(path=str(DOCS / "img2img.png"))
+    context.close()
+
+
+def test_paint_a_mask_and_inpaint(ui_server, browser, tmp_path):
+    base, _, out = ui_server
+    context, page = open_page(browser, base)
+    open_tab(page, "img2img")
+    src = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(src)
+    page.locator("#img2img_editor input[type=file]").set_input_files(str(src))
+    page.locator("#img2img_editor").get_by_text("Upload an image").wait_for(state="hidden")
+    page.wait_for_timeout(500)
+    page.get_by_label("Inpaint (paint the mask)").check()
+    _draw(page, "img2img_editor")
+    set_text(page, "img2img_prompt", "a patch")
+    small_settings(page, "img2img", steps=4)
+    set_number(page, "img2img_mask_blur", 0)
+    before = set(pngs(out))
+    page.click("#img2img_generate")
+    text = wait_infotext(page, "img2img")
+    assert "Mask blur: 0" in text and "Masked content: original" in text
+    (new,) = [p for p in pngs(out) if p not in before]
+    result = np.asarray(Image.open(new).convert("RGB"), dtype=np.int16)
+    original = np.asarray(Image.open(src).convert("RGB"), dtype=np.int16)
+    # the stroke runs diagonally through the middle: the far corners are unmasked and must be kept
+    # exactly, the middle was painted and must change
+    assert np.array_equal(result[:6, -6:], original[:6, -6:]) and np.array_equal(result[-6:, :6], original[-6:, :6])
+    assert not np.array_equal(result[28:36, 28:36], original[28:36, 28:36])
+    context.close()
+
+
+def test_upscale_tab(ui_server, browser, tmp_path):
+    base, _, out = ui_server
+    context, page = open_page(browser, base)
+    open_tab(page, "Upscale")
+    src = tmp_path / "small.png"
+    Image.new("RGB", (32, 24), (10, 200, 60)).save(src)
+    page.locator("#upscale_image input[type=file]").set_input_files(str(src))
+    page.wait_for_timeout(800)
+    pick(page, "upscale_upscaler", "tiny-esrgan")
+    set_number(page, "upscale_factor", 2)
+    page.click("#upscale_run")
+    page.wait_for_function("() => { const t = document.querySelector('#upscale_infotext textarea');"
+                           " return t && t.value.includes('Postprocess upscaler: tiny-esrgan'); }")
+    saved = [p for p in pngs(out) if "extras-images" in str(p)]
+    assert saved and Image.open(saved[-1]).size == (64, 48)
+    page.screenshot(path=str(DOCS / "upscale.png"))
+    context.close()
+
+
+def test_png_info_send_to_txt2img_reproduces_the_image(ui_server, browser):
+    base, _, out = ui_server
+    context, page = open_page(browser, base)
+    pick(page, "sd_model_checkpoint", next(t for t in _titles(page) if t.startswith("other")))
+    set_text(page, "txt2img_prompt", "(a red kite:1.2) over hills")
+    set_text(page, "txt2img_neg_prompt", "rain")
+    small_settings(page, "txt2img", steps=3)
+    pick(page, "txt2img_sampler", "DPM++ 2M")
+    pick(page, "txt2img_scheduler", "Karras")
+    set_number(page, "txt2img_seed", 777)
+    before = set(pngs(out))
+    page.click("#txt2img_generate")
+    wait_infotext(page, "txt2img")
+    (first,) = [p for p in pngs(out) if p not in before]
+    context.close()
+
+    context, page = open_page(browser, base)  # a fresh page: every field back to its default
+    open_tab(page, "PNG Info")
+    page.locator("#pnginfo_file input[type=file]").set_input_files(str(first))
+    page.wait_for_function("() => { const t = document.querySelector('#pnginfo_infotext textarea');"
+                           " return t && t.value.includes('Seed: 777'); }")
+    page.screenshot(path=str(DOCS / "pnginfo.png"))
+    page.click("#pnginfo_send_to_txt2img")
+    page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value.includes('kite')")
+    assert page.locator("#sd_model_checkpoint input").input_value().startswith("other")
+    before = set(pngs(out))
+    page.click("#txt2img_generate")
+    wait_infotext(page, "txt2img")
+    (second,) = [p for p in pngs(out) if p not in before]
+    assert second.read_bytes() == first.read_bytes(), "PNG Info -> txt2img must reproduce the image exactly"
+    context.close()
+
+
+def test_interrupt_stops_within_a_step_and_saves_nothing(ui_server, browser):
+    base, app, out = ui_server
+    context, page = open_page(browser, base)
+    set_text(page, "txt2img_prompt", "a very long job")
+    small_settings(page, "txt2img", steps=150)
+    before = set(pngs(out))
+    page.click("#txt2img_generate")
+    page.wait_for_selector("#txt2img_status .sdui-progress.running")
+    page.screenshot(path=str(DOCS / "progress.png"))
+    page.click("#txt2img_interrupt")
+    page.wait_for_selector("#txt2img_status :text('Interrupted')")
+    time.sleep(0.5)
+    assert [p for p in pngs(out) if p not in before] == []
+    assert app.state.queue.running is None
+    context.close()
+
+
+def test_two_users_with_different_models_are_isolated(ui_server, browser):
+    base, _, out = ui_server
+    ctx_a, a = open_page(browser, base)
+    ctx_b, b = open_page(browser, base)
+    titles = _titles(a)
+    pick(a, "sd_model_checkpoint", next(t for t in titles if t.startswith("tiny.safetensors")))
+    pick(b, "sd_model_checkpoint", next(t for t in titles if t.startswith("other")))
+    for page, prompt in ((a, "alice's apple"), (b, "bob's boat")):
+        set_text(page, "txt2img_prompt", prompt)
+        small_settings(page, "txt2img", steps=6)
+    a.click("#txt2img_generate")
+    b.click("#txt2img_generate")
+    text_a, text_b = wait_infotext(a, "txt2img"), wait_infotext(b, "txt2img")
+    assert text_a.startswith("alice's apple") and "Model: tiny," in text_a
+    assert text_b.startswith("bob's boat") and "Model: other," in text_b
+    for page, mine, theirs in ((a, "alice", "bob"), (b, "bob", "alice")):
+        open_tab(page, "History")
+        page.click("#history_refresh")
+        page.wait_for_selector("#history_gallery img")
+        captions = " ".join(page.locator("#history_gallery").all_inner_texts())
+        assert "txt2img" in captions
+        srcs = page.locator("#history_gallery img").evaluate_all("els => els.map(e => e.src)")
+        with client(base) as c:
+            texts = [images.read_infotext(Image.open(__import__("io").BytesIO(c.get(s).content))) for s in srcs]
+        assert any(t.startswith(f"{mine}'s") for t in texts) and not any(t.startswith(f"{theirs}'s") for t in texts)
+    b.reload()
+    b.wait_for_selector("#txt2img_prompt textarea")
+    open_tab(b, "History")
+    b.wait_for_selector("#history_gallery img")  # history survives a reload (the session token is kept)
+    b.screenshot(path=str(DOCS / "history.png"))
+    open_tab(b, "Models")
+    b.screenshot(path=str(DOCS / "models.png"))
+    ctx_a.close()
+    ctx_b.close()
+
+
+def test_error_is_a_readable_message_not_a_trace(ui_server, browser):
+    base, _, _ = ui_server
+    context, page = open_page(browser, base)
+    open_tab(page, "img2img")
+    set_text(page, "img2img_prompt", "nothing to start from")
+    page.click("#img2img_generate")
+    page.wait_for_selector("#img2img_status .sdui-message.error")
+    text = page.locator("#img2img_status").inner_text()
+    assert "init_image" in text and "Traceback" not in text
+    context.close()
+
+
+def test_auth_refuses_page_upload_and_file_without_login(models_root, tmp_path, browser):
+    settings = Settings(models_dir=str(models_root), outputs_dir=str(tmp_path / "o"), gradio_auth="ann:pw", api=True)
+    app = create_app(settings)
+    with running_server(app) as base:
+        with client(base) as c:
+            page = c.get("/")
+            assert "txt2img_prompt" not in page.text
+            assert c.get("/config").status_code in (401, 403)
+            up = c.post("/gradio_api/upload", files={"files": ("x.png", b"\x89PNG fake", "image/png")})
+            assert up.status_code in (401, 403)
+            # log in, make an image, then fetch its file URL without the cookie
+            assert c.post("/login", data={"username": "ann", "password": "pw"}).status_code in (200, 302, 303)
+            assert "txt2img_prompt" in c.get("/config").text
+        context = browser.new_context()
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT)
+        pg.goto(base)
+        pg.get_by_label("username").fill("ann")
+        pg.get_by_label("password").fill("pw")
+        pg.get_by_role("button", name="Login").click()
+        pg.wait_for_selector("#txt2img_prompt textarea")
+        set_text(pg, "txt2img_prompt", "secret picture")
+        small_settings(pg, "txt2img")
+        pg.click("#txt2img_generate")
+        wait_infotext(pg, "txt2img")
+        src = pg.locator("#txt2img_gallery img").first.get_attribute("src")
+        url = src if src.startswith("http") else base + src
+        assert pg.request.get(url).status == 200
+        context.close()
+        with client(base) as anonymous:
+            assert anonymous.get(url).status_code in (401, 403)
