@@ -73,6 +73,22 @@ def make_engine(models_root, tmp_path):
 
 
 @pytest.fixture()
+def hub_cache(tiny_pipe, tmp_path, monkeypatch) -> str:
+    """A local Hugging Face cache holding the tiny pipeline as ``someone/tiny-sd`` (as a download
+    would leave it), made the current cache; returns the Hub id."""
+    from huggingface_hub import constants
+
+    hub = tmp_path / "hub"
+    repo = hub / "models--someone--tiny-sd"
+    tiny_pipe.save_pretrained(repo / "snapshots" / "0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    return "someone/tiny-sd"
+
+
+@pytest.fixture()
 def scratch_models(tiny_pipe, tmp_path) -> Path:
     """A writable models/ tree for tests that add or break files."""
     root = tmp_path / "models"

@@ -43,17 +43,8 @@ def test_safetensors_named_ckpt_and_uppercase_extension_load(models_root, tiny_p
         np.testing.assert_array_equal(_draw(loader.load_pipeline(entry, torch.float32)), _draw(tiny_pipe))
 
 
-def test_hub_id_loads_from_local_cache_offline(tiny_pipe, tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    hub = tmp_path / "hub"
-    snap = hub / "models--someone--tiny-sd" / "snapshots" / "0123abcd"
-    tiny_pipe.save_pretrained(snap)
-    (hub / "models--someone--tiny-sd" / "refs").mkdir()
-    (hub / "models--someone--tiny-sd" / "refs" / "main").write_text("0123abcd")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
-    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
-    entry = registry.ModelEntry(name="someone/tiny-sd", path="someone/tiny-sd", format=formats.HUB)
+def test_hub_id_loads_from_local_cache_offline(tiny_pipe, hub_cache):
+    entry = registry.ModelEntry(name=hub_cache, path=hub_cache, format=formats.HUB)
     np.testing.assert_array_equal(_draw(loader.load_pipeline(entry, torch.float32)), _draw(tiny_pipe))
     missing = registry.ModelEntry(name="nobody/nothing", path="nobody/nothing", format=formats.HUB)
     with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):

@@ -72,15 +72,7 @@ def test_short_hash_is_a1111_shorthash_and_cached_by_stamp(tmp_path):
     assert entry.title == f"f.safetensors [{entry.short_hash}]"
 
 
-def test_hub_ids_in_the_local_cache_are_listed(tiny_pipe, tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    hub = tmp_path / "hub"
-    snap = hub / "models--someone--tiny-sd" / "snapshots" / "0123abcd"
-    tiny_pipe.save_pretrained(snap)
-    (hub / "models--someone--tiny-sd" / "refs").mkdir()
-    (hub / "models--someone--tiny-sd" / "refs" / "main").write_text("0123abcd")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
-    assert registry.hub_cache_models() == ["someone/tiny-sd"]
+def test_hub_ids_in_the_local_cache_are_listed(hub_cache):
+    assert registry.hub_cache_models() == [hub_cache]
     found = registry.scan(None)
-    assert [(e.name, e.format) for e in found["checkpoint"]] == [("someone/tiny-sd", formats.HUB)]
+    assert [(e.name, e.format) for e in found["checkpoint"]] == [(hub_cache, formats.HUB)]

@@ -166,3 +166,45 @@ def tensor_shapes(path: str | os.PathLike, fmt: str | None = None) -> dict[str, 
         return {k: v.shape for k, v in read_safetensors_header(path).items()}
     sd = load_state_dict(path, fmt)
     return {k: tuple(v.shape) for k, v in sd.items()}
+
+
+class CheckpointSource:
+    """A single-file checkpoint read one component at a time.
+
+    safetensors: keys and shapes come from the header; ``take(prefixes)`` reads only the tensors
+    under those prefixes, so loading never holds the whole file and the built model at once
+    (peak memory ~ model + its largest component, not model + file). Pickles are read whole, safely,
+    once (zip pickles memory-mapped).
+    """
+
+    def __init__(self, path: str | os.PathLike, fmt: str | None = None):
+        self.path = str(path)
+        self.format = fmt if fmt and fmt != UNKNOWN else sniff_format(path)
+        self._sd = None
+        if self.format == SAFETENSORS:
+            self._shapes = {k: v.shape for k, v in read_safetensors_header(self.path).items()}
+        else:
+            self._sd = load_state_dict(self.path, self.format)
+            self._shapes = {k: tuple(v.shape) for k, v in self._sd.items()}
+
+    def shapes(self) -> dict[str, tuple]:
+        return dict(self._shapes)
+
+    def keys(self):
+        return self._shapes.keys()
+
+    def take(self, prefixes: tuple[str, ...] | None = None) -> dict:
+        """The tensors whose keys start with one of ``prefixes`` (all of them for None)."""
+        wanted = [k for k in self._shapes if prefixes is None or k.startswith(prefixes)]
+        if self._sd is not None:
+            return {k: self._sd[k] for k in wanted}
+        from safetensors import safe_open
+
+        try:
+            with safe_open(self.path, framework="pt", device="cpu") as f:
+                return {k: f.get_tensor(k) for k in wanted}
+        except Exception as e:  # safetensors raises its own SafetensorError
+            raise ModelLoadError(f"{self.path}: unreadable safetensors file ({e})") from None
+
+    def close(self) -> None:
+        self._sd = None

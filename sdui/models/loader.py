@@ -1,10 +1,10 @@
 """Turn a registry entry into a ready diffusers pipeline. The only module that calls
 ``from_pretrained`` / ``from_single_file``.
 
-Single files: the state dict is read once, safely (``formats.load_state_dict``), its architecture
-detected, and each component built with diffusers' single-file loaders against a config folder:
-``<stem>.config/`` beside the file when present (custom and tiny architectures), else the shipped
-``assets/configs/<arch>``. Nothing is fetched. We assemble the pipeline from components instead of
+Single files: read safely (``formats.CheckpointSource``, one component's tensors at a time), the
+architecture detected from the header, and each component built with diffusers' single-file
+loaders against a config folder: ``<stem>.config/`` beside the file when present (custom and tiny
+architectures), else the shipped ``assets/configs/<arch>``. Nothing is fetched. We assemble the pipeline from components instead of
 calling the pipeline-level ``from_single_file(path)`` because that one re-reads the file choosing
 the reader by extension: it would reject a safetensors file named ``.ckpt`` and lose the reason a
 pickle was refused.
@@ -92,11 +92,19 @@ def _read_index(folder: Path) -> dict:
         raise ModelLoadError(f"{folder}: unreadable model_index.json ({e})") from None
 
 
+# Which original-layout keys each component is built from (components not listed get every key).
+COMPONENT_PREFIXES = {
+    "unet": ("model.diffusion_model.",),
+    "vae": ("first_stage_model.",),
+    "text_encoder": ("cond_stage_model.", "conditioner.embedders.0."),
+    "text_encoder_2": ("conditioner.embedders.1.",),
+}
+
+
 def _from_single_file(entry: ModelEntry, dtype):
-    state_dict = formats.load_state_dict(entry.path, entry.format if entry.format != formats.UNKNOWN else None)
+    source = formats.CheckpointSource(entry.path, entry.format)
     try:
-        shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
-        arch = detect.detect_architecture(shapes)
+        arch = detect.detect_architecture(source.shapes())
         if not entry.config_dir and arch not in detect.CHECKPOINT_ARCHS:
             what = {detect.VAE: "a VAE (put it in models/VAE/)", detect.LORA: "a LoRA (put it in models/Lora/)"}.get(
                 arch, "not a Stable Diffusion checkpoint (no UNet/text encoder keys recognised)")
@@ -105,7 +113,7 @@ def _from_single_file(entry: ModelEntry, dtype):
         arch = detect.architecture_from_yaml(arch, hints)
         folder = config_dir_for(entry, arch)
         try:
-            pipe = assemble_from_state_dict(state_dict, folder, dtype)
+            pipe = assemble_from_source(source, folder, dtype)
         except ModelLoadError as e:
             raise ModelLoadError(f"{entry.path}: {e}") from None
         pipe._sdui_needs_v_check = arch == detect.SD2 and not hints and not entry.config_dir
@@ -114,25 +122,31 @@ def _from_single_file(entry: ModelEntry, dtype):
         pipe._sdui_architecture = "custom" if entry.config_dir else arch
         return pipe
     finally:
-        del state_dict  # the only reference: its memory goes back now (no gc pass needed)
+        source.close()  # drops the only reference to a pickle's tensors
 
 
-def assemble_from_state_dict(state_dict: dict, folder: Path, dtype):
-    """Build every component named in ``folder/model_index.json`` from an original-layout state dict."""
+def assemble_from_source(source: "formats.CheckpointSource", folder: Path, dtype):
+    """Build every component named in ``folder/model_index.json`` from an original-layout checkpoint,
+    reading each component's tensors only while that component is built."""
     import diffusers
     import transformers
 
     index = _read_index(folder)
     pipeline_cls = getattr(diffusers, index["_class_name"])
+    keys = list(source.keys())
     components = {}
     for name, spec in index.items():
         if name.startswith("_") or not isinstance(spec, list) or spec[0] is None:
             continue
         library, class_name = spec
         if name.startswith("tokenizer"):
-            components[name] = _tokenizer_for(name, folder, state_dict)
+            components[name] = _tokenizer_for(name, folder, keys)
             continue
         cls = getattr(diffusers if library == "diffusers" else transformers, class_name)
+        if issubclass(cls, diffusers.SchedulerMixin):
+            components[name] = cls.from_pretrained(str(folder), subfolder=name, local_files_only=True)
+            continue
+        state_dict = source.take(COMPONENT_PREFIXES.get(name))
         try:
             components[name] = _build_component(cls, library, name, state_dict, folder, dtype)
         except NotImplementedError as e:
@@ -140,8 +154,9 @@ def assemble_from_state_dict(state_dict: dict, folder: Path, dtype):
                 raise
             raise ModelLoadError(f"incomplete checkpoint: the {name} is missing weights (a truncated file, or "
                                  f"one made for another architecture than {folder.name})") from None
+        finally:
+            del state_dict
     params = inspect.signature(pipeline_cls.__init__).parameters
-
     for name, p in params.items():
         if name not in components and name != "self" and p.default is inspect.Parameter.empty:
             components[name] = None
@@ -165,15 +180,15 @@ def _build_component(cls, library: str, name: str, state_dict: dict, folder: Pat
     return cls.from_single_file(state_dict, config=str(folder), subfolder=name, dtype=dtype, local_files_only=True)
 
 
-def _tokenizer_for(name: str, folder: Path, state_dict: dict):
+def _tokenizer_for(name: str, folder: Path, keys: list[str]):
     own = folder / name
     if (own / "vocab.json").is_file():
         return load_clip_tokenizer(folder=str(own))
     # tokenizer pairs with text_encoder, tokenizer_2 with text_encoder_2; OpenCLIP encoders pad with "!"
     if name == "tokenizer_2":
-        openclip = any(k.startswith("conditioner.embedders.1.model.") for k in state_dict)
+        openclip = any(k.startswith("conditioner.embedders.1.model.") for k in keys)
     else:
-        openclip = any(k.startswith("cond_stage_model.model.") for k in state_dict)
+        openclip = any(k.startswith("cond_stage_model.model.") for k in keys)
     return load_clip_tokenizer(OPENCLIP_PAD if openclip else None)
 
 

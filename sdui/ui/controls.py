@@ -82,6 +82,18 @@ def render_controls(prefix: str, max_size: int) -> GenerationControls:
                               cfg_scale, seed, dice, recycle, generate, interrupt)
 
 
+def render_outputs(prefix: str) -> dict:
+    """Status, live preview, gallery of saved PNGs and infotext: the right-hand column of a
+    generation tab. Returns the dict ``wire_generation`` takes as ``outputs``."""
+    status = gr.HTML(elem_id=f"{prefix}_status")
+    preview = gr.Image(label="Preview", format="png", interactive=False, visible=False, height=160,
+                       elem_id=f"{prefix}_preview")
+    gallery = gr.Gallery(label="Output", format="png", columns=2, height=420, elem_id=f"{prefix}_gallery",
+                         interactive=False)
+    infotext = gr.Textbox(label="Generation info", lines=4, interactive=False, elem_id=f"{prefix}_infotext")
+    return {"status": status, "preview": preview, "gallery": gallery, "infotext": infotext, "last_seed": gr.State(None)}
+
+
 def coerce(field_name: str, value):
     """Gradio sliders give floats; the request wants ints where A1111 has ints."""
     if field_name in ("steps", "width", "height", "batch_count", "batch_size", "seed", "mask_blur", "noise_level"):

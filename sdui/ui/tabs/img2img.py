@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ...types import MASKED_CONTENT, RESIZE_MODES, InvalidRequest
-from ..controls import UIContext, coerce, render_controls
+from ..controls import UIContext, coerce, render_controls, render_outputs
 from .generate import wire_generation
 
 MODES = ("img2img (sketch or photo)", "Inpaint (paint the mask)")
@@ -39,16 +39,9 @@ def render(ctx: UIContext) -> SimpleNamespace:
                                 elem_id="img2img_inpainting_fill")
             controls = render_controls("img2img", ctx.settings.max_size)
         with gr.Column(scale=1):
-            status = gr.HTML(elem_id="img2img_status")
-            preview = gr.Image(label="Preview", format="png", interactive=False, visible=False, height=160,
-                               elem_id="img2img_preview")
-            gallery = gr.Gallery(label="Output", format="png", columns=2, height=420, elem_id="img2img_gallery",
-                                 interactive=False)
-            infotext = gr.Textbox(label="Generation info", lines=4, interactive=False, elem_id="img2img_infotext")
-            last_seed = gr.State(None)
+            outputs = render_outputs("img2img")
     return SimpleNamespace(mode=mode, editor=editor, strength=strength, resize_mode=resize_mode, mask_blur=mask_blur,
-                           fill=fill, controls=controls, status=status, preview=preview, gallery=gallery,
-                           infotext=infotext, last_seed=last_seed)
+                           fill=fill, controls=controls, outputs=outputs)
 
 
 def editor_to_images(value, inpaint: bool):
@@ -96,6 +89,4 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
             fields.update(mask=mask, mask_blur=coerce("mask_blur", data[tab.mask_blur]), inpainting_fill=data[tab.fill])
         return fields
 
-    wire_generation(ctx, tab.controls, mode_fields, extra,
-                    {"gallery": tab.gallery, "infotext": tab.infotext, "status": tab.status, "preview": tab.preview,
-                     "last_seed": tab.last_seed})
+    wire_generation(ctx, tab.controls, mode_fields, extra, tab.outputs)
