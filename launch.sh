@@ -80,4 +80,7 @@ fi
 if [ -n "${SDUI_NO_START:-}" ]; then
   exit 0
 fi
+# One malloc arena: generation runs on a worker thread, and glibc's per-thread arenas make it ~35%
+# slower there (see sdui/models/devices.py). app.py would re-exec itself to set this anyway.
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-1}"
 exec "$VPY" "$HERE/app.py" "$@"

@@ -23,6 +23,7 @@ def _plain_call(pipe, size, steps, seed=1):
     from sdui import samplers
 
     pipe.scheduler = samplers.make_scheduler(pipe.scheduler.config, "Euler a")
+    pipe.set_progress_bar_config(disable=True)
     return pipe(PROMPT, negative_prompt=NEGATIVE, generator=[torch.Generator("cpu").manual_seed(seed)],
                 num_inference_steps=steps, guidance_scale=7.0, height=size, width=size).images[0]
 
@@ -176,7 +177,17 @@ def figure3_cpu_speed(report: Report, models: Path, size: int = 256, steps: int 
         with torch.no_grad():
             pipe.vae.decode(latent[:1] / pipe.vae.config.scaling_factor)
 
+    unet_step()  # warm-up: first calls pay for allocation and kernel selection
+    decode()
     sdui_step, sdui_dec = timed(unet_step, 2), timed(decode, 1)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        unet_step()
+    top = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:4]
+    total = sum(e.self_cpu_time_total for e in prof.key_averages()) or 1
+    profile_note = ", ".join(f"{e.key} {e.self_cpu_time_total / total:.0%}" for e in top)
+    print(f"[3 CPU speed] UNet step profile (self CPU time): {profile_note}", flush=True)
     cl = getattr(pipe.unet, "_sdui_channels_last", False)
     pipe.unet.to(memory_format=torch.contiguous_format)
     pipe.vae.to(memory_format=torch.contiguous_format)
@@ -186,7 +197,7 @@ def figure3_cpu_speed(report: Report, models: Path, size: int = 256, steps: int 
     report.add("3 CPU speed", f"UNet step, {size}px, CFG", sdui_step, "s/step", stock_step, None, None,
                f"sdui default (channels_last={cl}) vs stock")
     report.add("3 CPU speed", f"image estimate, {size}px {steps} steps", sdui_image, "s", stock_image, ">= 1.3x faster",
-               stock_image / sdui_image >= 1.3, ratio=sdui_image / stock_image)
+               stock_image / sdui_image >= 1.3, ratio=sdui_image / stock_image, note=f"profile: {profile_note}")
     # same output? a 64 px image through both layouts
     if cl:
         a = np.asarray(_plain_call(pipe, 64, 2), dtype=np.int16)

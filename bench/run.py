@@ -14,6 +14,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def main(argv=None) -> int:
+    from sdui.models.devices import reexec_with_one_malloc_arena
+
+    reexec_with_one_malloc_arena()  # as app.py and the sdui command do: measure what users run
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--figures", default="1,2,3,4", help="Which figures to run. Default: 1,2,3,4.")
     parser.add_argument("--switches", type=int, default=20, help="Switches for the memory figure. Default: 20.")

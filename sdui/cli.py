@@ -240,5 +240,13 @@ def main(argv=None) -> int:
         return 130
 
 
+def entry() -> int:
+    """The ``sdui`` console script: one malloc arena (see devices.reexec_with_one_malloc_arena), then main."""
+    from .models.devices import reexec_with_one_malloc_arena
+
+    reexec_with_one_malloc_arena()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())
