@@ -193,16 +193,22 @@ class CheckpointSource:
     def keys(self):
         return self._shapes.keys()
 
-    def take(self, prefixes: tuple[str, ...] | None = None) -> dict:
-        """The tensors whose keys start with one of ``prefixes`` (all of them for None)."""
+    def take(self, prefixes: tuple[str, ...] | None = None, dtype=None) -> dict:
+        """The tensors whose keys start with one of ``prefixes`` (all of them for None), floating
+        ones cast to ``dtype`` tensor by tensor, so a file's fp16 copy and the model's fp32 copy are
+        never both in memory (the model then takes these tensors as its parameters, no copy)."""
         wanted = [k for k in self._shapes if prefixes is None or k.startswith(prefixes)]
+
+        def cast(t):
+            return t.to(dtype) if dtype is not None and t.is_floating_point() and t.dtype != dtype else t
+
         if self._sd is not None:
-            return {k: self._sd[k] for k in wanted}
+            return {k: cast(self._sd[k]) for k in wanted}
         from safetensors import safe_open
 
         try:
             with safe_open(self.path, framework="pt", device="cpu") as f:
-                return {k: f.get_tensor(k) for k in wanted}
+                return {k: cast(f.get_tensor(k)) for k in wanted}
         except Exception as e:  # safetensors raises its own SafetensorError
             raise ModelLoadError(f"{self.path}: unreadable safetensors file ({e})") from None
 

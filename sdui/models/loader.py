@@ -146,7 +146,7 @@ def assemble_from_source(source: "formats.CheckpointSource", folder: Path, dtype
         if issubclass(cls, diffusers.SchedulerMixin):
             components[name] = cls.from_pretrained(str(folder), subfolder=name, local_files_only=True)
             continue
-        state_dict = source.take(COMPONENT_PREFIXES.get(name))
+        state_dict = source.take(COMPONENT_PREFIXES.get(name), dtype)
         try:
             components[name] = _build_component(cls, library, name, state_dict, folder, dtype)
         except NotImplementedError as e:
