@@ -66,27 +66,44 @@ def rss() -> int:
     return psutil.Process().memory_info().rss
 
 
+def anon_rss() -> int:
+    """Anonymous resident memory (RssAnon): what the process really holds, without the file pages
+    of a memory-mapped checkpoint, which the kernel can drop at any time."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return rss()
+
+
 class PeakRSS:
-    """Samples RSS every 20 ms in a thread; ``peak`` is the highest seen."""
+    """Samples RSS and anonymous RSS every 20 ms in a thread; ``peak`` / ``peak_anon`` are the highest seen."""
 
     def __init__(self, interval: float = 0.02):
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self.interval, self.peak, self.peak_anon, self._stop = interval, 0, 0, threading.Event()
+
+    def _sample(self):
+        self.peak = max(self.peak, rss())
+        self.peak_anon = max(self.peak_anon, anon_rss())
 
     def __enter__(self):
-        self.peak = rss()
+        self._sample()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
 
     def _run(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, rss())
+            self._sample()
             time.sleep(self.interval)
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, rss())
+        self._sample()
 
 
 def timed(fn, repeat: int = 1) -> float:

