@@ -67,13 +67,24 @@ def set_text(page, elem_id: str, text: str) -> None:
 
 
 def pick(page, elem_id: str, option: str) -> None:
-    box = page.locator(f"#{elem_id} input")
-    box.click()
-    box.fill(option)  # filters the list to the option; Enter takes it
-    page.wait_for_selector(f"#{elem_id} li[role=option][aria-label={option!r}]")
-    box.press("Enter")
-    page.wait_for_function(f"() => document.querySelector('#{elem_id} input').value === {option!r}")
-    page.wait_for_function(f"() => document.querySelector('#{elem_id} input').value === {option!r}")
+    """Choose a dropdown option by typing it (the list filters) and pressing Enter; retried, since a
+    busy page can re-render the list while it opens."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(3):
+        box = page.locator(f"#{elem_id} input")
+        box.click()
+        box.fill(option)
+        try:
+            page.wait_for_selector(f"#{elem_id} li[role=option][aria-label={option!r}]", timeout=15_000)
+            box.press("Enter")
+            page.wait_for_function(f"() => document.querySelector('#{elem_id} input').value === {option!r}",
+                                   timeout=15_000)
+            return
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+            page.wait_for_timeout(500)
+    raise AssertionError(f"could not choose {option!r} in #{elem_id}")
 
 
 def open_tab(page, name: str) -> None:
