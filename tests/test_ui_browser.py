@@ -346,3 +346,28 @@ def test_auth_refuses_page_upload_and_file_without_login(models_root, tmp_path, 
         context.close()
         with client(base) as anonymous:
             assert anonymous.get(url).status_code in (401, 403)
+
+
+def test_first_start_without_models_explains_and_disables_generate(tmp_path, browser):
+    empty = tmp_path / "models"
+    (empty / "Stable-diffusion").mkdir(parents=True)
+    settings = Settings(models_dir=str(empty), outputs_dir=str(tmp_path / "o"))
+    app = create_app(settings)
+    with running_server(app) as base:
+        context, page = open_page(browser, base)
+        notice = page.locator("#no_model_notice").inner_text()
+        assert "No model found" in notice and str((empty / "Stable-diffusion").resolve()) in notice
+        assert ".safetensors" in notice
+        assert page.locator("#txt2img_generate").is_disabled()
+        page.screenshot(path=str(DOCS / "no-model.png"))
+        open_tab(page, "img2img")
+        assert page.locator("#img2img_generate").is_disabled()
+        open_tab(page, "txt2img")
+        # a checkpoint arrives; Refresh finds it and enables Generate
+        from tests import tiny
+
+        tiny.save_single_file(tiny.tiny_pipeline(), empty / "Stable-diffusion" / "fresh.safetensors")
+        page.click("#refresh_checkpoints")
+        page.wait_for_function("() => !document.querySelector('#txt2img_generate').disabled")
+        assert page.locator("#sd_model_checkpoint input").input_value().startswith("fresh")
+        context.close()
