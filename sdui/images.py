@@ -23,7 +23,7 @@ MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 
 # ---- uploads ------------------------------------------------------------------------------------
 def decode_image(data, field_name: str = "image", mode: str = "RGB") -> Image.Image:
-    """A PIL image from bytes, a path, base64 text / data URL, or a PIL image; clear errors otherwise."""
+    """A PIL image from bytes, a ``Path``, base64 text / data URL, or a PIL image; clear errors otherwise."""
     if isinstance(data, Image.Image):
         img = data
     else:
@@ -31,13 +31,12 @@ def decode_image(data, field_name: str = "image", mode: str = "RGB") -> Image.Im
             text = data.strip()
             if text.startswith("data:"):
                 text = text.split(",", 1)[-1]
-            if len(text) < 4096 and os.path.isfile(text):
-                raw = Path(text).read_bytes()
-            else:
-                try:
-                    raw = base64.b64decode(text, validate=False)
-                except (ValueError, TypeError):
-                    raise InvalidRequest(field_name, "<text>", "a PNG/JPEG/WebP image as a file, base64 or data URL") from None
+            # text is base64 only, never a path: strings come from API clients, and a path would let
+            # a client read images on the server (other users' outputs included)
+            try:
+                raw = base64.b64decode(text, validate=False)
+            except (ValueError, TypeError):
+                raise InvalidRequest(field_name, "<text>", "a PNG/JPEG/WebP image as base64 or a data URL") from None
         elif isinstance(data, (bytes, bytearray)):
             raw = bytes(data)
         elif isinstance(data, os.PathLike):
@@ -123,11 +122,6 @@ def build_infotext(prompt: str, negative_prompt: str, params: dict) -> str:
     negative = f"\nNegative prompt: {negative_prompt}" if negative_prompt else ""
     return f"{prompt}{negative}\n{fields}".strip()
 
-
-# Field order as A1111 writes it (processing.create_infotext), with "Schedule type" after "Sampler".
-INFOTEXT_ORDER = ("Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model hash", "Model",
-                  "VAE hash", "VAE", "Denoising strength", "Mask blur", "Masked content", "Noise level",
-                  "Upscaler", "Watermark", "Version")
 
 _PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _SIZE = re.compile(r"^(\d+)x(\d+)$")

@@ -112,6 +112,13 @@ def test_broken_uploads_get_a_clear_error(data, problem):
         images.decode_image(data, "init_image")
 
 
+def test_a_string_is_never_read_as_a_server_path(tmp_path):
+    secret = tmp_path / "someone-elses.png"
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(secret)
+    with pytest.raises(InvalidRequest):
+        images.decode_image(str(secret), "init_images")
+
+
 def test_uploads_decode_from_bytes_base64_and_data_urls():
     buf = io.BytesIO()
     Image.new("RGBA", (5, 4), (255, 0, 0, 0)).save(buf, format="PNG")
