@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -139,6 +138,23 @@ def _titles(page) -> list[str]:
     return names
 
 
+def upload_to_editor(page, elem_id: str, path) -> None:
+    """Upload into the image editor; a file set before the freshly opened tab's editor has wired its
+    input is dropped, so wait for the canvas and try again while the placeholder stays."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.locator(f"#{elem_id} canvas").first.wait_for()
+    for _ in range(3):
+        page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
+        try:
+            page.locator(f"#{elem_id}").get_by_text("Upload an image").wait_for(state="hidden", timeout=15_000)
+            page.wait_for_timeout(500)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"the upload never reached #{elem_id}")
+
+
 def _draw(page, elem_id: str, color_first: bool = False) -> None:
     """Select the brush and drag across the editor's canvas."""
     editor = page.locator(f"#{elem_id}")
@@ -176,9 +192,7 @@ def test_paint_a_mask_and_inpaint(ui_server, browser, tmp_path):
     open_tab(page, "img2img")
     src = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(src)
-    page.locator("#img2img_editor input[type=file]").set_input_files(str(src))
-    page.locator("#img2img_editor").get_by_text("Upload an image").wait_for(state="hidden")
-    page.wait_for_timeout(500)
+    upload_to_editor(page, "img2img_editor", src)
     page.get_by_label("Inpaint (paint the mask)").check()
     _draw(page, "img2img_editor")
     set_text(page, "img2img_prompt", "a patch")
