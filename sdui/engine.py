@@ -92,7 +92,7 @@ class Engine:
             if arch == detect.X4_UPSCALER:
                 raise InvalidRequest("model", loaded.name, "a text-to-image checkpoint; this one is the x4 upscaler (use Upscale)")
             model_hash = mgr.ensure_hash(loaded.entry)
-            is_xl = isinstance(loaded.pipe, diffusers.StableDiffusionXLPipeline) or "XL" in type(loaded.pipe).__name__
+            is_xl = isinstance(loaded.pipe, diffusers.StableDiffusionXLPipeline)
             mode = req.mode
             if loaded.pipe.unet.config.in_channels == 9 and mode != "inpaint":
                 raise InvalidRequest("model", loaded.name, "an ordinary checkpoint for txt2img/img2img; this one is "

@@ -111,7 +111,7 @@ def tokenize(tokenizer, text: str) -> TokenChunks:
     texts = [t for t, w in fragments if w != -1]
     encoded = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"] if texts else []
     it = iter(encoded)
-    for frag, weight in fragments:
+    for _text, weight in fragments:
         if weight == -1:
             close(force=True)
             continue

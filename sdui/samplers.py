@@ -18,21 +18,20 @@ class Sampler:
     scheduler_class: str
     options: dict = field(default_factory=dict)
     aliases: tuple = ()
-    needs: tuple = ()  # extra packages (declared in pyproject)
     supports_schedules: bool = True  # sigma schedules (Karras, ...) apply to k-diffusion style samplers
 
 
 SAMPLERS: tuple[Sampler, ...] = (
     Sampler("Euler a", "EulerAncestralDiscreteScheduler", aliases=("k_euler_a", "euler_ancestral"), supports_schedules=False),
     Sampler("Euler", "EulerDiscreteScheduler", aliases=("k_euler", "euler")),
-    Sampler("LMS", "LMSDiscreteScheduler", aliases=("k_lms", "lms"), needs=("scipy",)),
+    Sampler("LMS", "LMSDiscreteScheduler", aliases=("k_lms", "lms")),  # needs scipy
     Sampler("Heun", "HeunDiscreteScheduler", aliases=("k_heun", "heun")),
     Sampler("DPM2", "KDPM2DiscreteScheduler", aliases=("k_dpm_2", "dpm2")),
     Sampler("DPM2 a", "KDPM2AncestralDiscreteScheduler", aliases=("k_dpm_2_a", "dpm2_ancestral")),
     Sampler("DPM++ 2M", "DPMSolverMultistepScheduler", aliases=("k_dpmpp_2m", "dpmpp_2m")),
     Sampler("DPM++ 2M SDE", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"},
             aliases=("k_dpmpp_2m_sde", "dpmpp_2m_sde")),
-    Sampler("DPM++ SDE", "DPMSolverSDEScheduler", aliases=("k_dpmpp_sde", "dpmpp_sde"), needs=("torchsde",)),
+    Sampler("DPM++ SDE", "DPMSolverSDEScheduler", aliases=("k_dpmpp_sde", "dpmpp_sde")),  # torchsde
     Sampler("DDIM", "DDIMScheduler", aliases=("ddim",), supports_schedules=False),
     Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, aliases=("plms", "pndm"), supports_schedules=False),
     Sampler("UniPC", "UniPCMultistepScheduler", aliases=("unipc",)),

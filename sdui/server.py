@@ -102,16 +102,9 @@ def create_app(settings: Settings, engine: Optional[Engine] = None, queue: Optio
     queue.start()  # the worker is started by making the app, never by importing a module
 
     if with_ui:
-        import gradio as gr
+        from .ui.app import mount_ui
 
-        from .ui.app import build_ui, theme_and_css
-
-        blocks = build_ui(engine, queue, settings)
-        creds = ui_credentials(settings)
-        theme, css = theme_and_css()
-        app = gr.mount_gradio_app(app, blocks, path="/", auth=creds or None, auth_message="sdui: please log in",
-                                  theme=theme, css=css, footer_links=["api"] if settings.api else [],
-                                  allowed_paths=[str(Path(settings.outputs_dir).resolve())], ssr_mode=False)
+        app = mount_ui(app, engine, queue, settings, ui_credentials(settings))
     else:
         @app.get("/", include_in_schema=False)
         def root():

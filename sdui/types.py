@@ -89,7 +89,6 @@ class GenerationRequest:
     mask: Any = None
     mask_blur: int = 4
     inpainting_fill: str = "original"  # A1111 "Masked content"
-    inpaint_full_res: bool = False
     # upscale
     upscaler: str = "Lanczos"
     upscale_factor: float = 4.0

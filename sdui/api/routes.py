@@ -7,8 +7,6 @@ act on its own jobs only.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import threading
 import time
@@ -225,13 +223,7 @@ def build_router(state: ApiState) -> APIRouter:
     def png_info(body: schemas.PNGInfoRequest):
         if not body.image:
             raise InvalidRequest("image", "", "a base64 PNG")
-        raw = body.image.split(",", 1)[-1] if body.image.startswith("data:") else body.image
-        from PIL import Image
-
-        try:
-            img = Image.open(io.BytesIO(base64.b64decode(raw)))
-        except Exception:  # noqa: BLE001
-            raise InvalidRequest("image", "<data>", "a readable PNG image") from None
+        img = images.decode_image(body.image, "image", mode=None)  # as sent: its text chunks intact
         text = images.read_infotext(img) or ""
         items = {k: v for k, v in img.info.items() if isinstance(v, str)}
         return {"info": text, "items": items, "parameters": images.parse_infotext(text) if text else {}}

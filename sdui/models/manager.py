@@ -49,7 +49,6 @@ class LoadedModel:
     dtype: Any
     level: int = 0
     derived: dict = field(default_factory=dict)  # pipeline class name -> from_pipe() view (shared weights)
-    loaded_at: float = field(default_factory=time.time)
     load_seconds: float = 0.0
     base_scheduler_config: Any = None  # as loaded; every job builds its own scheduler from it
 
@@ -215,9 +214,7 @@ class ModelManager:
         """Put a model on the working device at its starting memory level."""
         start = self.settings.start_memory_level if devices.is_accelerator(self.device) else 0
         if loaded.device is None or loaded.device != self.device or loaded.level != start:
-            if loaded.level in (3, 4):
-                for p in loaded.all_pipelines():
-                    p.remove_all_hooks()
+            _unhook(loaded)
             if start < 3:
                 loaded.pipe.to(self.device, self.dtype)
             loaded.device, loaded.dtype, loaded.level = self.device, self.dtype, 0
@@ -225,9 +222,7 @@ class ModelManager:
 
     def _park(self, loaded: LoadedModel) -> None:
         """A model that stops being current keeps its weights in RAM only."""
-        if loaded.level in (3, 4):
-            for p in loaded.all_pipelines():
-                p.remove_all_hooks()
+        _unhook(loaded)
         if devices.is_accelerator(self.device):
             loaded.pipe.to("cpu")
             loaded.device = None
@@ -251,9 +246,7 @@ class ModelManager:
                 return
             if name == self._current:
                 self._current = None
-            if loaded.level in (3, 4):
-                for p in loaded.all_pipelines():
-                    p.remove_all_hooks()
+            _unhook(loaded)
             loaded.derived.clear()
             loaded.pipe = None
             del loaded
@@ -276,9 +269,7 @@ class ModelManager:
 
         if level == loaded.level and getattr(pipe, "_sdui_level", None) == level:
             return
-        if loaded.level in (3, 4) or level in (3, 4):
-            for p in loaded.all_pipelines():
-                p.remove_all_hooks()
+        _unhook(loaded, force=level in (3, 4))
         for p in loaded.all_pipelines():
             p._sdui_level = None
         if level == 5:
@@ -309,9 +300,6 @@ class ModelManager:
             loaded.device = self.device
         loaded.level = level
         pipe._sdui_level = level
-
-    def execution_device(self, loaded: LoadedModel):
-        return loaded.device if loaded.device is not None and loaded.level != 5 else (loaded.device or self.device)
 
     def run(self, fn: Callable[[Any, LoadedModel], Any], size: tuple = (), pipeline_cls=None,
             model: Optional[str] = None, on_retry: Optional[Callable[[int, BaseException], None]] = None):
@@ -358,10 +346,18 @@ class ModelManager:
             "architecture": cur.architecture if cur else None,
             "memory_level": cur.level if cur else None,
             "memory_level_name": LEVELS[cur.level] if cur else None,
-            "cached": [{"name": m.name, "bytes": m.nbytes} for m in self._cache.values()],
+            "cached": [{"name": m.name, "bytes": m.nbytes, "load_seconds": round(m.load_seconds, 2)}
+                       for m in self._cache.values()],
             "cache_budget_bytes": self.cache_budget,
             **devices.memory_report(self.device),
         }
+
+
+def _unhook(loaded: LoadedModel, force: bool = False) -> None:
+    """Remove CPU-offload hooks (levels 3 and 4) from every pipeline view of a model."""
+    if force or loaded.level in (3, 4):
+        for p in loaded.all_pipelines():
+            p.remove_all_hooks()
 
 
 def _hub_offline() -> bool:

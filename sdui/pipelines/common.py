@@ -92,7 +92,3 @@ class StepTracker:
         total = self.total or getattr(pipe, "_num_timesteps", None) or self.job.request.steps
         self.report(step_index + 1, total, callback_kwargs.get("latents"))
         return callback_kwargs
-
-    def legacy(self, step, timestep, latents):
-        """The x4 upscaler's old-style ``callback(step, timestep, latents)``."""
-        self.report(step + 1, self.total or self.job.request.steps, latents)

@@ -20,12 +20,6 @@ ESRGAN_TILE = 256
 OVERLAP = 16
 
 
-def pipeline_class():
-    from diffusers import StableDiffusionUpscalePipeline
-
-    return StableDiffusionUpscalePipeline
-
-
 def _ramp(n: int, overlap: int, first: bool, last: bool) -> np.ndarray:
     w = np.ones(n, dtype=np.float32)
     k = min(overlap, n // 2)

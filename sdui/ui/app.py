@@ -25,9 +25,13 @@ CSS = """
 """
 
 
-def theme_and_css():
-    """Gradio 6 takes theme and CSS at launch/mount time, not in Blocks()."""
-    return gr.themes.Soft(), CSS
+def mount_ui(app, engine, queue, settings, credentials: list[tuple[str, str]]):
+    """Mount the studio at / of the server's FastAPI app. Gradio 6 takes theme and CSS here, not in
+    Blocks()."""
+    return gr.mount_gradio_app(app, build_ui(engine, queue, settings), path="/", auth=credentials or None,
+                               auth_message="sdui: please log in", theme=gr.themes.Soft(), css=CSS,
+                               footer_links=["api"] if settings.api else [],
+                               allowed_paths=[str(Path(settings.outputs_dir).resolve())], ssr_mode=False)
 
 
 def _usable_titles(engine) -> list[tuple[str, str]]:
@@ -128,7 +132,7 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
     t2i.to_upscale.click(lambda g, i: (_gallery_image(g, i), gr.Tabs(selected="upscale")),
                          inputs=[t2i.gallery, t2i.selected], outputs=[ups.image, ctx.tabs])
 
-    def fill(target, parsed: dict, current_model, image=None):
+    def fill(target, parsed: dict):
         fields = infotext_to_request_fields(parsed) if parsed else {}
         out = {}
         names = {"prompt": target.prompt, "negative_prompt": target.negative_prompt, "steps": target.steps,
@@ -159,15 +163,15 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
     tc, ic = t2i.controls, i2i.controls
     t2i_outputs = [tc.prompt, tc.negative_prompt, tc.steps, tc.sampler, tc.scheduler, tc.cfg_scale, tc.seed, tc.width,
                    tc.height, ctx.model, ctx.tabs]
-    png.to_txt2img.click(lambda parsed, m: {**fill(tc, parsed, m), ctx.tabs: gr.Tabs(selected="txt2img")},
-                         inputs=[png.parsed, ctx.model], outputs=t2i_outputs)
+    png.to_txt2img.click(lambda parsed: {**fill(tc, parsed), ctx.tabs: gr.Tabs(selected="txt2img")},
+                         inputs=[png.parsed], outputs=t2i_outputs)
 
-    def to_i2i(parsed, m, shown):
-        out = {**fill(ic, parsed, m), ctx.tabs: gr.Tabs(selected="img2img")}
+    def to_i2i(parsed, shown):
+        out = {**fill(ic, parsed), ctx.tabs: gr.Tabs(selected="img2img")}
         if shown is not None:
             out[i2i.editor] = {"background": shown, "layers": [], "composite": shown}
         return out
 
-    png.to_img2img.click(to_i2i, inputs=[png.parsed, ctx.model, png.shown],
+    png.to_img2img.click(to_i2i, inputs=[png.parsed, png.shown],
                          outputs=[ic.prompt, ic.negative_prompt, ic.steps, ic.sampler, ic.scheduler, ic.cfg_scale,
                                   ic.seed, ic.width, ic.height, ctx.model, ctx.tabs, i2i.editor])

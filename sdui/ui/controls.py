@@ -3,7 +3,7 @@ from those components to GenerationRequest fields (by keyword, never by position
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import gradio as gr
 
@@ -20,7 +20,6 @@ class UIContext:
     token: object = None  # gr.BrowserState with this browser's session token
     model: object = None  # the checkpoint dropdown at the top of the page
     tabs: object = None
-    tab_ids: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -89,6 +89,12 @@ def run_job(queue: JobQueue, request: GenerationRequest, owner: str) -> Iterator
     yield {"status": message_html(f"Done: {n} image(s) in {took:.1f}s.", "info") + note, "result": job}
 
 
+def interrupt(queue: JobQueue, token: Optional[str]) -> str:
+    """Interrupt this session's jobs (never anyone else's); the status line to show."""
+    n = queue.cancel(owner_for(token))
+    return message_html("Interrupting…" if n else "Nothing of yours is running.", "info")
+
+
 def gallery_items(job: Job) -> list[tuple[str, str]]:
     out = []
     if job.result:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
 import gradio as gr
 
 from ...types import GenerationRequest, InvalidRequest
@@ -46,14 +44,7 @@ def wire_generation(ctx: UIContext, c: GenerationControls, mode_fn, extra_fields
                      outputs=[outputs[k] for k in ("gallery", "infotext", "status", "preview", "last_seed")],
                      concurrency_limit=None, show_progress="hidden")
 
-    def interrupt(token):
-        n = ctx.queue.cancel(session.owner_for(token))
-        return session.message_html("Interrupting…" if n else "Nothing of yours is running.", "info")
-
-    c.interrupt.click(interrupt, inputs=[ctx.token], outputs=[outputs["status"]], concurrency_limit=None)
+    c.interrupt.click(lambda token: session.interrupt(ctx.queue, token), inputs=[ctx.token], outputs=[outputs["status"]], concurrency_limit=None)
     c.dice.click(lambda: -1, outputs=[c.seed])
     c.recycle.click(lambda last: last if last is not None else -1, inputs=[outputs["last_seed"]], outputs=[c.seed])
 
-
-def random_seed() -> int:
-    return random.randrange(2**32 - 1)

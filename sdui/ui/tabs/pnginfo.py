@@ -9,7 +9,6 @@ from types import SimpleNamespace
 import gradio as gr
 from PIL import Image
 
-from ... import images
 from ..controls import UIContext
 
 
@@ -30,7 +29,7 @@ def render(ctx: UIContext) -> SimpleNamespace:
                            to_txt2img=to_txt2img, to_img2img=to_img2img, parsed=parsed)
 
 
-def read(path):
+def read(engine, path):
     if not path:
         return None, "", "", "", {}
     try:
@@ -38,12 +37,11 @@ def read(path):
         img.load()
     except (OSError, ValueError, SyntaxError):
         return None, "", "<p>Not a readable image.</p>", "", {}
-    text = images.read_infotext(img) or ""
-    params = images.parse_infotext(text) if text else {}
+    info = engine.png_info(img)
+    text, params, wm = info["infotext"], info["parameters"], info["watermark"]
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in params.items()
                    if not k.endswith(("-1", "-2")))
     table = f"<table class='sdui-params'>{rows}</table>" if rows else "<p>No generation parameters in this file.</p>"
-    wm = images.verify_watermark(img.convert("RGB"))
     if wm.get("reason"):
         wm_text = f"not checked: image {wm['reason']}"
     else:
@@ -53,4 +51,4 @@ def read(path):
 
 
 def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
-    tab.file.change(read, inputs=[tab.file], outputs=[tab.shown, tab.infotext, tab.table, tab.watermark, tab.parsed])
+    tab.file.change(lambda path: read(ctx.engine, path), inputs=[tab.file], outputs=[tab.shown, tab.infotext, tab.table, tab.watermark, tab.parsed])

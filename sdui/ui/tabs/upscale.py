@@ -62,6 +62,5 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
     inputs = {ctx.token, tab.image, tab.upscaler, tab.factor, tab.prompt, tab.negative, tab.noise, tab.steps}
     tab.run.click(upscale, inputs=inputs, outputs=[tab.status, tab.compare, tab.result, tab.infotext],
                   concurrency_limit=None, show_progress="hidden")
-    tab.interrupt.click(lambda token: session.message_html(
-        "Interrupting…" if ctx.queue.cancel(session.owner_for(token)) else "Nothing of yours is running.", "info"),
-        inputs=[ctx.token], outputs=[tab.status], concurrency_limit=None)
+    tab.interrupt.click(lambda token: session.interrupt(ctx.queue, token), inputs=[ctx.token], outputs=[tab.status],
+                        concurrency_limit=None)
