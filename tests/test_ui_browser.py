@@ -306,6 +306,10 @@ def test_two_users_with_different_models_are_isolated(ui_server, browser):
         with client(base) as c:
             texts = [images.read_infotext(Image.open(__import__("io").BytesIO(c.get(s).content))) for s in srcs]
         assert any(t.startswith(f"{mine}'s") for t in texts) and not any(t.startswith(f"{theirs}'s") for t in texts)
+    # the outputs folder itself is never served: its names are predictable
+    alice_file = next(p for p in pngs(out) if images.read_infotext(Image.open(p)).startswith("alice's"))
+    with client(base) as c:
+        assert c.get(f"{base}/gradio_api/file={alice_file}").status_code in (403, 404)
     b.reload()
     b.wait_for_selector("#txt2img_prompt textarea")
     open_tab(b, "History")

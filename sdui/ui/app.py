@@ -27,11 +27,12 @@ CSS = """
 
 def mount_ui(app, engine, queue, settings, credentials: list[tuple[str, str]]):
     """Mount the studio at / of the server's FastAPI app. Gradio 6 takes theme and CSS here, not in
-    Blocks()."""
+    Blocks(). The outputs folder is deliberately not an allowed path: its file names are predictable
+    (NNNNN-seed.png), so serving it would let any user fetch anyone's images; galleries show
+    unguessable copies instead (session.publish)."""
     return gr.mount_gradio_app(app, build_ui(engine, queue, settings), path="/", auth=credentials or None,
                                auth_message="sdui: please log in", theme=gr.themes.Soft(), css=CSS,
-                               footer_links=["api"] if settings.api else [],
-                               allowed_paths=[str(Path(settings.outputs_dir).resolve())], ssr_mode=False)
+                               footer_links=["api"] if settings.api else [], ssr_mode=False)
 
 
 def _usable_titles(engine) -> list[tuple[str, str]]:
