@@ -94,6 +94,8 @@ class JobQueue:
     def submit(self, request: GenerationRequest, owner: str, priority: int = 0) -> Job:
         """Queue a job; raises QueueFull at once when ``max_queue`` jobs are waiting, and
         InvalidRequest before queueing when the request is bad."""
+        if not owner:
+            raise ValueError("a job needs an owner (the API user or a browser session)")
         checked = self.engine.prepare(request)
         job = Job(request=checked, owner=owner, priority=priority)
         with self._lock:

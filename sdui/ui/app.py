@@ -84,8 +84,11 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
                             (models, mdl)):
             module.wire(ctx, tab)
         generate_buttons = [t2i.controls.generate, i2i.controls.generate]
-        for b in generate_buttons:
-            b.interactive = bool(titles)
+        # Everything that acts for this session waits until the page has its session token (on_load):
+        # a click before that would have no owner to run, cancel or list jobs under.
+        session_buttons = [t2i.controls.interrupt, i2i.controls.interrupt, ups.run, ups.interrupt, hist.refresh]
+        for b in generate_buttons + session_buttons:
+            b.interactive = False
 
         def refresh_models():
             engine.manager.refresh()
@@ -99,9 +102,13 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
 
         def on_load(token):
             token = token or session.new_token()
-            return token, session.history_items(queue, session.owner_for(token))
+            ready = bool(_usable_titles(engine))
+            return (token, session.history_items(queue, session.owner_for(token)),
+                    *[gr.update(interactive=ready) for _ in generate_buttons],
+                    *[gr.update(interactive=True) for _ in session_buttons])
 
-        demo.load(on_load, inputs=[ctx.token], outputs=[ctx.token, hist.gallery])
+        demo.load(on_load, inputs=[ctx.token], outputs=[ctx.token, hist.gallery, *generate_buttons, *session_buttons],
+                  concurrency_limit=None, show_progress="hidden")
     return demo
 
 

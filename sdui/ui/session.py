@@ -26,8 +26,14 @@ def new_token() -> str:
     return uuid.uuid4().hex
 
 
-def owner_for(token: Optional[str]) -> str:
-    return f"ui:{token or 'anonymous'}"
+NOT_READY = "This page has not finished loading yet; wait a moment and try again."
+
+
+def owner_for(token: Optional[str]) -> Optional[str]:
+    """The queue owner of a browser session, or None before the page has its token. There is no
+    shared "anonymous" owner: two browsers that both lacked a token would see and cancel each
+    other's jobs."""
+    return f"ui:{token}" if token else None
 
 
 def publish(path: str) -> str:
@@ -61,9 +67,12 @@ def message_html(text: str, kind: str = "error") -> str:
     return f'<div class="sdui-message {kind}">{html.escape(text)}</div>'
 
 
-def run_job(queue: JobQueue, request: GenerationRequest, owner: str) -> Iterator[dict]:
+def run_job(queue: JobQueue, request: GenerationRequest, owner: Optional[str]) -> Iterator[dict]:
     """Submit and follow one job. Yields dicts with "status" (HTML), "preview" (a small PIL image or
     None) and, at the end, "result" (the finished job) or "error" (a user-facing message)."""
+    if not owner:
+        yield {"status": message_html(NOT_READY), "error": NOT_READY}
+        return
     try:
         job = queue.submit(request, owner)
     except (SduiError, ValueError) as e:
@@ -91,7 +100,8 @@ def run_job(queue: JobQueue, request: GenerationRequest, owner: str) -> Iterator
 
 def interrupt(queue: JobQueue, token: Optional[str]) -> str:
     """Interrupt this session's jobs (never anyone else's); the status line to show."""
-    n = queue.cancel(owner_for(token))
+    owner = owner_for(token)
+    n = queue.cancel(owner) if owner else 0
     return message_html("Interrupting…" if n else "Nothing of yours is running.", "info")
 
 
@@ -107,6 +117,8 @@ def gallery_items(job: Job) -> list[tuple[str, str]]:
 def history_items(queue: JobQueue, owner: str, limit: int = 60) -> list[tuple[str, str]]:
     """This session's saved images, newest first."""
     out = []
+    if not owner:
+        return out
     for job in queue.jobs_for(owner):
         if job.state not in (DONE, CANCELLED) or not job.result:
             continue

@@ -1,0 +1,51 @@
+"""Browser-session plumbing without a browser: a page that has no session token yet can never act
+under a shared owner (that was how two fresh pages could cancel each other's jobs)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sdui.jobs import JobQueue
+from sdui.types import GenerationRequest
+from sdui.ui import session
+
+
+@pytest.fixture()
+def queue(make_engine):
+    q = JobQueue(make_engine()).start()
+    yield q
+    q.stop()
+
+
+def _long_request() -> GenerationRequest:
+    return GenerationRequest(prompt="a long job", model="tiny", steps=150, width=64, height=64)
+
+
+def test_owner_needs_a_token():
+    assert session.owner_for("") is None and session.owner_for(None) is None
+    a, b = session.new_token(), session.new_token()
+    assert a != b and session.owner_for(a) != session.owner_for(b)
+
+
+def test_no_token_submits_nothing_and_says_the_page_is_loading(queue):
+    updates = list(session.run_job(queue, _long_request(), session.owner_for("")))
+    assert len(updates) == 1 and updates[0]["error"] == session.NOT_READY
+    assert queue.pending_count == 0 and queue.running is None and not queue._jobs
+
+
+def test_a_page_without_token_cannot_cancel_or_list_anothers_job(queue):
+    owner = session.owner_for(session.new_token())
+    job = queue.submit(_long_request(), owner)
+    try:
+        assert "Nothing of yours" in session.interrupt(queue, "")
+        assert session.history_items(queue, session.owner_for("")) == []
+        assert not job.cancel_event.is_set() and job.state in ("queued", "running")
+    finally:
+        queue.cancel(owner)
+        job.wait(60)
+    assert job.state == "cancelled"
+
+
+def test_queue_refuses_a_job_without_owner(queue):
+    with pytest.raises(ValueError, match="owner"):
+        queue.submit(_long_request(), "")
