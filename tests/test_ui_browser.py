@@ -52,6 +52,7 @@ def open_page(browser, base):
     page.set_default_timeout(TIMEOUT)
     page.goto(base)
     page.wait_for_selector("#txt2img_prompt textarea")
+    page.wait_for_selector("#txt2img_interrupt:enabled")  # the page has its session token
     return context, page
 
 
@@ -66,17 +67,21 @@ def set_text(page, elem_id: str, text: str) -> None:
 
 
 def pick(page, elem_id: str, option: str) -> None:
-    """Choose a dropdown option by typing it (the list filters) and pressing Enter; retried, since a
-    busy page can re-render the list while it opens."""
+    """Choose a dropdown option the way a user does: open the list, click the option. Gradio opens
+    the list on focus, so the box is blurred first (a box that still has focus does not reopen on a
+    click). Checked after blurring again: the box shows the chosen label only once it is selected.
+    Retried, since a busy page can re-render the list while it opens."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+    box = page.locator(f"#{elem_id} input")
+    item = page.locator(f"#{elem_id} li[role=option][aria-label={option!r}]")
     for _ in range(3):
-        box = page.locator(f"#{elem_id} input")
+        box.blur()
         box.click()
-        box.fill(option)
         try:
-            page.wait_for_selector(f"#{elem_id} li[role=option][aria-label={option!r}]", timeout=15_000)
-            box.press("Enter")
+            item.wait_for(state="visible", timeout=15_000)
+            item.click(timeout=15_000)
+            box.blur()
             page.wait_for_function(f"() => document.querySelector('#{elem_id} input').value === {option!r}",
                                    timeout=15_000)
             return
@@ -131,10 +136,14 @@ def test_txt2img_generates_shows_and_saves(ui_server, browser):
 
 
 def _titles(page) -> list[str]:
-    page.locator("#sd_model_checkpoint input").click()
+    box = page.locator("#sd_model_checkpoint input")
+    box.blur()
+    box.click()
+    page.wait_for_selector("#sd_model_checkpoint li[role=option]")
     names = page.locator("#sd_model_checkpoint li[role=option]").evaluate_all(
         "els => els.map(e => e.getAttribute('aria-label'))")
     page.keyboard.press("Escape")
+    box.blur()
     return names
 
 
