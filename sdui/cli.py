@@ -110,7 +110,7 @@ def _request_from_args(args, mode: str) -> GenerationRequest:
     sampler = "PLMS" if getattr(args, "plms", False) else args.sampler
     kw = dict(mode=mode, prompt=args.prompt or "", negative_prompt=args.negative_prompt, sampler=sampler,
               scheduler=args.scheduler, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed,
-              model=getattr(args, "ckpt", None))
+              model=getattr(args, "ckpt", None), vae=getattr(args, "vae_path", None))
     if mode != "upscale":
         kw.update(width=args.width, height=args.height, batch_size=args.n_samples, batch_count=args.n_iter)
     if mode in ("img2img", "inpaint"):

@@ -29,6 +29,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("models_dir", "models", "Root of an AUTOMATIC1111-style models tree (Stable-diffusion/, VAE/, Lora/, ESRGAN/)."),
     Option("ckpt_dir", None, "Extra folder to search for checkpoints (single files and diffusers folders)."),
     Option("ckpt", None, "Checkpoint to load at start: a name from the list, a file path, a diffusers folder or a Hub id."),
+    Option("vae_path", None, "VAE used when a request does not choose one (A1111 --vae-path): a file, or a name "
+           "from models/VAE/. Default: Automatic (VAE/<checkpoint stem>.* if present, else the checkpoint's own)."),
     Option("outputs_dir", "outputs", "Where generated images are saved (A1111 layout: txt2img-images/DATE/...)."),
     # device and precision
     Option("use_cpu", None, "'all' runs every model on the CPU, as in A1111.", choices=("all",)),
@@ -62,6 +64,7 @@ class Settings:
     models_dir: str = "models"
     ckpt_dir: Optional[str] = None
     ckpt: Optional[str] = None
+    vae_path: Optional[str] = None
     outputs_dir: str = "outputs"
     use_cpu: Optional[str] = None
     device: str = "auto"

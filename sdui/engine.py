@@ -16,10 +16,11 @@ from typing import Callable, Optional
 from . import __version__, images, prompts, samplers
 from .config import Settings
 from .models import detect, registry
-from .models.manager import LEVELS, ModelManager
+from .models.manager import AUTOMATIC_VAE, LEVELS, NO_VAE, ModelManager
 from .pipelines import img2img, inpaint, txt2img, upscale
 from .pipelines.common import Job, is_cancelled
-from .types import (Cancelled, GeneratedImage, GenerationRequest, GenerationResult, InvalidRequest, Limits, Progress)
+from .types import (Cancelled, GeneratedImage, GenerationRequest, GenerationResult, InvalidRequest, Limits, Progress,
+                    UnknownModelError)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,17 @@ class Engine:
         if req.mode != "upscale" or req.upscaler == upscale.SD_X4:
             sampler, schedule = samplers.resolve(req.sampler, req.scheduler)
             req.sampler, req.scheduler = sampler.name, schedule
+        if req.mode != "upscale":
+            if req.vae is None or req.vae == "":
+                req.vae = self.settings.vae_path or AUTOMATIC_VAE
+            if not isinstance(req.vae, str) or len(req.vae) > 1000:
+                raise InvalidRequest("vae", req.vae, "Automatic, None or the name of a file in models/VAE/")
+            if req.vae not in (AUTOMATIC_VAE, NO_VAE):
+                try:
+                    self.manager.find(req.vae, registry.VAE_KIND)
+                except UnknownModelError:
+                    names = [e.name for e in self.manager.entries(registry.VAE_KIND)]
+                    raise InvalidRequest("vae", req.vae, f"one of {', '.join([AUTOMATIC_VAE, NO_VAE, *names])}") from None
         if req.seed == -1:
             req.seed = random.randrange(2**32 - 1 - req.batch_size * req.batch_count)
         if req.seed + req.batch_size * req.batch_count - 1 > 2**32 - 1:
@@ -92,6 +104,9 @@ class Engine:
             if arch == detect.X4_UPSCALER:
                 raise InvalidRequest("model", loaded.name, "a text-to-image checkpoint; this one is the x4 upscaler (use Upscale)")
             model_hash = mgr.ensure_hash(loaded.entry)
+            vae = mgr.use_vae(loaded, req.vae)
+            vae_info = {"VAE hash": vae.short_hash, "VAE": vae.filename} if vae else {}
+            vae_name, vae_hash = (vae.filename, vae.short_hash) if vae else (None, None)
             is_xl = isinstance(loaded.pipe, diffusers.StableDiffusionXLPipeline)
             mode = req.mode
             if loaded.pipe.unet.config.in_channels == 9 and mode != "inpaint":
@@ -99,7 +114,8 @@ class Engine:
                                      "an inpainting model (use inpaint mode)")
             cls = getattr(diffusers, _CLASSES[mode][1 if is_xl else 0])
             task = _TASKS[mode]
-            result = GenerationResult(images=[], request=req, model_name=loaded.name, model_hash=model_hash or "")
+            result = GenerationResult(images=[], request=req, model_name=loaded.name, model_hash=model_hash or "",
+                                      vae_name=vae_name, vae_hash=vae_hash)
             total = req.batch_size * req.batch_count
             for n in range(req.batch_count):
                 if is_cancelled(cancel):
@@ -133,7 +149,7 @@ class Engine:
                     if w not in result.warnings:
                         result.warnings.append(w)
                 for img, seed in zip(pil_images, seeds):
-                    result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch, level))
+                    result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch, level, vae_info))
         return result
 
     def _upscale(self, req: GenerationRequest, on_progress, cancel) -> GenerationResult:
@@ -176,7 +192,7 @@ class Engine:
 
     # ---- outputs ------------------------------------------------------------------------------
     def infotext_params(self, req: GenerationRequest, seed, model_name: str, model_hash: str, width: int,
-                        height: int) -> dict:
+                        height: int, vae_info: Optional[dict] = None) -> dict:
         if req.mode == "upscale":
             p = {"Postprocess upscale by": req.upscale_factor, "Postprocess upscaler": req.upscaler}
             if req.upscaler == upscale.SD_X4 or model_name:
@@ -192,14 +208,16 @@ class Engine:
             "Size": f"{width}x{height}",
             "Model hash": model_hash or None,
             "Model": model_name or None,
+            **(vae_info or {}),  # A1111: "VAE hash: xxxxxxxxxx, VAE: name.safetensors" when a VAE file is used
             "Denoising strength": req.denoising_strength if req.mode in ("img2img", "inpaint") else None,
             "Mask blur": req.mask_blur if req.mode == "inpaint" else None,
             "Masked content": req.inpainting_fill if req.mode == "inpaint" else None,
         }
         return p
 
-    def _finish(self, img, req: GenerationRequest, seed, model_name, model_hash, arch, level) -> GeneratedImage:
-        params = self.infotext_params(req, seed, model_name, model_hash, img.width, img.height)
+    def _finish(self, img, req: GenerationRequest, seed, model_name, model_hash, arch, level,
+                vae_info: Optional[dict] = None) -> GeneratedImage:
+        params = self.infotext_params(req, seed, model_name, model_hash, img.width, img.height, vae_info)
         wm_on = (not self.settings.no_watermark) if req.watermark is None else req.watermark
         marked = False
         if wm_on and images.can_watermark(img):

@@ -73,6 +73,7 @@ class GenerationRequest:
     prompt: str = ""
     negative_prompt: str = ""
     model: Optional[str] = None  # checkpoint name; None = the current one
+    vae: Optional[str] = None  # A1111 "SD VAE": Automatic, None, a file in models/VAE/; None = server default
     sampler: str = "Euler a"
     scheduler: str = "Automatic"  # A1111 "Schedule type"
     steps: int = 20
@@ -195,6 +196,8 @@ class GenerationResult:
     request: GenerationRequest
     model_name: str = ""
     model_hash: str = ""
+    vae_name: Optional[str] = None  # the VAE file used (A1111 "sd_vae_name"); None = the checkpoint's own
+    vae_hash: Optional[str] = None
     memory_level: int = 0
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0

@@ -34,6 +34,7 @@ class ApiState:
     def __init__(self, engine, queue: JobQueue, settings):
         self.engine, self.queue, self.settings = engine, queue, settings
         self.client_model: dict[str, str] = {}
+        self.client_vae: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def model_for(self, owner: str) -> Optional[str]:
@@ -44,6 +45,23 @@ class ApiState:
         entry = self.engine.manager.find(name)  # raises UnknownModelError
         with self._lock:
             self.client_model[owner] = entry.name
+
+    def vae_for(self, owner: str) -> str:
+        with self._lock:
+            return self.client_vae.get(owner, self.settings.vae_path or "Automatic")
+
+    def set_vae(self, owner: str, name: str) -> None:
+        name = check_vae(self.engine, name)
+        with self._lock:
+            self.client_vae[owner] = name
+
+
+def check_vae(engine, name) -> str:
+    """A1111's ``sd_vae`` value: "Automatic", "None" or a VAE file name; unknown ones are refused."""
+    name = str(name)
+    if name not in ("Automatic", "None"):
+        engine.manager.find(name, registry.VAE_KIND)  # raises UnknownModelError listing the VAEs
+    return name
 
 
 def owner_of(request: Request) -> str:
@@ -104,13 +122,16 @@ def _apply_infotext(req: schemas.Txt2ImgRequest) -> None:
             setattr(req, theirs, fields[ours])
 
 
-def to_generation_request(req: schemas.Txt2ImgRequest, mode: str, model: Optional[str]) -> GenerationRequest:
+def to_generation_request(req: schemas.Txt2ImgRequest, mode: str, model: Optional[str],
+                          vae: str = "Automatic") -> GenerationRequest:
     _apply_infotext(req)
     sampler, schedule = _sampler_and_schedule(req)
     override = req.override_settings or {}
     if override.get("sd_model_checkpoint"):
         model = override["sd_model_checkpoint"]
-    kw: dict[str, Any] = dict(mode=mode, prompt=req.prompt, negative_prompt=req.negative_prompt, model=model,
+    if override.get("sd_vae"):
+        vae = str(override["sd_vae"])
+    kw: dict[str, Any] = dict(mode=mode, prompt=req.prompt, negative_prompt=req.negative_prompt, model=model, vae=vae,
                               sampler=sampler, scheduler=schedule, steps=req.steps, cfg_scale=req.cfg_scale,
                               width=req.width, height=req.height, seed=req.seed, batch_size=req.batch_size,
                               batch_count=req.n_iter, save=bool(req.save_images and not req.do_not_save_samples))
@@ -149,7 +170,8 @@ def result_info(engine, job: Job, req: GenerationRequest, ignored: list[str]) ->
         "width": req.width, "height": req.height, "sampler_name": req.sampler, "scheduler": req.scheduler,
         "cfg_scale": req.cfg_scale, "steps": req.steps, "batch_size": req.batch_size, "restore_faces": False,
         "face_restoration_model": None, "sd_model_name": res.model_name if res else None,
-        "sd_model_hash": res.model_hash if res else None, "sd_vae_name": None, "sd_vae_hash": None,
+        "sd_model_hash": res.model_hash if res else None, "sd_vae_name": res.vae_name if res else None,
+        "sd_vae_hash": res.vae_hash if res else None,
         "seed_resize_from_w": -1, "seed_resize_from_h": -1,
         "denoising_strength": req.denoising_strength if req.mode in ("img2img", "inpaint") else None,
         "extra_generation_params": {"Memory level": res.memory_level} if res and res.memory_level else {},
@@ -182,7 +204,7 @@ def build_router(state: ApiState) -> APIRouter:
     def generate(body: schemas.Txt2ImgRequest, request: Request, mode: str):
         owner = owner_of(request)
         ignored = schemas.ignored_fields(body)
-        greq = to_generation_request(body, mode, state.model_for(owner))
+        greq = to_generation_request(body, mode, state.model_for(owner), state.vae_for(owner))
         job = _run_job(state, owner, greq)
         err = _finished_or_error(job)
         if err is not None:
@@ -280,7 +302,7 @@ def build_router(state: ApiState) -> APIRouter:
                 "outdir_img2img_samples": str(images.output_folder(state.settings.outputs_dir, "img2img").parent),
                 "outdir_extras_samples": str(images.output_folder(state.settings.outputs_dir, "upscale").parent),
                 "enable_pnginfo": True, "add_model_hash_to_info": True, "add_model_name_to_info": True,
-                "sd_vae": "Automatic", "CLIP_stop_at_last_layers": 1, "eta_noise_seed_delta": 0,
+                "sd_vae": state.vae_for(owner), "CLIP_stop_at_last_layers": 1, "eta_noise_seed_delta": 0,
                 "invisible_watermark": not state.settings.no_watermark}
 
     @r.post("/options")
@@ -288,7 +310,9 @@ def build_router(state: ApiState) -> APIRouter:
         owner = owner_of(request)
         if "sd_model_checkpoint" in body and body["sd_model_checkpoint"]:
             state.set_model(owner, str(body["sd_model_checkpoint"]))
-        ignored = sorted(k for k in body if k != "sd_model_checkpoint")
+        if body.get("sd_vae"):
+            state.set_vae(owner, body["sd_vae"])
+        ignored = sorted(k for k in body if k not in ("sd_model_checkpoint", "sd_vae"))
         return {"ignored": ignored} if ignored else None
 
     @r.get("/sd-models")
@@ -327,7 +351,8 @@ def build_router(state: ApiState) -> APIRouter:
 
     @r.get("/sd-vae")
     def sd_vae():
-        return [{"model_name": e.name, "filename": e.path} for e in engine.manager.entries(registry.VAE_KIND)]
+        return [{"model_name": e.filename, "filename": e.path} for e in engine.manager.entries(registry.VAE_KIND)
+                if not e.error]
 
     @r.get("/loras")
     def loras():

@@ -231,3 +231,40 @@ def settle_v_prediction(pipe) -> None:
         pipe.scheduler.register_to_config(prediction_type="v_prediction")
         pipe._sdui_architecture = detect.SD2_V
     pipe._sdui_needs_v_check = False
+
+
+def load_vae(entry: ModelEntry, template, dtype):
+    """A VAE file (A1111's ``models/VAE/``: original layout with or without ``first_stage_model.``,
+    or diffusers layout) built with the architecture of ``template`` (the checkpoint's own VAE), on
+    the CPU in ``dtype``. A VAE that does not fit the checkpoint is refused naming what differs."""
+    import torch
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    if entry.error:
+        raise ModelLoadError(entry.error)
+    source = formats.CheckpointSource(entry.path, entry.format)
+    try:
+        state = source.take(None, dtype)
+    finally:
+        source.close()
+    if not any(k.startswith("encoder.down_blocks.") for k in state):
+        if not any(".encoder.down." in f".{k}" for k in state):
+            raise ModelLoadError(f"{entry.path}: not a VAE (no encoder/decoder weights found)")
+        state = convert_ldm_vae_checkpoint(state, template.config)
+    with init_empty_weights():
+        vae = AutoencoderKL.from_config(template.config)
+    try:
+        vae.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:300]
+        raise ModelLoadError(f"{entry.path}: this VAE does not fit the checkpoint's architecture ({detail})") from None
+    vae.to(dtype=dtype)
+    vae.eval()
+    for name, t in list(vae.named_parameters()) + list(vae.named_buffers()):
+        if t.device.type == "meta":
+            raise ModelLoadError(f"{entry.path}: incomplete VAE: weight '{name}' is missing")
+        if t.is_floating_point() and t.numel() and not torch.isfinite(t.flatten()[:1024]).all():
+            raise ModelLoadError(f"{entry.path}: corrupt VAE: weight '{name}' holds NaN/inf")
+    return vae

@@ -36,6 +36,9 @@ LEVELS = {
 }
 
 
+AUTOMATIC_VAE, NO_VAE = "Automatic", "None"
+
+
 class OutOfMemory(RuntimeError):
     """Out of memory at every level of the ladder."""
 
@@ -51,6 +54,8 @@ class LoadedModel:
     derived: dict = field(default_factory=dict)  # pipeline class name -> from_pipe() view (shared weights)
     load_seconds: float = 0.0
     base_scheduler_config: Any = None  # as loaded; every job builds its own scheduler from it
+    own_vae: Any = None  # the checkpoint's built-in VAE, kept while a VAE file replaces it
+    vae_entry: Optional[registry.ModelEntry] = None  # the VAE file in use; None = built-in
 
     @property
     def name(self) -> str:
@@ -139,6 +144,9 @@ class ModelManager:
                 return e
             if e.short_hash and e.short_hash in (wanted, hash_part):
                 return e
+        if kind == registry.VAE_KIND and Path(wanted).expanduser().is_file():
+            p = Path(wanted).expanduser()
+            return registry.describe_file(p, p.stem, kind)
         if kind == registry.CHECKPOINT:
             p = Path(wanted).expanduser()
             if p.exists():
@@ -199,6 +207,7 @@ class ModelManager:
             self._place(loaded)
             loader.settle_v_prediction(pipe)
             loaded.base_scheduler_config = pipe.scheduler.config
+            loaded.own_vae = pipe.vae
         except Exception as e:
             del pipe
             devices.free_memory()
@@ -256,6 +265,47 @@ class ModelManager:
         with self.lock:
             for name in list(self._cache):
                 self.release(name)
+
+    # ---- VAE override ---------------------------------------------------------------------------
+    def resolve_vae(self, loaded: LoadedModel, choice: Optional[str]) -> Optional[registry.ModelEntry]:
+        """A1111's "SD VAE" setting: "Automatic" = a file in VAE/ named like the checkpoint (else
+        the built-in VAE), "None" or empty = the built-in VAE, anything else = that VAE file (by
+        name, file name, title, short hash or path)."""
+        if not choice or choice == NO_VAE:
+            return None
+        if choice == AUTOMATIC_VAE:
+            stem = Path(loaded.entry.path).stem if loaded.entry.is_file else loaded.entry.name
+            return next((e for e in self.entries(registry.VAE_KIND) if e.name == stem and not e.error), None)
+        return self.find(choice, registry.VAE_KIND)
+
+    def use_vae(self, loaded: LoadedModel, choice: Optional[str]) -> Optional[registry.ModelEntry]:
+        """Put the chosen VAE on ``loaded`` (see ``resolve_vae``); returns the VAE file in use, None
+        for the built-in one. A VAE that fails to load leaves the current one in place."""
+        with self.lock:
+            entry = self.resolve_vae(loaded, choice)
+            current = loaded.vae_entry.path if loaded.vae_entry else None
+            if (entry.path if entry else None) == current:
+                return loaded.vae_entry
+            new = loaded.own_vae if entry is None else loader.load_vae(entry, loaded.own_vae, loaded.own_vae.dtype)
+            old = loaded.pipe.vae
+            _unhook(loaded)
+            if loaded.device is not None and loaded.level < 3:
+                new.to(loaded.device, loaded.dtype)
+            else:
+                new.to(dtype=loaded.dtype)
+            loaded.pipe.register_modules(vae=new)
+            loaded.derived.clear()  # from_pipe views hold the old VAE; rebuilt on demand
+            if old is loaded.own_vae:
+                old.to("cpu")  # kept for "None"; off the accelerator while unused
+            del old
+            loaded.vae_entry = entry
+            level, loaded.level = loaded.level, -1
+            loaded.pipe._sdui_level = None
+            self.apply_level(loaded, level, loaded.pipe)
+            if entry is not None and entry.sha256 is None:
+                entry.sha256 = self.hashes.sha256(entry.path)
+            devices.free_memory()
+            return entry
 
     # ---- memory ladder ------------------------------------------------------------------------
     def available_levels(self) -> list[int]:
@@ -344,6 +394,7 @@ class ModelManager:
             "dtype": str(self.dtype).replace("torch.", ""),
             "current": cur.name if cur else None,
             "architecture": cur.architecture if cur else None,
+            "vae": (cur.vae_entry.filename if cur.vae_entry else "built-in") if cur else None,
             "memory_level": cur.level if cur else None,
             "memory_level_name": LEVELS[cur.level] if cur else None,
             "cached": [{"name": m.name, "bytes": m.nbytes, "load_seconds": round(m.load_seconds, 2)}

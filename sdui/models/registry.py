@@ -146,6 +146,9 @@ def describe_file(path: Path, name: str, kind: str) -> ModelEntry:
                 entry.architecture = "custom"
         elif entry.format == formats.UNKNOWN:
             raise ModelLoadError(f"{path}: not a model file (neither safetensors nor a PyTorch checkpoint)")
+        elif kind == VAE_KIND and entry.format == formats.SAFETENSORS:
+            if not any(".encoder.down" in f".{k}" for k in formats.tensor_shapes(path, entry.format)):
+                raise ModelLoadError(f"{path}: not a VAE (no encoder/decoder weights found)")
     except ModelLoadError as e:
         entry.error = str(e)
     except OSError as e:

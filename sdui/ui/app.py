@@ -40,6 +40,16 @@ def _usable_titles(engine) -> list[tuple[str, str]]:
     return [(e.title, e.name) for e in engine.checkpoints() if not e.error and e.architecture != "x4-upscaler"]
 
 
+def _vae_choices(engine, settings) -> list[str]:
+    """A1111's "SD VAE" choices: Automatic, None, then the files in models/VAE/ (and --vae-path)."""
+    from ..models.registry import VAE_KIND
+
+    names = ["Automatic", "None", *(e.filename for e in engine.manager.entries(VAE_KIND) if not e.error)]
+    if settings.vae_path and settings.vae_path not in names:
+        names.append(settings.vae_path)
+    return names
+
+
 def no_model_notice(settings) -> str:
     folder = Path(settings.models_dir).resolve() / "Stable-diffusion"
     exts = ", ".join(sorted(set(CHECKPOINT_EXTS)))
@@ -63,6 +73,9 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
         with gr.Row():
             ctx.model = gr.Dropdown(titles, value=default, label="Stable Diffusion checkpoint", scale=6,
                                     elem_id="sd_model_checkpoint", allow_custom_value=False)
+            vaes = _vae_choices(engine, settings)
+            ctx.vae = gr.Dropdown(vaes, value=settings.vae_path or "Automatic", label="SD VAE", scale=3,
+                                  elem_id="sd_vae", visible=len(vaes) > 2, allow_custom_value=False)
             refresh = gr.Button("Refresh", scale=0, min_width=80, elem_id="refresh_checkpoints")
         notice = gr.Markdown("" if titles else no_model_notice(settings), visible=not titles, elem_id="no_model_notice")
         with gr.Tabs() as ctx.tabs:
@@ -94,10 +107,12 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
             engine.manager.refresh()
             found = _usable_titles(engine)
             buttons = [gr.update(interactive=bool(found)) for _ in generate_buttons]
+            vae_names = _vae_choices(engine, settings)
             return [gr.update(choices=found, value=found[0][1] if found else None),
-                    gr.update(value="" if found else no_model_notice(settings), visible=not found), *buttons]
+                    gr.update(value="" if found else no_model_notice(settings), visible=not found), *buttons,
+                    gr.update(choices=vae_names, visible=len(vae_names) > 2)]
 
-        refresh.click(refresh_models, outputs=[ctx.model, notice, *generate_buttons])
+        refresh.click(refresh_models, outputs=[ctx.model, notice, *generate_buttons, ctx.vae])
         wire_sending(ctx, t2i, i2i, ups, png)
 
         def on_load(token):
@@ -157,6 +172,13 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
                 out[target.sampler], out[target.scheduler] = sampler.name, schedule
             except ValueError:
                 pass
+        if parsed and parsed.get("VAE"):  # A1111 writes the VAE file name; select it when we have that file
+            try:
+                from ..models.registry import VAE_KIND
+
+                out[ctx.vae] = ctx.engine.manager.find(parsed["VAE"], VAE_KIND).filename
+            except Exception:  # noqa: BLE001 - a VAE we do not have: keep the current choice
+                pass
         hint = fields.get("model_hint") or {}
         for key in (hint.get("hash"), hint.get("name")):
             if not key:
@@ -170,7 +192,7 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
 
     tc, ic = t2i.controls, i2i.controls
     t2i_outputs = [tc.prompt, tc.negative_prompt, tc.steps, tc.sampler, tc.scheduler, tc.cfg_scale, tc.seed, tc.width,
-                   tc.height, ctx.model, ctx.tabs]
+                   tc.height, ctx.model, ctx.vae, ctx.tabs]
     png.to_txt2img.click(lambda parsed: {**fill(tc, parsed), ctx.tabs: gr.Tabs(selected="txt2img")},
                          inputs=[png.parsed], outputs=t2i_outputs)
 
@@ -182,4 +204,4 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
 
     png.to_img2img.click(to_i2i, inputs=[png.parsed, png.shown],
                          outputs=[ic.prompt, ic.negative_prompt, ic.steps, ic.sampler, ic.scheduler, ic.cfg_scale,
-                                  ic.seed, ic.width, ic.height, ctx.model, ctx.tabs, i2i.editor])
+                                  ic.seed, ic.width, ic.height, ctx.model, ctx.vae, ctx.tabs, i2i.editor])

@@ -19,6 +19,7 @@ class UIContext:
     settings: object
     token: object = None  # gr.BrowserState with this browser's session token
     model: object = None  # the checkpoint dropdown at the top of the page
+    vae: object = None  # the "SD VAE" dropdown beside it
     tabs: object = None
 
 

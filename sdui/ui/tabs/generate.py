@@ -15,7 +15,7 @@ def wire_generation(ctx: UIContext, c: GenerationControls, mode_fn, extra_fields
     ``mode_fn(data) -> dict`` returns the request fields that are not in ``c`` (mode, images);
     ``outputs`` holds gallery, infotext, status, preview and last_seed components.
     """
-    inputs = {ctx.token, ctx.model, *c.request_fields().values(), *extra_fields.values()}
+    inputs = {ctx.token, ctx.model, ctx.vae, *c.request_fields().values(), *extra_fields.values()}
 
     def generate(data: dict):
         fields = {name: coerce(name, data[comp]) for name, comp in c.request_fields().items()}
@@ -25,6 +25,7 @@ def wire_generation(ctx: UIContext, c: GenerationControls, mode_fn, extra_fields
             yield {outputs["status"]: session.message_html(str(e))}
             return
         fields["model"] = data[ctx.model] or None
+        fields["vae"] = data[ctx.vae] or None
         request = GenerationRequest(**fields)
         owner = session.owner_for(data[ctx.token])
         yield {outputs["gallery"]: None, outputs["infotext"]: "", outputs["preview"]: gr.update(value=None, visible=True)}

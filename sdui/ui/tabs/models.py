@@ -24,7 +24,7 @@ def status_markdown(ctx: UIContext) -> str:
     gb = 1024**3
     lines = [f"**Device:** {s['device']} · **precision:** {s['dtype']}",
              f"**Loaded:** {s['current'] or 'nothing yet'}"
-             + (f" ({s['architecture']}) · **memory level:** {s['memory_level']} ({s['memory_level_name']})"
+             + (f" ({s['architecture']}) · **VAE:** {s['vae']} · **memory level:** {s['memory_level']} ({s['memory_level_name']})"
                 if s["current"] else ""),
              f"**RAM cache:** {', '.join(c['name'] for c in s['cached']) or 'empty'} "
              f"(budget {s['cache_budget_bytes'] / gb:.1f} GB)",
