@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="Print a JSON list.")
     p.add_argument("--hash", action="store_true", help="Compute missing SHA-256 hashes (reads every file).")
     config.add_arguments(p, groups=("models",))
+    p = sub.add_parser("download", help="Fetch the default checkpoint (Stable Diffusion 1.5, safetensors) from the "
+                       "Hugging Face Hub into models/Stable-diffusion/, verified against the hub's SHA-256.")
+    config.add_arguments(p, groups=("models",))
     p = sub.add_parser("serve", help="Start the web UI (and the API with --api).")
     config.add_arguments(p, groups=("models", "server"))
     return parser
@@ -215,6 +218,27 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_download(args) -> int:
+    from pathlib import Path
+
+    from .models import download
+
+    settings = _settings(args)
+    f = download.DEFAULT_MODEL
+    folder = Path(settings.models_dir) / "Stable-diffusion"
+    print(f"downloading {f.label} ({f.repo}/{f.filename}) into {folder}", file=sys.stderr)
+
+    def show(p):
+        pct = f"{p.fraction * 100:5.1f}%" if p.total else ""
+        sys.stderr.write(f"\r{p.done / 1e9:6.2f} GB {pct} {p.elapsed:6.0f}s")
+        sys.stderr.flush()
+
+    path = download.download(f, folder, on_progress=show)
+    sys.stderr.write("\n")
+    print(path)
+    return 0
+
+
 def cmd_serve(args) -> int:
     from .server import serve
 
@@ -228,7 +252,8 @@ def main(argv=None) -> int:
     try:
         if args.command in ("txt2img", "img2img", "inpaint", "upscale"):
             return cmd_generate(args, args.command)
-        return {"pnginfo": cmd_pnginfo, "watermark": cmd_watermark, "models": cmd_models, "serve": cmd_serve}[args.command](args)
+        return {"pnginfo": cmd_pnginfo, "watermark": cmd_watermark, "models": cmd_models, "download": cmd_download,
+                "serve": cmd_serve}[args.command](args)
     except Cancelled as e:
         print(f"sdui: {e}", file=sys.stderr)
         return 130

@@ -397,4 +397,39 @@ def test_first_start_without_models_explains_and_disables_generate(tmp_path, bro
         page.click("#refresh_checkpoints")
         page.wait_for_function("() => !document.querySelector('#txt2img_generate').disabled")
         assert page.locator("#sd_model_checkpoint input").input_value().startswith("fresh")
+        assert not page.locator("#download_default_model").is_visible(), "offline: no download offered"
         context.close()
+
+
+def test_first_start_with_fake_hub_offers_the_default_model_and_downloads_it(tmp_path, browser, tiny_pipe, monkeypatch):
+    """The hub is played by a local server (tests/test_download.py's FakeHub); the real default
+    model is 4 GB and out of reach here."""
+    from sdui.models import download
+    from tests import tiny
+    from tests.test_download import FILE, FakeHub
+
+    src = tmp_path / "src.safetensors"
+    tiny.save_single_file(tiny_pipe, src, with_config=False)
+    hub = FakeHub(src.read_bytes())
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(download, "DEFAULT_MODEL", FILE)
+    models = tmp_path / "models"
+    sd = models / "Stable-diffusion"
+    sd.mkdir(parents=True)
+    tiny.write_config_folder(tiny_pipe, sd / "tiny-sd.config")  # the tiny architecture needs its config beside it
+    app = create_app(Settings(models_dir=str(models), outputs_dir=str(tmp_path / "o")))
+    try:
+        with running_server(app) as base:
+            context, page = open_page(browser, base)
+            assert page.locator("#txt2img_generate").is_disabled()
+            page.click("#download_default_model")
+            page.wait_for_selector("#download_status :text('Downloaded and verified')")
+            page.wait_for_function("() => !document.querySelector('#txt2img_generate').disabled")
+            assert page.locator("#sd_model_checkpoint input").input_value().startswith("tiny-sd")
+            assert not page.locator("#download_default_model").is_visible()
+            assert (sd / FILE.filename).read_bytes() == src.read_bytes()
+            assert not (sd / (FILE.filename + ".part")).exists()
+            context.close()
+    finally:
+        hub.close()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import gradio as gr
 
 from ..images import infotext_to_request_fields
+from ..models import download
+from ..types import SduiError
 from ..models.registry import CHECKPOINT_EXTS
 from . import session
 from .controls import UIContext
@@ -50,8 +53,46 @@ def _vae_choices(engine, settings) -> list[str]:
     return names
 
 
+def _sd_folder(settings) -> Path:
+    return Path(settings.models_dir).resolve() / "Stable-diffusion"
+
+
+def download_steps(settings):
+    """Fetch the default model into models/Stable-diffusion/ on a thread; yields (status HTML, done)
+    about twice a second. One download at a time for the whole server."""
+    import html
+    import threading
+
+    state: dict = {"p": None, "error": None, "done": False}
+
+    def work():
+        try:
+            download.download(download.DEFAULT_MODEL, _sd_folder(settings), on_progress=lambda p: state.update(p=p))
+        except SduiError as e:
+            state["error"] = str(e)
+        finally:
+            state["done"] = True
+
+    threading.Thread(target=work, daemon=True, name="sdui-download").start()
+    while not state["done"]:
+        time.sleep(0.5)
+        p = state["p"]
+        if p is None:
+            yield '<div class="sdui-progress">Connecting to the hub…</div>', False
+            continue
+        pct = int(p.fraction * 100)
+        total = f" of {p.total / 1e9:.2f} GB" if p.total else ""
+        eta = f" · ETA {p.eta:.0f}s" if p.eta is not None else ""
+        yield (f'<div class="sdui-progress running"><div class="bar" style="width:{pct}%"></div>'
+               f'<span>Downloading {p.done / 1e9:.2f} GB{total} · {pct}%{eta}</span></div>'), False
+    if state["error"]:
+        yield f'<div class="sdui-message error">{html.escape(state["error"])}</div>', False
+    else:
+        yield '<div class="sdui-message info">Downloaded and verified. The model is ready.</div>', True
+
+
 def no_model_notice(settings) -> str:
-    folder = Path(settings.models_dir).resolve() / "Stable-diffusion"
+    folder = _sd_folder(settings)
     exts = ", ".join(sorted(set(CHECKPOINT_EXTS)))
     return (f"**No model found.** Put a checkpoint ({exts}) or a diffusers folder in `{folder}` "
             f"(or start with `--ckpt PATH_OR_HUB_ID`), then press Refresh. Generate stays disabled until then.")
@@ -78,6 +119,12 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
                                   elem_id="sd_vae", visible=len(vaes) > 2, allow_custom_value=False)
             refresh = gr.Button("Refresh", scale=0, min_width=80, elem_id="refresh_checkpoints")
         notice = gr.Markdown("" if titles else no_model_notice(settings), visible=not titles, elem_id="no_model_notice")
+        offer = not titles and download.hub_reachable()
+        with gr.Row(visible=offer) as download_row:
+            fetch = gr.Button(f"Download {download.DEFAULT_MODEL.label} "
+                              f"({download.DEFAULT_MODEL.approx_bytes / 1e9:.1f} GB) into {_sd_folder(settings)}",
+                              variant="primary", elem_id="download_default_model")
+        download_status = gr.HTML(elem_id="download_status")
         with gr.Tabs() as ctx.tabs:
             with gr.Tab("txt2img", id="txt2img"):
                 t2i = txt2img.render(ctx)
@@ -113,6 +160,17 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
                     gr.update(choices=vae_names, visible=len(vae_names) > 2)]
 
         refresh.click(refresh_models, outputs=[ctx.model, notice, *generate_buttons, ctx.vae])
+
+        def fetch_default():
+            for html_text, done in download_steps(settings):
+                yield {download_status: html_text}
+                if done:
+                    models, note, *rest = refresh_models()
+                    yield {ctx.model: models, notice: note, **dict(zip(generate_buttons, rest)),
+                           ctx.vae: rest[-1], download_row: gr.update(visible=False)}
+
+        fetch.click(fetch_default, outputs=[download_status, ctx.model, notice, *generate_buttons, ctx.vae, download_row],
+                    concurrency_limit=None, show_progress="hidden")
         wire_sending(ctx, t2i, i2i, ups, png)
 
         def on_load(token):
