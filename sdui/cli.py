@@ -219,13 +219,11 @@ def cmd_models(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from pathlib import Path
-
-    from .models import download
+    from .models import download, registry
 
     settings = _settings(args)
     f = download.DEFAULT_MODEL
-    folder = Path(settings.models_dir) / "Stable-diffusion"
+    folder = registry.checkpoint_folder(settings.models_dir)
     print(f"downloading {f.label} ({f.repo}/{f.filename}) into {folder}", file=sys.stderr)
 
     def show(p):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from . import formats
+from .registry import hub_offline
 from ..types import ModelLoadError
 
 CHUNK = 1 << 20
@@ -43,10 +44,6 @@ def endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
-def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-
-
 def file_url(f: HubFile) -> str:
     return f"{endpoint()}/{f.repo}/resolve/main/{f.filename}"
 
@@ -54,7 +51,7 @@ def file_url(f: HubFile) -> str:
 def hub_reachable(f: Optional[HubFile] = None, timeout: float = 3.0) -> bool:
     """Whether the file (default: DEFAULT_MODEL) can be fetched now (a HEAD request, redirects not followed)."""
     f = f or DEFAULT_MODEL
-    if offline():
+    if hub_offline():
         return False
     import httpx
 
@@ -88,7 +85,7 @@ def download(f: HubFile, folder: str | os.PathLike, on_progress: Optional[Callab
     An existing file of that name is never overwritten."""
     import httpx
 
-    if offline():
+    if hub_offline():
         raise ModelLoadError("the hub is not contacted: HF_HUB_OFFLINE is set")
     folder = Path(folder)
     dest = folder / f.filename

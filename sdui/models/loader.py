@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from . import detect, formats
-from .registry import ModelEntry
+from .registry import ModelEntry, hub_offline
 from .tokenizer import ASSETS_DIR, OPENCLIP_PAD, load_clip_tokenizer
 from ..types import ModelLoadError
 
@@ -76,8 +76,7 @@ def _from_hub(repo_id: str, dtype, allow_download: bool):
     try:
         return _from_pretrained(repo_id, dtype, local_files_only=True)
     except Exception as first:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        if not allow_download or offline:
+        if not allow_download or hub_offline():
             raise ModelLoadError(
                 f"{repo_id}: not in the local Hugging Face cache and the hub is not reachable "
                 f"({type(first).__name__}). Download it once while online, or put a checkpoint in models/Stable-diffusion/."

@@ -196,12 +196,12 @@ class ModelManager:
         if not usable:
             raise UnknownModelError(
                 f"no checkpoint found. Put .safetensors/.ckpt files or diffusers folders in "
-                f"{Path(self.settings.models_dir) / 'Stable-diffusion'}, or pass --ckpt")
+                f"{registry.checkpoint_folder(self.settings.models_dir)}, or pass --ckpt")
         return usable[0].name
 
     def _load(self, entry: registry.ModelEntry) -> LoadedModel:
         t0 = time.perf_counter()
-        pipe = loader.load_pipeline(entry, self.dtype, allow_download=not _hub_offline())
+        pipe = loader.load_pipeline(entry, self.dtype, allow_download=not registry.hub_offline())
         try:
             loaded = LoadedModel(entry=entry, pipe=pipe, nbytes=devices.module_bytes(pipe), device=None, dtype=self.dtype)
             self._place(loaded)
@@ -409,9 +409,3 @@ def _unhook(loaded: LoadedModel, force: bool = False) -> None:
     if force or loaded.level in (3, 4):
         for p in loaded.all_pipelines():
             p.remove_all_hooks()
-
-
-def _hub_offline() -> bool:
-    import os
-
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")

@@ -198,6 +198,16 @@ def hub_cache_models() -> list[str]:
     return out
 
 
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` as huggingface_hub reads it: the hub is never contacted."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def checkpoint_folder(models_dir: str | os.PathLike) -> Path:
+    """``models/Stable-diffusion/``: where checkpoints live in A1111's layout."""
+    return Path(models_dir) / "Stable-diffusion"
+
+
 def looks_like_hub_id(text: str) -> bool:
     parts = text.split("/")
     return len(parts) == 2 and all(parts) and not os.path.exists(text) and not text.startswith((".", "/", "~"))
@@ -227,7 +237,7 @@ def scan(models_dir: str | None = None, ckpt_dir: str | None = None, ckpt: str |
 
     roots = []
     if models_dir:
-        roots.append(Path(models_dir) / "Stable-diffusion")
+        roots.append(checkpoint_folder(models_dir))
     if ckpt_dir:
         roots.append(Path(ckpt_dir))
     for root in roots:

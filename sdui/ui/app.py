@@ -10,7 +10,7 @@ import gradio as gr
 from ..images import infotext_to_request_fields
 from ..models import download
 from ..types import SduiError
-from ..models.registry import CHECKPOINT_EXTS
+from ..models.registry import CHECKPOINT_EXTS, checkpoint_folder
 from . import session
 from .controls import UIContext
 from .tabs import history, img2img, models, pnginfo, txt2img, upscale
@@ -54,7 +54,7 @@ def _vae_choices(engine, settings) -> list[str]:
 
 
 def _sd_folder(settings) -> Path:
-    return Path(settings.models_dir).resolve() / "Stable-diffusion"
+    return checkpoint_folder(settings.models_dir).resolve()
 
 
 def download_steps(settings):
