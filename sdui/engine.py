@@ -69,12 +69,11 @@ class Engine:
                 req.vae = self.settings.vae_path or AUTOMATIC_VAE
             if not isinstance(req.vae, str) or len(req.vae) > 1000:
                 raise InvalidRequest("vae", req.vae, "Automatic, None or the name of a file in models/VAE/")
-            if req.vae not in (AUTOMATIC_VAE, NO_VAE):
-                try:
-                    self.manager.find(req.vae, registry.VAE_KIND)
-                except UnknownModelError:
-                    names = [e.name for e in self.manager.entries(registry.VAE_KIND)]
-                    raise InvalidRequest("vae", req.vae, f"one of {', '.join([AUTOMATIC_VAE, NO_VAE, *names])}") from None
+            try:
+                self.manager.check_vae_choice(req.vae)
+            except UnknownModelError:
+                names = [e.name for e in self.manager.entries(registry.VAE_KIND)]
+                raise InvalidRequest("vae", req.vae, f"one of {', '.join([AUTOMATIC_VAE, NO_VAE, *names])}") from None
         if req.seed == -1:
             req.seed = random.randrange(2**32 - 1 - req.batch_size * req.batch_count)
         if req.seed + req.batch_size * req.batch_count - 1 > 2**32 - 1:
@@ -105,8 +104,6 @@ class Engine:
                 raise InvalidRequest("model", loaded.name, "a text-to-image checkpoint; this one is the x4 upscaler (use Upscale)")
             model_hash = mgr.ensure_hash(loaded.entry)
             vae = mgr.use_vae(loaded, req.vae)
-            vae_info = {"VAE hash": vae.short_hash, "VAE": vae.filename} if vae else {}
-            vae_name, vae_hash = (vae.filename, vae.short_hash) if vae else (None, None)
             is_xl = isinstance(loaded.pipe, diffusers.StableDiffusionXLPipeline)
             mode = req.mode
             if loaded.pipe.unet.config.in_channels == 9 and mode != "inpaint":
@@ -115,7 +112,7 @@ class Engine:
             cls = getattr(diffusers, _CLASSES[mode][1 if is_xl else 0])
             task = _TASKS[mode]
             result = GenerationResult(images=[], request=req, model_name=loaded.name, model_hash=model_hash or "",
-                                      vae_name=vae_name, vae_hash=vae_hash)
+                                      vae_name=vae.filename if vae else None, vae_hash=vae.short_hash if vae else None)
             total = req.batch_size * req.batch_count
             for n in range(req.batch_count):
                 if is_cancelled(cancel):
@@ -149,7 +146,7 @@ class Engine:
                     if w not in result.warnings:
                         result.warnings.append(w)
                 for img, seed in zip(pil_images, seeds):
-                    result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch, level, vae_info))
+                    result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch, level, vae))
         return result
 
     def _upscale(self, req: GenerationRequest, on_progress, cancel) -> GenerationResult:
@@ -192,7 +189,7 @@ class Engine:
 
     # ---- outputs ------------------------------------------------------------------------------
     def infotext_params(self, req: GenerationRequest, seed, model_name: str, model_hash: str, width: int,
-                        height: int, vae_info: Optional[dict] = None) -> dict:
+                        height: int, vae: Optional[registry.ModelEntry] = None) -> dict:
         if req.mode == "upscale":
             p = {"Postprocess upscale by": req.upscale_factor, "Postprocess upscaler": req.upscaler}
             if req.upscaler == upscale.SD_X4 or model_name:
@@ -208,7 +205,9 @@ class Engine:
             "Size": f"{width}x{height}",
             "Model hash": model_hash or None,
             "Model": model_name or None,
-            **(vae_info or {}),  # A1111: "VAE hash: xxxxxxxxxx, VAE: name.safetensors" when a VAE file is used
+            # A1111: "VAE hash: xxxxxxxxxx, VAE: name.safetensors" when a VAE file is used
+            "VAE hash": vae.short_hash if vae else None,
+            "VAE": vae.filename if vae else None,
             "Denoising strength": req.denoising_strength if req.mode in ("img2img", "inpaint") else None,
             "Mask blur": req.mask_blur if req.mode == "inpaint" else None,
             "Masked content": req.inpainting_fill if req.mode == "inpaint" else None,
@@ -216,8 +215,8 @@ class Engine:
         return p
 
     def _finish(self, img, req: GenerationRequest, seed, model_name, model_hash, arch, level,
-                vae_info: Optional[dict] = None) -> GeneratedImage:
-        params = self.infotext_params(req, seed, model_name, model_hash, img.width, img.height, vae_info)
+                vae: Optional[registry.ModelEntry] = None) -> GeneratedImage:
+        params = self.infotext_params(req, seed, model_name, model_hash, img.width, img.height, vae)
         wm_on = (not self.settings.no_watermark) if req.watermark is None else req.watermark
         marked = False
         if wm_on and images.can_watermark(img):

@@ -51,17 +51,9 @@ class ApiState:
             return self.client_vae.get(owner, self.settings.vae_path or "Automatic")
 
     def set_vae(self, owner: str, name: str) -> None:
-        name = check_vae(self.engine, name)
+        name = self.engine.manager.check_vae_choice(str(name))  # raises UnknownModelError listing the VAEs
         with self._lock:
             self.client_vae[owner] = name
-
-
-def check_vae(engine, name) -> str:
-    """A1111's ``sd_vae`` value: "Automatic", "None" or a VAE file name; unknown ones are refused."""
-    name = str(name)
-    if name not in ("Automatic", "None"):
-        engine.manager.find(name, registry.VAE_KIND)  # raises UnknownModelError listing the VAEs
-    return name
 
 
 def owner_of(request: Request) -> str:

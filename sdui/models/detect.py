@@ -35,6 +35,18 @@ _OPENCLIP = "cond_stage_model.model.token_embedding.weight"
 _CLIP_PREFIXES = ("cond_stage_model.transformer.text_model.", "cond_stage_model.transformer.embeddings.")
 
 
+def vae_layout(keys) -> str | None:
+    """How a VAE file names its weights: "diffusers" (``encoder.down_blocks.…``), "ldm" (A1111's
+    ``encoder.down.…``, bare or under ``first_stage_model.``/``vae.``), or None when it has no VAE
+    encoder at all."""
+    keys = list(keys)
+    if any(k.startswith("encoder.down_blocks.") for k in keys):
+        return "diffusers"
+    if any(".encoder.down." in f".{k}" for k in keys):
+        return "ldm"
+    return None
+
+
 def detect_architecture(shapes: dict[str, tuple]) -> str:
     """One of CHECKPOINT_ARCHS, VAE, LORA or UNKNOWN.
 

@@ -248,9 +248,10 @@ def load_vae(entry: ModelEntry, template, dtype):
         state = source.take(None, dtype)
     finally:
         source.close()
-    if not any(k.startswith("encoder.down_blocks.") for k in state):
-        if not any(".encoder.down." in f".{k}" for k in state):
-            raise ModelLoadError(f"{entry.path}: not a VAE (no encoder/decoder weights found)")
+    layout = detect.vae_layout(state)
+    if layout is None:
+        raise ModelLoadError(f"{entry.path}: not a VAE (no encoder/decoder weights found)")
+    if layout == "ldm":
         state = convert_ldm_vae_checkpoint(state, template.config)
     with init_empty_weights():
         vae = AutoencoderKL.from_config(template.config)

@@ -144,11 +144,10 @@ class ModelManager:
                 return e
             if e.short_hash and e.short_hash in (wanted, hash_part):
                 return e
-        if kind == registry.VAE_KIND and Path(wanted).expanduser().is_file():
-            p = Path(wanted).expanduser()
+        p = Path(wanted).expanduser()
+        if kind == registry.VAE_KIND and p.is_file():
             return registry.describe_file(p, p.stem, kind)
         if kind == registry.CHECKPOINT:
-            p = Path(wanted).expanduser()
             if p.exists():
                 return registry.describe_file(p, p.stem, kind) if p.is_file() else registry.ModelEntry(
                     name=p.name, path=str(p), format=formats.sniff_format(p))
@@ -267,6 +266,13 @@ class ModelManager:
                 self.release(name)
 
     # ---- VAE override ---------------------------------------------------------------------------
+    def check_vae_choice(self, choice: str) -> str:
+        """An "SD VAE" value is Automatic, None or a VAE we have; raises UnknownModelError listing
+        the VAEs otherwise. No model is touched."""
+        if choice not in (AUTOMATIC_VAE, NO_VAE):
+            self.find(choice, registry.VAE_KIND)
+        return choice
+
     def resolve_vae(self, loaded: LoadedModel, choice: Optional[str]) -> Optional[registry.ModelEntry]:
         """A1111's "SD VAE" setting: "Automatic" = a file in VAE/ named like the checkpoint (else
         the built-in VAE), "None" or empty = the built-in VAE, anything else = that VAE file (by
@@ -302,8 +308,8 @@ class ModelManager:
             level, loaded.level = loaded.level, -1
             loaded.pipe._sdui_level = None
             self.apply_level(loaded, level, loaded.pipe)
-            if entry is not None and entry.sha256 is None:
-                entry.sha256 = self.hashes.sha256(entry.path)
+            if entry is not None:
+                self.ensure_hash(entry)
             devices.free_memory()
             return entry
 

@@ -147,7 +147,7 @@ def describe_file(path: Path, name: str, kind: str) -> ModelEntry:
         elif entry.format == formats.UNKNOWN:
             raise ModelLoadError(f"{path}: not a model file (neither safetensors nor a PyTorch checkpoint)")
         elif kind == VAE_KIND and entry.format == formats.SAFETENSORS:
-            if not any(".encoder.down" in f".{k}" for k in formats.tensor_shapes(path, entry.format)):
+            if detect.vae_layout(formats.tensor_shapes(path, entry.format)) is None:
                 raise ModelLoadError(f"{path}: not a VAE (no encoder/decoder weights found)")
     except ModelLoadError as e:
         entry.error = str(e)
