@@ -60,7 +60,6 @@ def _sd_folder(settings) -> Path:
 def download_steps(settings):
     """Fetch the default model into models/Stable-diffusion/ on a thread; yields (status HTML, done)
     about twice a second. One download at a time for the whole server."""
-    import html
     import threading
 
     state: dict = {"p": None, "error": None, "done": False}
@@ -83,12 +82,11 @@ def download_steps(settings):
         pct = int(p.fraction * 100)
         total = f" of {p.total / 1e9:.2f} GB" if p.total else ""
         eta = f" · ETA {p.eta:.0f}s" if p.eta is not None else ""
-        yield (f'<div class="sdui-progress running"><div class="bar" style="width:{pct}%"></div>'
-               f'<span>Downloading {p.done / 1e9:.2f} GB{total} · {pct}%{eta}</span></div>'), False
+        yield session.bar_html(pct, f"Downloading {p.done / 1e9:.2f} GB{total} · {pct}%{eta}"), False
     if state["error"]:
-        yield f'<div class="sdui-message error">{html.escape(state["error"])}</div>', False
+        yield session.message_html(state["error"]), False
     else:
-        yield '<div class="sdui-message info">Downloaded and verified. The model is ready.</div>', True
+        yield session.message_html("Downloaded and verified. The model is ready.", "info"), True
 
 
 def no_model_notice(settings) -> str:

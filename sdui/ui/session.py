@@ -59,8 +59,13 @@ def progress_html(job: Job, position: int) -> str:
     label = f"{p.stage} step {p.step}/{p.total}"
     if p.image_total > 1:
         label = f"image {p.image_index + 1}/{p.image_total}, " + label
+    return bar_html(pct, f"{label} · {pct}% · ETA {p.eta:.0f}s")
+
+
+def bar_html(pct: int, label: str) -> str:
+    """A progress bar filled to ``pct`` percent with ``label`` on it."""
     return (f'<div class="sdui-progress running"><div class="bar" style="width:{pct}%"></div>'
-            f'<span>{html.escape(label)} · {pct}% · ETA {p.eta:.0f}s</span></div>')
+            f'<span>{html.escape(label)}</span></div>')
 
 
 def message_html(text: str, kind: str = "error") -> str:
