@@ -112,8 +112,9 @@ def _request_from_args(args, mode: str) -> GenerationRequest:
 
     sampler = "PLMS" if getattr(args, "plms", False) else args.sampler
     kw = dict(mode=mode, prompt=args.prompt or "", negative_prompt=args.negative_prompt, sampler=sampler,
-              scheduler=args.scheduler, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed,
-              model=getattr(args, "ckpt", None), vae=getattr(args, "vae_path", None))
+              scheduler=args.scheduler, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed)
+    # --ckpt and --vae-path reach the engine as the owner's settings (the server default), which
+    # may be paths or Hub ids; a request itself only ever names what the server lists
     if mode != "upscale":
         kw.update(width=args.width, height=args.height, batch_size=args.n_samples, batch_count=args.n_iter)
     if mode in ("img2img", "inpaint"):
@@ -147,7 +148,6 @@ def cmd_generate(args, mode: str) -> int:
     from .engine import Engine
 
     settings = _settings(args)
-    # --ckpt names the model to use; the registry lists it (file path, folder or Hub id) too
     request = _request_from_args(args, mode)
     engine = Engine(settings)
     engine.prepare(request)  # bad input fails before any model is loaded

@@ -37,6 +37,7 @@ class Engine:
         self.settings = settings or Settings()
         self.manager = manager or ModelManager(self.settings)
         self.limits = Limits(max_size=self.settings.max_size)
+        images.clean_stale_temporaries(self.settings.outputs_dir)  # debris of a killed earlier run
         _quiet_libraries()
 
     # ---- discovery ----------------------------------------------------------------------------
@@ -65,15 +66,32 @@ class Engine:
             sampler, schedule = samplers.resolve(req.sampler, req.scheduler)
             req.sampler, req.scheduler = sampler.name, schedule
         if req.mode != "upscale":
-            if req.vae is None or req.vae == "":
-                req.vae = self.settings.vae_path or AUTOMATIC_VAE
-            if not isinstance(req.vae, str) or len(req.vae) > 1000:
-                raise InvalidRequest("vae", req.vae, "Automatic, None or the name of a file in models/VAE/")
-            try:
-                self.manager.check_vae_choice(req.vae)
-            except UnknownModelError:
-                names = [e.name for e in self.manager.entries(registry.VAE_KIND)]
-                raise InvalidRequest("vae", req.vae, f"one of {', '.join([AUTOMATIC_VAE, NO_VAE, *names])}") from None
+            self._check_model_choice(req)
+        return self._check_seed(req)
+
+    def _check_model_choice(self, req: GenerationRequest) -> None:
+        """Model and VAE are names the server lists (a client never names a path or a Hub id);
+        none given means the server's default, the same for everyone."""
+        mgr = self.manager
+        if req.model is None:
+            default = mgr.default_checkpoint()
+            req.model = default.name if default else None  # None: select() says no checkpoint was found
+        elif not isinstance(req.model, str) or len(req.model) > 1000:
+            raise InvalidRequest("model", req.model, "the name of a checkpoint the server lists")
+        else:
+            req.model = mgr.find(req.model).name  # raises UnknownModelError listing the models
+        if req.vae is None or req.vae == "":
+            req.vae = mgr.default_vae_choice()
+        if not isinstance(req.vae, str) or len(req.vae) > 1000:
+            raise InvalidRequest("vae", req.vae, "Automatic, None or the name of a file in models/VAE/")
+        try:
+            mgr.check_vae_choice(req.vae)
+        except UnknownModelError:
+            names = [e.filename for e in mgr.entries(registry.VAE_KIND) if not e.error]
+            raise InvalidRequest("vae", req.vae, f"one of {', '.join([AUTOMATIC_VAE, NO_VAE, *names])}") from None
+
+    @staticmethod
+    def _check_seed(req: GenerationRequest) -> GenerationRequest:
         if req.seed == -1:
             req.seed = random.randrange(2**32 - 1 - req.batch_size * req.batch_count)
         if req.seed + req.batch_size * req.batch_count - 1 > 2**32 - 1:

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .types import Cancelled, GenerationRequest, GenerationResult, Progress, QueueFull, SduiError
+from .types import Cancelled, GenerationRequest, GenerationResult, Progress, QueueFull, SduiError, redact_paths
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,8 @@ class JobQueue:
         return job
 
     def get(self, job_id: str, owner: Optional[str] = None) -> Optional[Job]:
-        job = self._jobs.get(job_id)
+        with self._lock:
+            job = self._jobs.get(job_id)
         if job is None or (owner is not None and job.owner != owner and owner not in self.admins):
             return None
         return job
@@ -122,7 +123,11 @@ class JobQueue:
         return 0
 
     def jobs_for(self, owner: str) -> list[Job]:
-        return sorted((j for j in self._jobs.values() if j.owner == owner), key=lambda j: j.created, reverse=True)
+        """The owner's jobs, newest first. The table is read under the lock: the worker adds and
+        forgets jobs while pages read it ("dictionary changed size during iteration")."""
+        with self._lock:
+            mine = [j for j in self._jobs.values() if j.owner == owner]
+        return sorted(mine, key=lambda j: j.created, reverse=True)
 
     def current_for(self, owner: str) -> Optional[Job]:
         """The owner's running job, else their oldest queued one, else their latest finished one."""
@@ -206,7 +211,8 @@ class JobQueue:
                     self._forget_old()
 
     def _finish(self, job: Job, state: str, error: Optional[str] = None) -> None:
-        job.state, job.error, job.finished = state, error, time.time()
+        # queue clients are remote (UI, API): they learn file names, never server paths
+        job.state, job.error, job.finished = state, redact_paths(error) if error else error, time.time()
         job.done_event.set()
 
     def _forget_old(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -37,6 +38,10 @@ class QueueFull(SduiError):
     """The job queue is at its limit."""
 
 
+class DiskFull(SduiError, OSError):
+    """The outputs folder's disk is full; the image was not saved (no partial file is left)."""
+
+
 class InvalidRequest(SduiError, ValueError):
     """A request field is out of range; the message names the field, the value and the allowed range."""
 
@@ -48,6 +53,16 @@ class InvalidRequest(SduiError, ValueError):
         self.field = field_name
         self.value = value
         self.allowed = allowed
+
+
+_ABS_PATH = re.compile(r"""(?<![\w.:/\\])(?:~?/|[A-Za-z]:\\)(?:[^\s/\\'"(),:]+[/\\])+([^\s/\\'"(),:]+)""")
+
+
+def redact_paths(text: str) -> str:
+    """A message for a remote client: every absolute server path shortened to its last part
+    (``/home/me/models/Stable-diffusion/x.safetensors`` -> ``x.safetensors``). Local callers (the
+    CLI) keep the full message."""
+    return _ABS_PATH.sub(lambda m: m.group(1), text)
 
 
 @dataclass

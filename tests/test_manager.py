@@ -65,7 +65,11 @@ def test_find_accepts_a1111_titles_hashes_and_paths(models_root):
     m = _manager(models_root)
     entry = m.find("tiny")
     m.ensure_hash(entry)
-    assert m.find(entry.title) is entry and m.find(entry.short_hash) is entry and m.find(entry.path) is entry
+    assert m.find(entry.title) is entry and m.find(entry.short_hash) is entry
+    # paths are for the owner (flags, CLI) only; a remote client names what is listed
+    assert m.find(entry.path, trusted=True) is entry
+    with pytest.raises(UnknownModelError):
+        m.find(entry.path)
     with pytest.raises(UnknownModelError, match="Available: .*tiny"):
         m.find("no-such-model")
 

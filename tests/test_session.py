@@ -38,7 +38,7 @@ def test_a_page_without_token_cannot_cancel_or_list_anothers_job(queue):
     job = queue.submit(_long_request(), owner)
     try:
         assert "Nothing of yours" in session.interrupt(queue, "")
-        assert session.history_items(queue, session.owner_for("")) == []
+        assert session.history_items(queue, session.owner_for(""), session.Publisher()) == []
         assert not job.cancel_event.is_set() and job.state in ("queued", "running")
     finally:
         queue.cancel(owner)

@@ -21,8 +21,8 @@ from ..jobs import FAILED, Job, JobQueue
 from ..models import registry
 from ..models.devices import memory_report
 from ..pipelines import upscale
-from ..types import (GenerationRequest, InvalidRequest, MASKED_CONTENT, ModelLoadError, QueueFull, RESIZE_MODES,
-                     SduiError, UnknownModelError)
+from ..types import (DiskFull, GenerationRequest, InvalidRequest, MASKED_CONTENT, ModelLoadError, QueueFull,
+                     RESIZE_MODES, SduiError, UnknownModelError, redact_paths)
 from . import schemas
 
 OWNER_HEADER = "x-client-id"
@@ -42,16 +42,17 @@ class ApiState:
             return self.client_model.get(owner)
 
     def set_model(self, owner: str, name: str) -> None:
-        entry = self.engine.manager.find(name)  # raises UnknownModelError
+        entry = self.engine.manager.find(name)  # a listed name only; raises UnknownModelError
         with self._lock:
             self.client_model[owner] = entry.name
 
-    def vae_for(self, owner: str) -> str:
+    def vae_for(self, owner: str) -> Optional[str]:
+        """The client's "SD VAE" choice; None = the server's default."""
         with self._lock:
-            return self.client_vae.get(owner, self.settings.vae_path or "Automatic")
+            return self.client_vae.get(owner)
 
     def set_vae(self, owner: str, name: str) -> None:
-        name = self.engine.manager.check_vae_choice(str(name))  # raises UnknownModelError listing the VAEs
+        name = self.engine.manager.check_vae_choice(name)  # raises UnknownModelError listing the VAEs
         with self._lock:
             self.client_vae[owner] = name
 
@@ -68,7 +69,7 @@ def owner_of(request: Request) -> str:
 
 # ---- errors in A1111's shape ------------------------------------------------------------------------
 def error_response(status: int, exc: BaseException | str, kind: str | None = None) -> JSONResponse:
-    text = str(exc)
+    text = redact_paths(str(exc))
     return JSONResponse(status_code=status, content={
         "error": kind or (type(exc).__name__ if isinstance(exc, BaseException) else "Error"),
         "detail": text, "body": "", "errors": text})
@@ -76,7 +77,7 @@ def error_response(status: int, exc: BaseException | str, kind: str | None = Non
 
 def status_for(kind: str) -> int:
     return {"InvalidRequest": 422, "UnknownModelError": 404, "QueueFull": 503, "ModelLoadError": 500,
-            "Cancelled": 409, "OutOfMemory": 507}.get(kind, 500)
+            "Cancelled": 409, "OutOfMemory": 507, "DiskFull": 507}.get(kind, 500)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -90,7 +91,8 @@ def install_error_handlers(app: FastAPI) -> None:
             parts.append(f"{loc}: {err.get('msg')}")
         return error_response(422, "; ".join(parts), "ValidationError")
 
-    for cls, status in ((InvalidRequest, 422), (UnknownModelError, 404), (QueueFull, 503), (ModelLoadError, 500)):
+    for cls, status in ((InvalidRequest, 422), (UnknownModelError, 404), (QueueFull, 503), (ModelLoadError, 500),
+                        (DiskFull, 507)):
         app.add_exception_handler(cls, lambda request, exc, status=status: error_response(status, exc))
 
 
@@ -114,15 +116,24 @@ def _apply_infotext(req: schemas.Txt2ImgRequest) -> None:
             setattr(req, theirs, fields[ours])
 
 
+def setting_text(settings: dict, key: str, where: str) -> Optional[str]:
+    """A string-valued A1111 option from a client's dict (``POST options``, ``override_settings``):
+    absent or empty -> None, a string -> itself, anything else -> InvalidRequest naming the field."""
+    value = settings.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{where}.{key}", value, "a name (string) the server lists")
+    return value
+
+
 def to_generation_request(req: schemas.Txt2ImgRequest, mode: str, model: Optional[str],
-                          vae: str = "Automatic") -> GenerationRequest:
+                          vae: Optional[str] = None) -> GenerationRequest:
     _apply_infotext(req)
     sampler, schedule = _sampler_and_schedule(req)
     override = req.override_settings or {}
-    if override.get("sd_model_checkpoint"):
-        model = override["sd_model_checkpoint"]
-    if override.get("sd_vae"):
-        vae = str(override["sd_vae"])
+    model = setting_text(override, "sd_model_checkpoint", "override_settings") or model
+    vae = setting_text(override, "sd_vae", "override_settings") or vae
     kw: dict[str, Any] = dict(mode=mode, prompt=req.prompt, negative_prompt=req.negative_prompt, model=model, vae=vae,
                               sampler=sampler, scheduler=schedule, steps=req.steps, cfg_scale=req.cfg_scale,
                               width=req.width, height=req.height, seed=req.seed, batch_size=req.batch_size,
@@ -277,7 +288,7 @@ def build_router(state: ApiState) -> APIRouter:
     @r.get("/options")
     def get_options(request: Request):
         owner = owner_of(request)
-        name = state.model_for(owner) or (engine.manager.current.name if engine.manager.current else None)
+        name = state.model_for(owner)  # a client without a choice sees the server default, never another's
         entry = None
         if name:
             try:
@@ -285,8 +296,7 @@ def build_router(state: ApiState) -> APIRouter:
             except SduiError:
                 entry = None
         if entry is None:
-            usable = [e for e in engine.checkpoints() if not e.error]
-            entry = usable[0] if usable else None
+            entry = engine.manager.default_checkpoint()
         return {"sd_model_checkpoint": entry.title if entry else None,
                 "sd_checkpoint_hash": entry.sha256 if entry else None,
                 "samples_format": "png", "samples_save": True, "outdir_samples": "",
@@ -294,16 +304,17 @@ def build_router(state: ApiState) -> APIRouter:
                 "outdir_img2img_samples": str(images.output_folder(state.settings.outputs_dir, "img2img").parent),
                 "outdir_extras_samples": str(images.output_folder(state.settings.outputs_dir, "upscale").parent),
                 "enable_pnginfo": True, "add_model_hash_to_info": True, "add_model_name_to_info": True,
-                "sd_vae": state.vae_for(owner), "CLIP_stop_at_last_layers": 1, "eta_noise_seed_delta": 0,
+                "sd_vae": state.vae_for(owner) or engine.manager.default_vae_choice(), "CLIP_stop_at_last_layers": 1, "eta_noise_seed_delta": 0,
                 "invisible_watermark": not state.settings.no_watermark}
 
     @r.post("/options")
     def set_options(body: dict, request: Request):
         owner = owner_of(request)
-        if "sd_model_checkpoint" in body and body["sd_model_checkpoint"]:
-            state.set_model(owner, str(body["sd_model_checkpoint"]))
-        if body.get("sd_vae"):
-            state.set_vae(owner, body["sd_vae"])
+        model, vae = setting_text(body, "sd_model_checkpoint", "options"), setting_text(body, "sd_vae", "options")
+        if model:
+            state.set_model(owner, model)
+        if vae:
+            state.set_vae(owner, vae)
         ignored = sorted(k for k in body if k not in ("sd_model_checkpoint", "sd_vae"))
         return {"ignored": ignored} if ignored else None
 

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -20,7 +21,7 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from . import devices, formats, loader, registry
+from . import detect, devices, formats, loader, registry
 from ..config import Settings
 from ..types import ModelLoadError, UnknownModelError
 
@@ -112,6 +113,11 @@ class ModelManager:
         for entry in found[registry.CHECKPOINT]:
             if entry.is_file and not entry.error:
                 entry.sha256 = self.hashes.cached(entry.path)
+        if s.vae_path:  # the owner's --vae-path is listed, so clients can name it like any VAE
+            vae = Path(s.vae_path).expanduser()
+            listed = {os.path.realpath(e.path) for e in found[registry.VAE_KIND]}
+            if vae.is_file() and os.path.realpath(vae) not in listed:
+                found[registry.VAE_KIND].append(registry.describe_file(vae, vae.stem, registry.VAE_KIND))
         with self.lock:
             self._found = found
         return found
@@ -129,8 +135,15 @@ class ModelManager:
             entry.sha256 = self.hashes.sha256(entry.path)
         return entry.short_hash
 
-    def find(self, name: str, kind: str = registry.CHECKPOINT) -> registry.ModelEntry:
-        """By name, A1111 title ("name.safetensors [hash]"), file name, short hash, path, or Hub id."""
+    def find(self, name: str, kind: str = registry.CHECKPOINT, trusted: bool = False) -> registry.ModelEntry:
+        """A listed model by name, A1111 title ("name.safetensors [hash]"), file name or short hash.
+
+        Remote clients (API, UI) may name only what the server lists. ``trusted`` is for the
+        server owner's own flags (``--ckpt``, ``--vae-path``) and the CLI: it also matches a listed
+        entry by path, and accepts an unlisted file path or Hub id.
+        """
+        if not isinstance(name, str):
+            raise UnknownModelError(f"unknown {kind} {name!r}: a name is a string")
         entries = self.entries(kind)
         wanted = name.strip()
         base, hash_part = wanted, None
@@ -140,9 +153,21 @@ class ModelManager:
             if wanted in (e.name, e.title) or base in (e.name, e.filename):
                 return e
         for e in entries:
-            if e.path and wanted in (e.path, Path(e.path).name):
-                return e
             if e.short_hash and e.short_hash in (wanted, hash_part):
+                return e
+        if trusted:
+            found = self._find_path(wanted, kind, entries)
+            if found is not None:
+                return found
+        names = ", ".join(e.name for e in entries if not e.error) or "none found"
+        shown = wanted if len(wanted) <= 80 else wanted[:77] + "..."
+        raise UnknownModelError(f"unknown {kind} '{shown}'. Available: {names}")
+
+    @staticmethod
+    def _find_path(wanted: str, kind: str, entries: list[registry.ModelEntry]) -> Optional[registry.ModelEntry]:
+        """The owner's path or Hub id (trusted callers only): a listed entry by path, else a new one."""
+        for e in entries:
+            if e.path and wanted in (e.path, Path(e.path).name):
                 return e
         p = Path(wanted).expanduser()
         if kind == registry.VAE_KIND and p.is_file():
@@ -153,8 +178,27 @@ class ModelManager:
                     name=p.name, path=str(p), format=formats.sniff_format(p))
             if registry.looks_like_hub_id(wanted):
                 return registry.ModelEntry(name=wanted, path=wanted, format=formats.HUB, architecture="hub")
-        names = ", ".join(e.name for e in entries) or "none found"
-        raise UnknownModelError(f"unknown {kind} '{name}'. Available: {names}")
+        return None
+
+    def default_checkpoint(self) -> Optional[registry.ModelEntry]:
+        """The server's default model: ``--ckpt`` (the owner's choice), else the first usable
+        text-to-image checkpoint listed. The same for every client, whatever others ran."""
+        if self.settings.ckpt:
+            try:
+                return self.find(self.settings.ckpt, trusted=True)
+            except UnknownModelError:
+                return None
+        usable = [e for e in self.checkpoints() if not e.error and e.architecture != detect.X4_UPSCALER]
+        return usable[0] if usable else None
+
+    def default_vae_choice(self) -> str:
+        """The "SD VAE" choice for a request that makes none: ``--vae-path`` (listed by refresh), else Automatic."""
+        if self.settings.vae_path:
+            try:
+                return self.find(self.settings.vae_path, registry.VAE_KIND, trusted=True).filename
+            except UnknownModelError:
+                return self.settings.vae_path  # refused by check_vae_choice with the list of VAEs
+        return AUTOMATIC_VAE
 
     # ---- loading and switching ----------------------------------------------------------------
     @property
@@ -171,7 +215,9 @@ class ModelManager:
                 if self.current is not None:
                     return self.current
                 name = self._default_name()
-            entry = self.find(name)
+                entry = self.find(name, trusted=True)
+            else:
+                entry = self.find(name)
             if entry.name == self._current:
                 return self.current
             if entry.name in self._cache:
@@ -191,12 +237,12 @@ class ModelManager:
     def _default_name(self) -> str:
         if self.settings.ckpt:
             return self.settings.ckpt
-        usable = [e for e in self.checkpoints() if not e.error]
-        if not usable:
+        entry = self.default_checkpoint()
+        if entry is None:
             raise UnknownModelError(
                 f"no checkpoint found. Put .safetensors/.ckpt files or diffusers folders in "
                 f"{registry.checkpoint_folder(self.settings.models_dir)}, or pass --ckpt")
-        return usable[0].name
+        return entry.name
 
     def _load(self, entry: registry.ModelEntry) -> LoadedModel:
         t0 = time.perf_counter()
@@ -267,7 +313,7 @@ class ModelManager:
 
     # ---- VAE override ---------------------------------------------------------------------------
     def check_vae_choice(self, choice: str) -> str:
-        """An "SD VAE" value is Automatic, None or a VAE we have; raises UnknownModelError listing
+        """An "SD VAE" value is Automatic, None or a listed VAE; raises UnknownModelError listing
         the VAEs otherwise. No model is touched."""
         if choice not in (AUTOMATIC_VAE, NO_VAE):
             self.find(choice, registry.VAE_KIND)

@@ -32,7 +32,7 @@ def mount_ui(app, engine, queue, settings, credentials: list[tuple[str, str]]):
     """Mount the studio at / of the server's FastAPI app. Gradio 6 takes theme and CSS here, not in
     Blocks(). The outputs folder is deliberately not an allowed path: its file names are predictable
     (NNNNN-seed.png), so serving it would let any user fetch anyone's images; galleries show
-    unguessable copies instead (session.publish)."""
+    unguessable copies instead (session.Publisher)."""
     return gr.mount_gradio_app(app, build_ui(engine, queue, settings), path="/", auth=credentials or None,
                                auth_message="sdui: please log in", theme=gr.themes.Soft(), css=CSS,
                                footer_links=["api"] if settings.api else [], ssr_mode=False)
@@ -47,10 +47,7 @@ def _vae_choices(engine, settings) -> list[str]:
     """A1111's "SD VAE" choices: Automatic, None, then the files in models/VAE/ (and --vae-path)."""
     from ..models.registry import VAE_KIND
 
-    names = ["Automatic", "None", *(e.filename for e in engine.manager.entries(VAE_KIND) if not e.error)]
-    if settings.vae_path and settings.vae_path not in names:
-        names.append(settings.vae_path)
-    return names
+    return ["Automatic", "None", *(e.filename for e in engine.manager.entries(VAE_KIND) if not e.error)]
 
 
 def _sd_folder(settings) -> Path:
@@ -97,23 +94,17 @@ def no_model_notice(settings) -> str:
 
 
 def build_ui(engine, queue, settings) -> gr.Blocks:
-    ctx = UIContext(engine=engine, queue=queue, settings=settings)
+    ctx = UIContext(engine=engine, queue=queue, settings=settings, publisher=session.Publisher())
     titles = _usable_titles(engine)
-    default = None
-    if titles:
-        default = titles[0][1]
-        if settings.ckpt:
-            try:
-                default = engine.manager.find(settings.ckpt).name
-            except Exception:  # noqa: BLE001 - a bad --ckpt is reported when used, the page still loads
-                default = titles[0][1]
+    default_entry = engine.manager.default_checkpoint() if titles else None
+    default = default_entry.name if default_entry else (titles[0][1] if titles else None)
     with gr.Blocks(title="sdui", analytics_enabled=False) as demo:
         ctx.token = gr.BrowserState("", storage_key="sdui-session")
         with gr.Row():
             ctx.model = gr.Dropdown(titles, value=default, label="Stable Diffusion checkpoint", scale=6,
                                     elem_id="sd_model_checkpoint", allow_custom_value=False)
             vaes = _vae_choices(engine, settings)
-            ctx.vae = gr.Dropdown(vaes, value=settings.vae_path or "Automatic", label="SD VAE", scale=3,
+            ctx.vae = gr.Dropdown(vaes, value=engine.manager.default_vae_choice(), label="SD VAE", scale=3,
                                   elem_id="sd_vae", visible=len(vaes) > 2, allow_custom_value=False)
             refresh = gr.Button("Refresh", scale=0, min_width=80, elem_id="refresh_checkpoints")
         notice = gr.Markdown("" if titles else no_model_notice(settings), visible=not titles, elem_id="no_model_notice")
@@ -174,7 +165,7 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
         def on_load(token):
             token = token or session.new_token()
             ready = bool(_usable_titles(engine))
-            return (token, session.history_items(queue, session.owner_for(token)),
+            return (token, session.history_items(queue, session.owner_for(token), ctx.publisher),
                     *[gr.update(interactive=ready) for _ in generate_buttons],
                     *[gr.update(interactive=True) for _ in session_buttons])
 

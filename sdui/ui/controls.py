@@ -21,6 +21,7 @@ class UIContext:
     model: object = None  # the checkpoint dropdown at the top of the page
     vae: object = None  # the "SD VAE" dropdown beside it
     tabs: object = None
+    publisher: object = None  # session.Publisher: the gallery copies of saved PNGs
 
 
 @dataclass

@@ -11,8 +11,10 @@ from __future__ import annotations
 import html
 import os
 import shutil
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -36,17 +38,57 @@ def owner_for(token: Optional[str]) -> Optional[str]:
     return f"ui:{token}" if token else None
 
 
-def publish(path: str) -> str:
-    """A copy of a saved PNG in Gradio's upload folder under a random directory, so the gallery
+class Publisher:
+    """Copies of saved PNGs in Gradio's upload folder, each under a random directory, so a gallery
     shows the exact file (metadata and watermark intact) while the outputs folder itself is never
-    served: nobody can fetch another user's image by guessing its predictable name."""
-    from gradio.utils import get_upload_folder
+    served: nobody can fetch another user's image by guessing its predictable name.
 
-    folder = Path(get_upload_folder()) / f"sdui-{uuid.uuid4().hex}"
-    folder.mkdir(parents=True, exist_ok=True)
-    dst = folder / os.path.basename(path)
-    shutil.copyfile(path, dst)
-    return str(dst)
+    Each image is copied once and reused by every later page load and History refresh; the copies
+    are a least-recently-used set with a byte budget, so the temporary folder stays bounded on a
+    shared server however often pages are loaded."""
+
+    def __init__(self, budget_bytes: int = 512 * 2**20, max_items: int = 2000):
+        self.budget_bytes, self.max_items = budget_bytes, max_items
+        self._copies: "OrderedDict[tuple, tuple[Path, int]]" = OrderedDict()  # key -> (copy, bytes)
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._root: Optional[Path] = None
+
+    def publish(self, path: str) -> str:
+        st = os.stat(path)
+        key = (os.path.realpath(path), st.st_mtime_ns, st.st_size)
+        with self._lock:
+            hit = self._copies.get(key)
+            if hit is not None and hit[0].exists():
+                self._copies.move_to_end(key)
+                return str(hit[0])
+            if hit is not None:
+                self._drop(key)
+            folder = self._folder() / uuid.uuid4().hex
+            folder.mkdir(parents=True)
+            dst = folder / os.path.basename(path)
+            shutil.copyfile(path, dst)
+            self._copies[key] = (dst, st.st_size)
+            self._bytes += st.st_size
+            while len(self._copies) > 1 and (self._bytes > self.budget_bytes or len(self._copies) > self.max_items):
+                self._drop(next(iter(self._copies)))
+            return str(dst)
+
+    def _folder(self) -> Path:
+        if self._root is None:
+            from gradio.utils import get_upload_folder
+
+            self._root = Path(get_upload_folder()) / f"sdui-{uuid.uuid4().hex}"
+        return self._root
+
+    def _drop(self, key) -> None:
+        copy, size = self._copies.pop(key)
+        self._bytes -= size
+        shutil.rmtree(copy.parent, ignore_errors=True)
+
+    @property
+    def count(self) -> int:
+        return len(self._copies)
 
 
 def progress_html(job: Job, position: int) -> str:
@@ -110,16 +152,16 @@ def interrupt(queue: JobQueue, token: Optional[str]) -> str:
     return message_html("Interrupting…" if n else "Nothing of yours is running.", "info")
 
 
-def gallery_items(job: Job) -> list[tuple[str, str]]:
+def gallery_items(job: Job, publisher: Publisher) -> list[tuple[str, str]]:
     out = []
     if job.result:
         for im in job.result.images:
             if im.path:
-                out.append((publish(im.path), f"seed {im.seed}"))
+                out.append((publisher.publish(im.path), f"seed {im.seed}"))
     return out
 
 
-def history_items(queue: JobQueue, owner: str, limit: int = 60) -> list[tuple[str, str]]:
+def history_items(queue: JobQueue, owner: str, publisher: Publisher, limit: int = 60) -> list[tuple[str, str]]:
     """This session's saved images, newest first."""
     out = []
     if not owner:
@@ -129,7 +171,7 @@ def history_items(queue: JobQueue, owner: str, limit: int = 60) -> list[tuple[st
             continue
         for im in reversed(job.result.images):
             if im.path and os.path.exists(im.path):
-                out.append((publish(im.path), f"{job.request.mode} · seed {im.seed}"))
+                out.append((publisher.publish(im.path), f"{job.request.mode} · seed {im.seed}"))
                 if len(out) >= limit:
                     return out
     return out

@@ -35,7 +35,7 @@ def wire_generation(ctx: UIContext, c: GenerationControls, mode_fn, extra_fields
                 out[outputs["preview"]] = update["preview"]
             job = update.get("result")
             if job is not None and job.result and job.result.images:
-                out[outputs["gallery"]] = session.gallery_items(job)
+                out[outputs["gallery"]] = session.gallery_items(job, ctx.publisher)
                 out[outputs["infotext"]] = job.result.images[0].infotext
                 out[outputs["last_seed"]] = job.result.images[0].seed
                 out[outputs["preview"]] = gr.update(visible=False)

@@ -19,6 +19,6 @@ def render(ctx: UIContext) -> SimpleNamespace:
 
 def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
     def load(token):
-        return session.history_items(ctx.queue, session.owner_for(token))
+        return session.history_items(ctx.queue, session.owner_for(token), ctx.publisher)
 
     tab.refresh.click(load, inputs=[ctx.token], outputs=[tab.gallery])

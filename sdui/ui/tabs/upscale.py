@@ -55,7 +55,7 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
                 im = job.result.images[0]
                 before = img.convert("RGB").resize(im.image.size, Image.LANCZOS)
                 out[tab.compare] = (before, im.image)
-                out[tab.result] = session.publish(im.path) if im.path else None
+                out[tab.result] = ctx.publisher.publish(im.path) if im.path else None
                 out[tab.infotext] = im.infotext
             yield out
 
