@@ -108,7 +108,7 @@ class ProgressBar:
 
 
 def _request_from_args(args, mode: str) -> GenerationRequest:
-    from .images import decode_image
+    from .images.uploads import decode_image
 
     sampler = "PLMS" if getattr(args, "plms", False) else args.sampler
     kw = dict(mode=mode, prompt=args.prompt or "", negative_prompt=args.negative_prompt, sampler=sampler,
@@ -162,7 +162,7 @@ def cmd_generate(args, mode: str) -> int:
 def cmd_pnginfo(args) -> int:
     from PIL import Image
 
-    from .images import parse_infotext, read_infotext
+    from .images.infotext import parse_infotext, read_infotext
 
     try:
         img = Image.open(args.file)
@@ -179,7 +179,7 @@ def cmd_pnginfo(args) -> int:
 def cmd_watermark(args) -> int:
     from PIL import Image
 
-    from .images import verify_watermark
+    from .images.watermark import verify_watermark
 
     try:
         img = Image.open(args.file).convert("RGB")

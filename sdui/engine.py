@@ -13,7 +13,8 @@ import random
 import time
 from typing import Callable, Optional
 
-from . import __version__, images, prompts, samplers
+from . import __version__, prompts, samplers
+from .images import infotext, outputs, watermark
 from .config import Settings
 from .models import detect, registry
 from .models.manager import AUTOMATIC_VAE, LEVELS, NO_VAE, ModelManager
@@ -37,7 +38,7 @@ class Engine:
         self.settings = settings or Settings()
         self.manager = manager or ModelManager(self.settings)
         self.limits = Limits(max_size=self.settings.max_size)
-        images.clean_stale_temporaries(self.settings.outputs_dir)  # debris of a killed earlier run
+        outputs.clean_stale_temporaries(self.settings.outputs_dir)  # debris of a killed earlier run
         _quiet_libraries()
 
     # ---- discovery ----------------------------------------------------------------------------
@@ -237,30 +238,30 @@ class Engine:
         params = self.infotext_params(req, seed, model_name, model_hash, img.width, img.height, vae)
         wm_on = (not self.settings.no_watermark) if req.watermark is None else req.watermark
         marked = False
-        if wm_on and images.can_watermark(img):
-            img = images.add_watermark(img, images.watermark_text_for(arch))
+        if wm_on and watermark.can_watermark(img):
+            img = watermark.add_watermark(img, watermark.watermark_text_for(arch))
             marked = True
         elif wm_on:
-            params["Watermark"] = f"none (under {images.WATERMARK_MIN_SIZE}px)"
+            params["Watermark"] = f"none (under {watermark.WATERMARK_MIN_SIZE}px)"
         if level:
             params["Memory level"] = f"{level} ({LEVELS[level]})"
         params["Version"] = f"sdui {__version__}"
-        text = images.build_infotext(req.prompt if req.mode != "upscale" or req.upscaler == upscale.SD_X4 else "",
+        text = infotext.build_infotext(req.prompt if req.mode != "upscale" or req.upscaler == upscale.SD_X4 else "",
                                      req.negative_prompt if req.mode != "upscale" else "", params)
         img.info["parameters"] = text
         path = None
         if req.save:
-            folder = images.output_folder(self.settings.outputs_dir, req.mode)
-            path = str(images.save_png(img, folder, seed, text))
+            folder = outputs.output_folder(self.settings.outputs_dir, req.mode)
+            path = str(outputs.save_png(img, folder, seed, text))
         return GeneratedImage(image=img, seed=seed if seed is not None else -1, infotext=text, path=path,
                               watermarked=marked)
 
     # ---- PNG info -----------------------------------------------------------------------------
     @staticmethod
     def png_info(img) -> dict:
-        text = images.read_infotext(img)
-        out = {"infotext": text or "", "parameters": images.parse_infotext(text) if text else {}}
-        out["watermark"] = images.verify_watermark(img)
+        text = infotext.read_infotext(img)
+        out = {"infotext": text or "", "parameters": infotext.parse_infotext(text) if text else {}}
+        out["watermark"] = watermark.verify_watermark(img)
         return out
 
     def status(self) -> dict:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdui import cli, images
+from sdui import cli
+from sdui.images import infotext, outputs, watermark
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,7 +32,7 @@ def test_txt2img_writes_pngs_with_metadata_and_a_progress_bar(models_root, tmp_p
     paths = out.split()
     assert len(paths) == 2 and all(p.endswith(("-9.png", "-10.png")) for p in paths)
     assert "sampling [" in err and "3/3" in err
-    text = images.read_infotext(Image.open(paths[0]))
+    text = infotext.read_infotext(Image.open(paths[0]))
     assert text.startswith("a tiny castle\nNegative prompt: fog\nSteps: 3, Sampler: Euler a,")
 
 
@@ -93,7 +94,7 @@ def test_missing_init_image_file(models_root, tmp_path, capsys):
 def test_pnginfo_reads_our_files_and_a1111_files(tmp_path, capsys):
     from tests.test_images import A1111_V13
 
-    p = images.save_png(Image.new("RGB", (8, 8)), tmp_path, 1, A1111_V13)
+    p = outputs.save_png(Image.new("RGB", (8, 8)), tmp_path, 1, A1111_V13)
     code, out, _ = _run(capsys, "pnginfo", p)
     assert code == 0 and out.strip() == A1111_V13
     code, out, _ = _run(capsys, "pnginfo", p, "--json")
@@ -108,7 +109,7 @@ def test_watermark_command_prints_payload_and_score(tmp_path, capsys):
     from tests.test_images import _photo_like
 
     marked = tmp_path / "m.png"
-    images.add_watermark(_photo_like(), "StableDiffusionV1").save(marked)
+    watermark.add_watermark(_photo_like(), "StableDiffusionV1").save(marked)
     code, out, _ = _run(capsys, "watermark", marked)
     assert code == 0 and "payload 'StableDiffusionV1'" in out and "bit match" in out
     clean = tmp_path / "c.png"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdui import images
+from sdui.images import infotext, watermark
 from sdui.types import Cancelled, GenerationRequest, InvalidRequest, ModelLoadError
 
 BASE = dict(prompt="a small house", steps=2, width=64, height=64, seed=77, model="tiny")
@@ -53,7 +53,7 @@ def test_every_image_of_a_batch_is_reproducible_alone(make_engine):
     batch = engine.generate(GenerationRequest(**{**BASE, "batch_size": 2, "batch_count": 2, "save": False}))
     assert batch.seeds == [77, 78, 79, 80]
     for img in batch.images:
-        fields = images.infotext_to_request_fields(images.parse_infotext(img.infotext))
+        fields = infotext.infotext_to_request_fields(infotext.parse_infotext(img.infotext))
         alone = engine.generate(GenerationRequest(**{**BASE, "seed": fields["seed"], "save": False}))
         # batched matmuls round differently from single ones: equal within 1/255, not bit for bit
         diff = np.abs(np.asarray(alone.images[0].image, dtype=np.int16) - np.asarray(img.image, dtype=np.int16))
@@ -83,7 +83,7 @@ def test_saved_png_has_a1111_metadata_in_a1111_layout(make_engine, tmp_path):
     assert text == r.images[0].infotext
     assert text.startswith("a small house\nNegative prompt: fog\nSteps: 2, Sampler: DPM++ 2M, Schedule type: Karras, "
                            "CFG scale: 7, Seed: 77, Size: 64x64, Model hash: ")
-    p = images.parse_infotext(text)
+    p = infotext.parse_infotext(text)
     assert p["Model"] == "tiny" and len(p["Model hash"]) == 10
     assert p["Watermark"].startswith("none")  # 64 px is under the watermark's minimum
 
@@ -92,10 +92,10 @@ def test_outputs_of_256px_are_watermarked_and_verify(make_engine):
     engine = make_engine()
     r = engine.generate(GenerationRequest(**{**BASE, "width": 256, "height": 256}))
     assert r.images[0].watermarked
-    assert images.verify_watermark(Image.open(r.images[0].path).convert("RGB"))["score"] >= 0.9
+    assert watermark.verify_watermark(Image.open(r.images[0].path).convert("RGB"))["score"] >= 0.9
     off = make_engine(no_watermark=True).generate(GenerationRequest(**{**BASE, "width": 256, "height": 256}))
     assert not off.images[0].watermarked
-    assert images.verify_watermark(Image.open(off.images[0].path).convert("RGB"))["score"] < 0.9
+    assert watermark.verify_watermark(Image.open(off.images[0].path).convert("RGB"))["score"] < 0.9
 
 
 # ---- img2img and inpaint ---------------------------------------------------------------------------

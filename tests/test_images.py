@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdui import images
+from sdui.images import infotext, outputs, uploads, watermark
 from sdui.types import InvalidRequest
 
 # Real infotexts as A1111 wrote them (from model cards and extension docs).
@@ -30,7 +30,7 @@ A1111_MULTILINE = ("first line of the prompt,\nsecond line (detail:1.2)\n"
 
 
 def test_parses_a1111_v13_infotext_field_for_field():
-    p = images.parse_infotext(A1111_V13)
+    p = infotext.parse_infotext(A1111_V13)
     assert p["Prompt"] == "masterpiece, best quality, 1girl"
     assert p["Negative prompt"] == "(worst quality:1.4), (bad and mutated hands:1.3), easynegative"
     assert (p["Steps"], p["Sampler"], p["CFG scale"], p["Seed"]) == ("20", "DPM++ 2M Karras", "7", "1270640879")
@@ -38,38 +38,38 @@ def test_parses_a1111_v13_infotext_field_for_field():
 
 
 def test_parses_quoted_values_with_commas_and_colons():
-    p = images.parse_infotext(A1111_QUOTED)
+    p = infotext.parse_infotext(A1111_QUOTED)
     assert p["EmbeddingMerge"] == "<'EM_1'>=<'sky' * 2/4 + 'forest' * 3/4>, {'EM_2'}={'blurry'+'cropped'}"
     assert p["Conditional mask weight"] == "1" and p["Negative prompt"] == "{'EM_2'}"
 
 
 def test_parses_multiline_prompts_and_fills_a_request():
-    p = images.parse_infotext(A1111_MULTILINE)
+    p = infotext.parse_infotext(A1111_MULTILINE)
     assert p["Prompt"] == "first line of the prompt,\nsecond line (detail:1.2)"
     assert p["Negative prompt"] == "bad,\nugly"
-    fields = images.infotext_to_request_fields(p)
+    fields = infotext.infotext_to_request_fields(p)
     assert fields["width"] == 768 and fields["height"] == 512 and fields["scheduler"] == "Karras"
     assert fields["cfg_scale"] == 7.5 and fields["denoising_strength"] == 0.55 and fields["seed"] == 42
 
 
 def test_prompt_only_text_has_no_parameters():
-    p = images.parse_infotext("just a prompt, nothing else")
+    p = infotext.parse_infotext("just a prompt, nothing else")
     assert p == {"Prompt": "just a prompt, nothing else", "Negative prompt": ""}
 
 
 def test_written_infotext_follows_a1111_order_and_quoting_and_round_trips():
     params = {"Steps": 20, "Sampler": "DPM++ 2M", "Schedule type": "Karras", "CFG scale": 7.0, "Seed": 42,
               "Size": "512x512", "Model hash": "6ce0161689", "Model": "my, model: v2", "Denoising strength": None}
-    text = images.build_infotext("a cat", "", params)
+    text = infotext.build_infotext("a cat", "", params)
     assert text == ('a cat\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 42, '
                     'Size: 512x512, Model hash: 6ce0161689, Model: "my, model: v2"')
-    back = images.parse_infotext(text)
+    back = infotext.parse_infotext(text)
     assert back["Model"] == "my, model: v2" and back["CFG scale"] == "7" and back["Negative prompt"] == ""
 
 
 def test_negative_prompt_line_only_when_present():
-    assert "Negative prompt" not in images.build_infotext("p", "", {"Steps": 1, "Sampler": "Euler", "Seed": 1})
-    assert "\nNegative prompt: bad\n" in images.build_infotext("p", "bad", {"Steps": 1, "Sampler": "Euler", "Seed": 1})
+    assert "Negative prompt" not in infotext.build_infotext("p", "", {"Steps": 1, "Sampler": "Euler", "Seed": 1})
+    assert "\nNegative prompt: bad\n" in infotext.build_infotext("p", "bad", {"Steps": 1, "Sampler": "Euler", "Seed": 1})
 
 
 def test_concurrent_saves_get_unique_numbers_and_leave_no_temp_files(tmp_path):
@@ -78,7 +78,7 @@ def test_concurrent_saves_get_unique_numbers_and_leave_no_temp_files(tmp_path):
     def save(i):
         img = Image.new("RGB", (8, 8), (10, 20, i))  # one image object per job, as the engine makes them
         try:
-            paths.append(images.save_png(img, tmp_path, 100 + i, f"prompt {i}\nSteps: 1, Sampler: Euler, Seed: {i}"))
+            paths.append(outputs.save_png(img, tmp_path, 100 + i, f"prompt {i}\nSteps: 1, Sampler: Euler, Seed: {i}"))
         except Exception as e:  # noqa: BLE001 - collected for the assertion
             errors.append(e)
 
@@ -93,30 +93,30 @@ def test_concurrent_saves_get_unique_numbers_and_leave_no_temp_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
     for p in paths:
         seed = int(p.stem.split("-")[1])
-        assert images.read_infotext(Image.open(p)).startswith(f"prompt {seed - 100}\n")
+        assert infotext.read_infotext(Image.open(p)).startswith(f"prompt {seed - 100}\n")
 
 
 def test_output_folders_follow_a1111_layout(tmp_path):
     import datetime
 
     day = datetime.date(2026, 1, 2)
-    assert images.output_folder(str(tmp_path), "txt2img", day) == tmp_path / "txt2img-images" / "2026-01-02"
-    assert images.output_folder(str(tmp_path), "inpaint", day).parent.name == "img2img-images"
-    assert images.output_folder(str(tmp_path), "upscale", day).parent.name == "extras-images"
+    assert outputs.output_folder(str(tmp_path), "txt2img", day) == tmp_path / "txt2img-images" / "2026-01-02"
+    assert outputs.output_folder(str(tmp_path), "inpaint", day).parent.name == "img2img-images"
+    assert outputs.output_folder(str(tmp_path), "upscale", day).parent.name == "extras-images"
 
 
 @pytest.mark.parametrize("data,problem", [
     (b"", "readable"), (b"\x89PNG\r\n\x1a\n broken", "readable"), ("not base64 at all!!", "image"), (12, "an image")])
 def test_broken_uploads_get_a_clear_error(data, problem):
     with pytest.raises(InvalidRequest, match=problem):
-        images.decode_image(data, "init_image")
+        uploads.decode_image(data, "init_image")
 
 
 def test_a_string_is_never_read_as_a_server_path(tmp_path):
     secret = tmp_path / "someone-elses.png"
     Image.new("RGB", (4, 4), (1, 2, 3)).save(secret)
     with pytest.raises(InvalidRequest):
-        images.decode_image(str(secret), "init_images")
+        uploads.decode_image(str(secret), "init_images")
 
 
 def test_uploads_decode_from_bytes_base64_and_data_urls():
@@ -127,7 +127,7 @@ def test_uploads_decode_from_bytes_base64_and_data_urls():
 
     b64 = base64.b64encode(raw).decode()
     for data in (raw, b64, "data:image/png;base64," + b64):
-        img = images.decode_image(data)
+        img = uploads.decode_image(data)
         assert img.size == (5, 4) and img.mode == "RGB"
         assert img.getpixel((0, 0)) == (255, 255, 255)  # transparent -> white, as A1111
 
@@ -135,7 +135,7 @@ def test_uploads_decode_from_bytes_base64_and_data_urls():
 def test_resize_modes_produce_the_requested_size():
     src = Image.new("RGB", (300, 100), (1, 2, 3))
     for mode in ("Just resize", "Crop and resize", "Resize and fill"):
-        assert images.resize_for_request(src, 64, 128, mode).size == (64, 128)
+        assert uploads.resize_for_request(src, 64, 128, mode).size == (64, 128)
 
 
 def _photo_like(size=320, seed=0):
@@ -146,20 +146,20 @@ def _photo_like(size=320, seed=0):
 
 def test_watermark_embeds_and_verifies_with_bit_score():
     img = _photo_like()
-    marked = images.add_watermark(img, "StableDiffusionV1")
-    res = images.verify_watermark(marked)
+    marked = watermark.add_watermark(img, "StableDiffusionV1")
+    res = watermark.verify_watermark(marked)
     assert res["payload"] == "StableDiffusionV1" and res["score"] >= 0.9 and res["present"]
-    assert not images.verify_watermark(img)["present"]
-    res2 = images.verify_watermark(images.add_watermark(img, "SDV2"))
+    assert not watermark.verify_watermark(img)["present"]
+    res2 = watermark.verify_watermark(watermark.add_watermark(img, "SDV2"))
     assert res2["payload"] == "SDV2" and res2["present"]
 
 
 def test_watermark_survives_png_round_trip(tmp_path):
-    marked = images.add_watermark(_photo_like(seed=1), "StableDiffusionV1")
-    p = images.save_png(marked, tmp_path, 1, "x\nSteps: 1, Sampler: Euler, Seed: 1")
-    assert images.verify_watermark(Image.open(p).convert("RGB"))["score"] >= 0.9
+    marked = watermark.add_watermark(_photo_like(seed=1), "StableDiffusionV1")
+    p = outputs.save_png(marked, tmp_path, 1, "x\nSteps: 1, Sampler: Euler, Seed: 1")
+    assert watermark.verify_watermark(Image.open(p).convert("RGB"))["score"] >= 0.9
 
 
 def test_small_images_are_not_watermarked():
-    assert not images.can_watermark(Image.new("RGB", (255, 512)))
-    assert images.verify_watermark(Image.new("RGB", (64, 64)))["present"] is False
+    assert not watermark.can_watermark(Image.new("RGB", (255, 512)))
+    assert watermark.verify_watermark(Image.new("RGB", (64, 64)))["present"] is False

@@ -23,7 +23,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from sdui import images
+from sdui.images import outputs
 from sdui.config import Settings
 from sdui.jobs import JobQueue
 from sdui.server import create_app
@@ -244,7 +244,7 @@ def test_gallery_copies_are_made_once_and_stay_bounded(tmp_path, monkeypatch):
     saved = []
     for i in range(6):
         img = Image.new("RGB", (32, 32), (i * 40, 0, 0))
-        saved.append(images.save_png(img, tmp_path / "outputs", i, f"image {i}"))
+        saved.append(outputs.save_png(img, tmp_path / "outputs", i, f"image {i}"))
 
     def folder_files():
         return [p for p in upload.rglob("*") if p.is_file()]
@@ -279,7 +279,7 @@ def test_a_full_disk_mid_write_leaves_no_partial_file(tmp_path, monkeypatch):
     _disk_fills_mid_write(monkeypatch)
     folder = tmp_path / "day"
     with pytest.raises(DiskFull, match="The disk is full: image not saved"):
-        images.save_png(Image.new("RGB", (8, 8)), folder, 1, "x")
+        outputs.save_png(Image.new("RGB", (8, 8)), folder, 1, "x")
     assert list(folder.iterdir()) == []
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdui import images
+from sdui.images import infotext
 from sdui.config import Settings
 from sdui.server import create_app
 from tests.server_util import client, running_server
@@ -125,7 +125,7 @@ def test_txt2img_generates_shows_and_saves(ui_server, browser):
     assert text.startswith("a browser-made lighthouse\nNegative prompt: fog\nSteps: 2,") and "Seed: 4242" in text
     page.wait_for_selector("#txt2img_gallery img")
     new = [p for p in pngs(out) if p not in before]
-    assert len(new) == 1 and images.read_infotext(Image.open(new[0])) == text
+    assert len(new) == 1 and infotext.read_infotext(Image.open(new[0])) == text
     src = page.locator("#txt2img_gallery img").first.get_attribute("src")
     with client(base) as c:
         served = c.get(src if src.startswith("http") else base + src)
@@ -313,10 +313,10 @@ def test_two_users_with_different_models_are_isolated(ui_server, browser):
         assert "txt2img" in captions
         srcs = page.locator("#history_gallery img").evaluate_all("els => els.map(e => e.src)")
         with client(base) as c:
-            texts = [images.read_infotext(Image.open(__import__("io").BytesIO(c.get(s).content))) for s in srcs]
+            texts = [infotext.read_infotext(Image.open(__import__("io").BytesIO(c.get(s).content))) for s in srcs]
         assert any(t.startswith(f"{mine}'s") for t in texts) and not any(t.startswith(f"{theirs}'s") for t in texts)
     # the outputs folder itself is never served: its names are predictable
-    alice_file = next(p for p in pngs(out) if images.read_infotext(Image.open(p)).startswith("alice's"))
+    alice_file = next(p for p in pngs(out) if infotext.read_infotext(Image.open(p)).startswith("alice's"))
     with client(base) as c:
         assert c.get(f"{base}/gradio_api/file={alice_file}").status_code in (403, 404)
     b.reload()

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sdui import images
+from sdui.images import infotext
 from sdui.models.export import vae_to_ldm
 from sdui.types import GenerationRequest, InvalidRequest, ModelLoadError
 from tests import tiny
@@ -85,22 +85,22 @@ def test_vae_file_replaces_the_builtin_vae_exactly(make_engine, vae_root, other_
 def test_infotext_names_the_vae_like_a1111(make_engine, vae_root):
     engine = make_engine(models_dir=str(vae_root), no_watermark=True)
     res = engine.generate(GenerationRequest(**BASE, vae="other-vae"))
-    params = images.parse_infotext(res.images[0].infotext)
+    params = infotext.parse_infotext(res.images[0].infotext)
     entry = engine.manager.find("other-vae", "vae")
     assert params["VAE"] == "other-vae.safetensors" and params["VAE hash"] == entry.short_hash
     assert len(params["VAE hash"]) == 10
     plain = engine.generate(GenerationRequest(**BASE, vae="None"))
-    assert "VAE" not in images.parse_infotext(plain.images[0].infotext)
+    assert "VAE" not in infotext.parse_infotext(plain.images[0].infotext)
 
 
 def test_automatic_uses_the_vae_named_like_the_checkpoint(make_engine, vae_root):
     engine = make_engine(models_dir=str(vae_root), no_watermark=True)
     auto = engine.generate(GenerationRequest(**{**BASE, "model": "tiny-ckpt"}))  # vae defaults to Automatic
-    assert images.parse_infotext(auto.images[0].infotext)["VAE"] == "tiny-ckpt.safetensors"
+    assert infotext.parse_infotext(auto.images[0].infotext)["VAE"] == "tiny-ckpt.safetensors"
     none = engine.generate(GenerationRequest(**{**BASE, "model": "tiny-ckpt"}, vae="None"))
     assert not np.array_equal(_pixels(auto), _pixels(none))
     other = engine.generate(GenerationRequest(**BASE))  # "tiny" has no VAE/tiny.*: its own VAE
-    assert "VAE" not in images.parse_infotext(other.images[0].infotext)
+    assert "VAE" not in infotext.parse_infotext(other.images[0].infotext)
 
 
 def test_unknown_vae_is_refused_before_model_work_listing_the_choices(make_engine, vae_root):

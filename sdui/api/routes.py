@@ -16,7 +16,8 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from .. import __version__, images, samplers
+from .. import __version__, samplers
+from ..images import infotext, outputs, uploads
 from ..jobs import FAILED, Job, JobQueue
 from ..models import registry
 from ..models.devices import memory_report
@@ -107,7 +108,7 @@ def _apply_infotext(req: schemas.Txt2ImgRequest) -> None:
     """A1111 1.7+: ``infotext`` fills every field the request did not set itself."""
     if not req.infotext:
         return
-    fields = images.infotext_to_request_fields(images.parse_infotext(req.infotext))
+    fields = infotext.infotext_to_request_fields(infotext.parse_infotext(req.infotext))
     mapping = {"prompt": "prompt", "negative_prompt": "negative_prompt", "steps": "steps", "sampler": "sampler_name",
                "scheduler": "scheduler", "cfg_scale": "cfg_scale", "seed": "seed", "width": "width", "height": "height",
                "denoising_strength": "denoising_strength"}
@@ -141,14 +142,14 @@ def to_generation_request(req: schemas.Txt2ImgRequest, mode: str, model: Optiona
     if isinstance(req, schemas.Img2ImgRequest):
         if not req.init_images:
             raise InvalidRequest("init_images", None, "a list with one base64 image")
-        kw["init_image"] = images.decode_image(req.init_images[0], "init_images")
+        kw["init_image"] = uploads.decode_image(req.init_images[0], "init_images")
         kw["denoising_strength"] = 0.75 if req.denoising_strength is None else req.denoising_strength
         if not 0 <= req.resize_mode < len(RESIZE_MODES):
             raise InvalidRequest("resize_mode", req.resize_mode, f"0 to {len(RESIZE_MODES) - 1}")
         kw["resize_mode"] = RESIZE_MODES[req.resize_mode]
         if req.mask:
             kw["mode"] = "inpaint"
-            kw["mask"] = images.decode_image(req.mask, "mask", mode="L")
+            kw["mask"] = uploads.decode_image(req.mask, "mask", mode="L")
             kw["mask_blur"] = req.mask_blur if req.mask_blur is not None else max(req.mask_blur_x, req.mask_blur_y)
             if not 0 <= req.inpainting_fill < len(MASKED_CONTENT):
                 raise InvalidRequest("inpainting_fill", req.inpainting_fill, f"0 to {len(MASKED_CONTENT) - 1}")
@@ -213,7 +214,7 @@ def build_router(state: ApiState) -> APIRouter:
         if err is not None:
             return err
         imgs = job.result.images if job.result else []
-        encoded = [images.encode_png_base64(im.image, im.infotext) for im in imgs] if body.send_images else []
+        encoded = [uploads.encode_png_base64(im.image, im.infotext) for im in imgs] if body.send_images else []
         params = body.model_dump(exclude={"init_images", "mask"} if mode != "txt2img" else set())
         if mode != "txt2img":
             params["init_images"] = None
@@ -232,7 +233,7 @@ def build_router(state: ApiState) -> APIRouter:
     def extra_single_image(body: schemas.ExtraSingleImageRequest, request: Request):
         owner = owner_of(request)
         name = body.upscaler_1 if body.upscaler_1 and body.upscaler_1 != "None" else upscale.LANCZOS
-        img = images.decode_image(body.image, "image")
+        img = uploads.decode_image(body.image, "image")
         factor = body.upscaling_resize if body.resize_mode == 0 else body.upscaling_resize_w / img.width
         greq = GenerationRequest(mode="upscale", init_image=img, upscaler=name, upscale_factor=float(factor),
                                  steps=20, save=True)
@@ -242,16 +243,16 @@ def build_router(state: ApiState) -> APIRouter:
             return err
         out = job.result.images[0] if job.result and job.result.images else None
         return {"html_info": out.infotext if out else "interrupted",
-                "image": images.encode_png_base64(out.image, out.infotext) if out else None}
+                "image": uploads.encode_png_base64(out.image, out.infotext) if out else None}
 
     @r.post("/png-info", response_model=schemas.PNGInfoResponse)
     def png_info(body: schemas.PNGInfoRequest):
         if not body.image:
             raise InvalidRequest("image", "", "a base64 PNG")
-        img = images.decode_image(body.image, "image", mode=None)  # as sent: its text chunks intact
-        text = images.read_infotext(img) or ""
+        img = uploads.decode_image(body.image, "image", mode=None)  # as sent: its text chunks intact
+        text = infotext.read_infotext(img) or ""
         items = {k: v for k, v in img.info.items() if isinstance(v, str)}
-        return {"info": text, "items": items, "parameters": images.parse_infotext(text) if text else {}}
+        return {"info": text, "items": items, "parameters": infotext.parse_infotext(text) if text else {}}
 
     @r.get("/progress")
     def progress(request: Request, skip_current_image: bool = False):
@@ -260,7 +261,7 @@ def build_router(state: ApiState) -> APIRouter:
         p = job.progress if job else None
         current_image = None
         if active and p is not None and p.preview is not None and not skip_current_image:
-            current_image = images.encode_png_base64(p.preview)
+            current_image = uploads.encode_png_base64(p.preview)
         return {
             "progress": job.fraction if active else 0.0,
             "eta_relative": (p.eta if p else 0.0) if active else 0.0,
@@ -300,9 +301,9 @@ def build_router(state: ApiState) -> APIRouter:
         return {"sd_model_checkpoint": entry.title if entry else None,
                 "sd_checkpoint_hash": entry.sha256 if entry else None,
                 "samples_format": "png", "samples_save": True, "outdir_samples": "",
-                "outdir_txt2img_samples": str(images.output_folder(state.settings.outputs_dir, "txt2img").parent),
-                "outdir_img2img_samples": str(images.output_folder(state.settings.outputs_dir, "img2img").parent),
-                "outdir_extras_samples": str(images.output_folder(state.settings.outputs_dir, "upscale").parent),
+                "outdir_txt2img_samples": str(outputs.output_folder(state.settings.outputs_dir, "txt2img").parent),
+                "outdir_img2img_samples": str(outputs.output_folder(state.settings.outputs_dir, "img2img").parent),
+                "outdir_extras_samples": str(outputs.output_folder(state.settings.outputs_dir, "upscale").parent),
                 "enable_pnginfo": True, "add_model_hash_to_info": True, "add_model_name_to_info": True,
                 "sd_vae": state.vae_for(owner) or engine.manager.default_vae_choice(), "CLIP_stop_at_last_layers": 1, "eta_noise_seed_delta": 0,
                 "invisible_watermark": not state.settings.no_watermark}

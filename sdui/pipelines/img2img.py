@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..images import resize_for_request
+from ..images.uploads import resize_for_request
 from .common import Job, StepTracker, generators
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from PIL import Image, ImageFilter
 
-from ..images import resize_for_request
+from ..images.uploads import resize_for_request
 from .common import Job, StepTracker, generators
 
 

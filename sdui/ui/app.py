@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..images import infotext_to_request_fields
+from ..images.infotext import infotext_to_request_fields
 from ..models import download
 from ..types import SduiError
 from ..models.registry import CHECKPOINT_EXTS, checkpoint_folder
