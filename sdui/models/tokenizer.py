@@ -6,8 +6,9 @@ SD 2.x and SDXL) uses the same 49,408-token byte-level BPE. open_clip ships it a
 ``transformers.CLIPTokenizer.from_pretrained(folder)`` reads (transformers 5's ``vocab_file=``
 constructor silently builds a 3-token vocabulary, so a folder it must be).
 
-The folder is shipped in ``assets/tokenizer``; ``python -m sdui.models.tokenizer`` regenerates it
-and a test checks the shipped files equal a fresh build.
+The folder is shipped as package data (the repository's ``assets/tokenizer``, installed as
+``sdui/assets/tokenizer``; see ``sdui.assets_path``); ``python -m sdui.models.tokenizer``
+regenerates it and a test checks the shipped files equal a fresh build.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import json
 import os
 from pathlib import Path
 
-ASSETS_DIR = Path(__file__).resolve().parent.parent.parent / "assets"
-TOKENIZER_DIR = ASSETS_DIR / "tokenizer"
+from ..assets_path import TOKENIZER_DIR
 
 # open_clip's SimpleTokenizer keeps the first 49152 - 256 - 2 merges (see its __init__).
 _N_MERGES = 49152 - 256 - 2
