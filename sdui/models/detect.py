@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..types import ModelLoadError
+
 SD1 = "sd15"
 SD1_INPAINT = "sd15-inpaint"
 SD2 = "sd2"
@@ -47,13 +49,28 @@ def vae_layout(keys) -> str | None:
     return None
 
 
+# The tensors whose sizes detection reads, and how many dimensions each has in every real checkpoint.
+_RANKS = {_CONV_IN: 4, _SD2_ATTN_K: 2}
+
+
+def shape_problem(shapes: dict[str, tuple]) -> str | None:
+    """Why the tensors detection reads cannot be what their names say (wrong number of
+    dimensions), or None. A header can claim any shape; this keeps detection from indexing past it."""
+    for key, rank in _RANKS.items():
+        if key in shapes and len(shapes[key]) != rank:
+            return f"tensor {key!r} has shape {list(shapes[key])}, but a real checkpoint's has {rank} dimensions"
+    return None
+
+
 def detect_architecture(shapes: dict[str, tuple]) -> str:
-    """One of CHECKPOINT_ARCHS, VAE, LORA or UNKNOWN.
+    """One of CHECKPOINT_ARCHS, VAE, LORA or UNKNOWN (also for shapes ``shape_problem`` objects to).
 
     SD 2.x files are reported as SD2; epsilon vs v-prediction cannot be told from shapes, so the
     loader settles it (a .yaml beside the file, else A1111's test of the UNet's output).
     """
     keys = shapes.keys()
+    if shape_problem(shapes):
+        return UNKNOWN
     if any(k.startswith(("lora_unet_", "lora_te_", "lora_te1_")) or ".lora_down." in k or ".lora_A." in k for k in keys):
         return LORA
     if _CONV_IN not in shapes:
@@ -81,23 +98,35 @@ def yaml_hints(yaml_path: Path) -> dict:
     """
     import yaml
 
+    from .formats import open_regular
+
     try:
-        with open(yaml_path, encoding="utf-8") as f:
-            cfg = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError):
+        with open_regular(yaml_path) as f:
+            cfg = yaml.safe_load(f.read(_MAX_YAML).decode("utf-8"))
+    except (OSError, ValueError, RecursionError, yaml.YAMLError, ModelLoadError):  # unreadable or hostile
         return {}
-    params = (cfg.get("model") or {}).get("params") or {}
-    unet = ((params.get("unet_config") or {}).get("params")) or {}
+    params = _mapping(_mapping(_mapping(cfg).get("model")).get("params"))
+    unet = _mapping(_mapping(params.get("unet_config")).get("params"))
     hints = {}
     if params.get("parameterization") == "v":
         hints["prediction_type"] = "v_prediction"
     elif "parameterization" in params or params:
         hints["prediction_type"] = "epsilon"
-    if "in_channels" in unet:
-        hints["in_channels"] = int(unet["in_channels"])
-    if "context_dim" in unet:
-        hints["context_dim"] = int(unet["context_dim"])
+    for key in ("in_channels", "context_dim"):
+        try:
+            if key in unet:
+                hints[key] = int(unet[key])
+        except (TypeError, ValueError, OverflowError):  # not a number: no hint
+            pass
     return hints
+
+
+_MAX_YAML = 1024 * 1024  # an A1111 config is a few KB
+
+
+def _mapping(value) -> dict:
+    """``value`` when it is a mapping, else empty: a YAML file can hold any shape of data."""
+    return value if isinstance(value, dict) else {}
 
 
 def architecture_from_yaml(base: str, hints: dict) -> str:

@@ -4,7 +4,9 @@
   against the file size before reading it, so a header claiming terabytes cannot exhaust memory.
 - PyTorch pickles (zip-based ``.ckpt``/``.pt``/``.bin`` and the legacy pickle stream) are read only
   with ``torch.load(weights_only=True)``: torch's restricted unpickler refuses anything but tensors
-  and plain containers. There is no fallback to unsafe loading anywhere in sdui.
+  and plain containers. There is no fallback to unsafe loading anywhere in sdui. Listing checks
+  pickles earlier, by reading their opcodes without unpickling them (``picklescan``).
+- Only regular files are opened (``open_regular``): a FIFO named ``model.ckpt`` would block forever.
 
 The extension is never trusted: a safetensors file named ``.ckpt`` loads as safetensors, and a
 pickle named ``.safetensors`` goes through the restricted unpickler.
@@ -12,10 +14,13 @@ pickle named ``.safetensors`` goes through the restricted unpickler.
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import pickle
 import re
+import stat
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -32,17 +37,53 @@ HUB = "hub"
 UNKNOWN = "unknown"
 
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024  # the library's own limit is 100 MB too
-_DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
+MAX_RANK = 64  # torch's own limit on tensor dimensions
+MAX_DIM = 2**63 - 1  # the library reads dimensions as 64-bit unsigned, torch as 64-bit signed
+# Bits per element of every dtype the safetensors library knows (F4/F6 pack several per byte).
+_DTYPE_BITS = {"BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8,
+               "F8_E8M0": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32,
+               "C64": 64, "F64": 64, "I64": 64, "U64": 64}
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words, for error messages."""
+    return next((what for test, what in _FILE_KINDS if test(mode)), "not a plain file")
+
+
+def open_regular(path: str | os.PathLike):
+    """``open(path, "rb")`` that refuses anything but a regular file.
+
+    Opened non-blocking and checked on the open descriptor: a FIFO would block the open (and the
+    whole listing) forever, and checking the name first would leave a window to swap the file.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ModelLoadError(f"{path}: not a regular file ({file_kind(mode)})")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def sniff_format(path: str | os.PathLike) -> str:
-    """The format of ``path`` judged from its first bytes (or ``model_index.json`` for a folder)."""
+    """The format of ``path`` judged from its first bytes (or ``model_index.json`` for a folder).
+
+    Anything but a folder or a regular file (FIFO, socket, device) is UNKNOWN and never read.
+    """
     p = Path(path)
     if p.is_dir():
         return DIFFUSERS if (p / "model_index.json").is_file() else UNKNOWN
-    with open(p, "rb") as f:
-        head = f.read(16)
+    if not p.is_file():
+        return UNKNOWN
+    try:
+        with open_regular(p) as f:
+            head = f.read(16)
+    except ModelLoadError:  # swapped for a FIFO or the like since the check above
+        return UNKNOWN
     if len(head) >= 9:
         (n,) = struct.unpack("<Q", head[:8])
         if head[8:9] == b"{" and n > 1:
@@ -63,9 +104,10 @@ class TensorInfo:
 
 
 def read_safetensors_header(path: str | os.PathLike) -> dict[str, TensorInfo]:
-    """Keys, shapes and dtypes from a safetensors header, validated against the file size."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
+    """Keys, shapes and dtypes from a safetensors header, validated as the safetensors library
+    would before it maps the file, so that a file passing here also loads."""
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
         raw = f.read(8)
         if len(raw) < 8:
             raise ModelLoadError(f"{path}: truncated safetensors file (no header)")
@@ -74,29 +116,87 @@ def read_safetensors_header(path: str | os.PathLike) -> dict[str, TensorInfo]:
             raise ModelLoadError(
                 f"{path}: corrupt safetensors header: it claims {n} bytes but the file has {size} bytes "
                 f"(header limit {MAX_SAFETENSORS_HEADER})")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ModelLoadError(f"{path}: corrupt safetensors header ({e})") from None
+        header = _parse_header(path, f.read(n))
+    return _check_tensors(path, header, data_size=size - 8 - n)
+
+
+def _parse_header(path, raw: bytes) -> dict:
+    """The header's JSON object, its ``__metadata__`` removed after checking it."""
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except ValueError as e:  # bad UTF-8, bad JSON, or an integer of more digits than int() accepts
+        raise ModelLoadError(f"{path}: corrupt safetensors header ({str(e)[:200]})") from None
+    except RecursionError:  # json.loads recurses once per level; a valid header nests 3 deep
+        raise ModelLoadError(f"{path}: corrupt safetensors header (nested {json_depth(raw)} levels deep)") from None
     if not isinstance(header, dict):
         raise ModelLoadError(f"{path}: corrupt safetensors header (not a JSON object)")
-    data_size = size - 8 - n
+    meta = header.pop("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ModelLoadError(f"{path}: corrupt safetensors header (__metadata__ is not a map of strings)")
+    return header
+
+
+_JSON_STRING = re.compile(rb'"[^"]*"?')  # after escapes are dropped; an unclosed one runs to the end
+_DEPTH_STEPS = bytes.maketrans(b"[]{}", b"\x01\xff\x01\xff")  # +1 / -1 as signed bytes
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth(raw: bytes) -> int:
+    """The deepest bracket nesting in a JSON text, brackets inside strings not counted."""
+    text = raw.replace(b"\\\\", b"").replace(b'\\"', b"")  # escapes pair up left to right, as JSON reads them
+    steps = _JSON_STRING.sub(b"", text).translate(_DEPTH_STEPS, _NOT_BRACKETS)
+    return max(itertools.accumulate(memoryview(steps).cast("b")), default=0)
+
+
+def _check_tensors(path, header: dict, data_size: int) -> dict[str, TensorInfo]:
+    """Each entry's dtype, shape and offsets checked, then the offsets checked to tile the data
+    exactly, in order, as the library requires (it refuses gaps, overlaps and trailing bytes)."""
     out: dict[str, TensorInfo] = {}
+    spans = []
     for key, info in header.items():
-        if key == "__metadata__":
-            continue
-        try:
-            begin, end = info["data_offsets"]
-            shape = tuple(int(d) for d in info["shape"])
-            dtype = info["dtype"]
-        except (KeyError, TypeError, ValueError):
-            raise ModelLoadError(f"{path}: corrupt safetensors header entry for {key!r}") from None
-        if end > data_size or begin > end:
+        problem = _entry_problem(info)
+        if problem:
+            raise ModelLoadError(f"{path}: corrupt safetensors header entry for {key!r} ({problem})")
+        begin, end = info["data_offsets"]
+        if end > data_size:
             raise ModelLoadError(
                 f"{path}: truncated safetensors file: tensor {key!r} ends at byte {end} of the data, "
                 f"but only {data_size} bytes are present")
-        out[key] = TensorInfo(shape, dtype)
+        spans.append((begin, end, key))
+        out[key] = TensorInfo(tuple(info["shape"]), info["dtype"])
+    covered = 0
+    for begin, end, key in sorted(spans):
+        if begin != covered:
+            raise ModelLoadError(f"{path}: corrupt safetensors header: tensor {key!r} starts at byte {begin} "
+                                 f"of the data, but the tensor before it ends at byte {covered}")
+        covered = end
+    if covered != data_size:
+        raise ModelLoadError(f"{path}: corrupt safetensors file: the tensors cover {covered} bytes of data, "
+                             f"but the file holds {data_size}")
     return out
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _entry_problem(info) -> str | None:
+    """What is wrong with one tensor's header entry, in words, or None."""
+    if not isinstance(info, dict):
+        return "not a JSON object"
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in _DTYPE_BITS:
+        return f"unknown dtype {str(dtype)[:40]!r}"
+    if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(_is_int(d) and 0 <= d <= MAX_DIM for d in shape):
+        return f"shape must be a list of at most {MAX_RANK} whole numbers from 0 to 2**63-1"
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
+        return "data_offsets must be two whole numbers"
+    begin, end = offsets
+    if not 0 <= begin <= end:
+        return f"data_offsets [{begin}, {end}] do not make a byte range"
+    if math.prod(shape) * _DTYPE_BITS[dtype] != 8 * (end - begin):  # shape is bounded above, so prod is cheap
+        return f"shape {str(shape)[:80]} of {dtype} does not fill its {end - begin} bytes"
+    return None
 
 
 def load_state_dict(path: str | os.PathLike, fmt: str | None = None):

@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from . import detect, formats
+from . import detect, formats, picklescan
 from ..types import ModelLoadError
 
 CHECKPOINT_EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
@@ -123,41 +124,67 @@ class HashCache:
 
 
 def describe_file(path: Path, name: str, kind: str) -> ModelEntry:
-    """Format, architecture and sidecars of one file; errors are recorded, not raised."""
+    """Format, architecture and sidecars of one file; errors are recorded, never raised, so one
+    bad file cannot stop a listing."""
     entry = ModelEntry(name=name, path=str(path), kind=kind)
+    try:
+        _describe_into(entry, path, kind)
+    except ModelLoadError as e:
+        entry.error = str(e)
+    except OSError as e:
+        entry.error = f"{path}: cannot read ({e.strerror or e})"
+    except Exception as e:  # noqa: BLE001 - last line of defence; the known causes are handled above
+        entry.error = f"{path}: unreadable ({type(e).__name__}: {str(e)[:200]})"
+    return entry
+
+
+def _describe_into(entry: ModelEntry, path: Path, kind: str) -> None:
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):  # a FIFO would block the listing forever; never open one
+        raise ModelLoadError(f"{path}: not a regular file ({formats.file_kind(mode)})")
     stem = path.with_suffix("")
     if (cfg := Path(str(stem) + ".config")).is_dir():
         entry.config_dir = str(cfg)
     if (yml := Path(str(stem) + ".yaml")).is_file():
         entry.yaml = str(yml)
+    entry.format = formats.sniff_format(path)
+    shapes = None
+    if entry.format == formats.SAFETENSORS:
+        shapes = formats.tensor_shapes(path, entry.format)  # validates the header, for every kind
+    elif entry.format in (formats.PICKLE, formats.PICKLE_ZIP) and (problem := picklescan.check(path, entry.format)):
+        raise ModelLoadError(f"{path}: {problem}")
+    if kind == CHECKPOINT:
+        if shapes is not None:
+            if problem := detect.shape_problem(shapes):
+                raise ModelLoadError(f"{path}: corrupt checkpoint ({problem})")
+            entry.architecture = detect.detect_architecture(shapes)
+        elif entry.format in (formats.PICKLE, formats.PICKLE_ZIP):
+            # Reading keys means unpickling (safely); left to load time to keep listing fast.
+            entry.architecture = detect.UNKNOWN
+        else:
+            formats.load_state_dict(path, entry.format)  # raises with the reason
+        if entry.yaml:
+            entry.architecture = detect.architecture_from_yaml(entry.architecture, detect.yaml_hints(Path(entry.yaml)))
+        if entry.config_dir:
+            entry.architecture = "custom"
+    elif entry.format == formats.UNKNOWN:
+        raise ModelLoadError(f"{path}: not a model file (neither safetensors nor a PyTorch checkpoint)")
+    elif kind == VAE_KIND and shapes is not None and detect.vae_layout(shapes) is None:
+        raise ModelLoadError(f"{path}: not a VAE (no encoder/decoder weights found)")
+
+
+def _is_diffusers_folder(p: Path) -> bool:
     try:
-        entry.format = formats.sniff_format(path)
-        if kind == CHECKPOINT:
-            if entry.format == formats.SAFETENSORS:
-                entry.architecture = detect.detect_architecture(formats.tensor_shapes(path, entry.format))
-            elif entry.format in (formats.PICKLE, formats.PICKLE_ZIP):
-                # Reading keys means unpickling (safely); left to load time to keep listing fast.
-                entry.architecture = detect.UNKNOWN
-            else:
-                formats.load_state_dict(path, entry.format)  # raises with the reason
-            if entry.yaml:
-                entry.architecture = detect.architecture_from_yaml(entry.architecture, detect.yaml_hints(Path(entry.yaml)))
-            if entry.config_dir:
-                entry.architecture = "custom"
-        elif entry.format == formats.UNKNOWN:
-            raise ModelLoadError(f"{path}: not a model file (neither safetensors nor a PyTorch checkpoint)")
-        elif kind == VAE_KIND and entry.format == formats.SAFETENSORS:
-            if detect.vae_layout(formats.tensor_shapes(path, entry.format)) is None:
-                raise ModelLoadError(f"{path}: not a VAE (no encoder/decoder weights found)")
-    except ModelLoadError as e:
-        entry.error = str(e)
-    except OSError as e:
-        entry.error = f"{path}: cannot read ({e.strerror or e})"
-    return entry
+        return (p / "model_index.json").is_file()
+    except OSError:  # an unreadable folder (pathlib re-raises EACCES): not one we can load
+        return False
 
 
 def _iter_checkpoints(root: Path):
-    """Single files and diffusers folders under ``root`` (a diffusers folder is not descended into)."""
+    """Single files and diffusers folders under ``root`` (a diffusers folder is not descended into).
+
+    Names are yielded whatever the file is (FIFOs included): ``describe_file`` reports those it
+    cannot read instead of skipping them silently."""
     if not root.is_dir():
         return
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -167,7 +194,7 @@ def _iter_checkpoints(root: Path):
             p = d / sub
             if sub.endswith(".config") or sub.startswith("."):
                 continue
-            if (p / "model_index.json").is_file():
+            if _is_diffusers_folder(p):
                 yield p
             else:
                 keep.append(sub)
@@ -230,10 +257,15 @@ def scan(models_dir: str | None = None, ckpt_dir: str | None = None, ckpt: str |
         rel_noext = rel if p.is_dir() else str(Path(rel).with_suffix(""))
         name = _unique_name(base, rel_noext.replace(os.sep, "/"), taken)
         if p.is_dir():
-            found[CHECKPOINT].append(ModelEntry(name=name, path=str(p), format=formats.DIFFUSERS,
-                                                architecture=_folder_architecture(p)))
+            found[CHECKPOINT].append(describe_folder(p, name))
         else:
             found[CHECKPOINT].append(describe_file(p, name, CHECKPOINT))
+
+    def add_checkpoint_or_error(p: Path, root: Optional[Path]):
+        try:
+            add_checkpoint(p, root)
+        except Exception as e:  # noqa: BLE001 - describe_* record their own; this is the path handling
+            found[CHECKPOINT].append(_unlistable(p, CHECKPOINT, e))
 
     roots = []
     if models_dir:
@@ -242,11 +274,11 @@ def scan(models_dir: str | None = None, ckpt_dir: str | None = None, ckpt: str |
         roots.append(Path(ckpt_dir))
     for root in roots:
         for p in _iter_checkpoints(root):
-            add_checkpoint(p, root)
+            add_checkpoint_or_error(p, root)
     if ckpt:
         p = Path(ckpt).expanduser()
         if p.exists():
-            add_checkpoint(p, None)
+            add_checkpoint_or_error(p, None)
         elif looks_like_hub_id(ckpt) and ckpt not in taken:
             taken.add(ckpt)
             found[CHECKPOINT].append(ModelEntry(name=ckpt, path=ckpt, format=formats.HUB, architecture="hub"))
@@ -264,20 +296,70 @@ def scan(models_dir: str | None = None, ckpt_dir: str | None = None, ckpt: str |
             if folder.is_dir():
                 names = {e.name for e in found[kind]}
                 for p in sorted(folder.rglob("*")):
-                    if p.is_file() and p.name.lower().endswith(exts):
+                    # anything but a folder is described, so a FIFO or socket is listed with its error
+                    if p.name.lower().endswith(exts) and not _is_dir(p):
                         rel = str(p.relative_to(folder).with_suffix("")).replace(os.sep, "/")
                         found[kind].append(describe_file(p, rel if p.stem in names else p.stem, kind))
                         names.add(p.stem)
     return found
 
 
-def _folder_architecture(folder: Path) -> str:
+def _is_dir(p: Path) -> bool:
     try:
-        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return p.is_dir()
+    except OSError:
+        return False
+
+
+def _unlistable(p: Path, kind: str, e: Exception) -> ModelEntry:
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {str(e)[:200]}"
+    return ModelEntry(name=p.name, path=str(p), kind=kind, error=f"{p}: cannot list ({reason})")
+
+
+MAX_CONFIG_JSON = 1024 * 1024  # a diffusers model_index.json or config.json is a few KB
+
+
+def read_json_object(path: Path) -> dict:
+    """A small JSON file holding an object, read without trusting it: a FIFO, a huge file, deep
+    nesting or a JSON value that is not an object raise ModelLoadError (OSError if unreadable)."""
+    with formats.open_regular(path) as f:
+        raw = f.read(MAX_CONFIG_JSON + 1)
+    if len(raw) > MAX_CONFIG_JSON:
+        raise ModelLoadError(f"{path}: not a diffusers config (larger than {MAX_CONFIG_JSON // 1024} KB)")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError as e:
+        raise ModelLoadError(f"{path}: not a diffusers config (invalid JSON: {str(e)[:200]})") from None
+    except RecursionError:
+        raise ModelLoadError(f"{path}: not a diffusers config (nested {formats.json_depth(raw)} levels deep)") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: not a diffusers config (a JSON {type(data).__name__}, not an object)")
+    return data
+
+
+def describe_folder(folder: Path, name: str) -> ModelEntry:
+    """A diffusers folder; a model_index.json that diffusers could not read is the entry's error."""
+    entry = ModelEntry(name=name, path=str(folder), format=formats.DIFFUSERS)
+    try:
+        index = read_json_object(folder / "model_index.json")
+    except ModelLoadError as e:
+        entry.error = str(e)
+    except FileNotFoundError:
+        entry.error = f"{folder}: not a diffusers folder (no model_index.json)"
+    except OSError as e:
+        entry.error = f"{folder / 'model_index.json'}: cannot read ({e.strerror or e})"
+    else:
+        entry.architecture = _folder_architecture(folder, index)
+    return entry
+
+
+def _folder_architecture(folder: Path, index: dict) -> str:
+    try:
+        unet = read_json_object(folder / "unet" / "config.json")
+    except (OSError, ModelLoadError):  # no UNet config (or not a usable one): architecture unknown
         return detect.UNKNOWN
-    cls = index.get("_class_name", "")
+    cls = index.get("_class_name")
+    cls = cls if isinstance(cls, str) else ""
     if "XL" in cls:
         return detect.SDXL
     if "Upscale" in cls:
