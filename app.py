@@ -6,7 +6,7 @@ makes the engine, and serves the web UI (and the API with --api) on one port.
 
 import sys
 
-from sdui.models.devices import reexec_with_one_malloc_arena
+from sdui.process import reexec_with_one_malloc_arena
 from sdui.server import main
 
 if __name__ == "__main__":

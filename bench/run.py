@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def main(argv=None) -> int:
-    from sdui.models.devices import reexec_with_one_malloc_arena
+    from sdui.process import reexec_with_one_malloc_arena
 
     reexec_with_one_malloc_arena()  # as app.py and the sdui command do: measure what users run
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)

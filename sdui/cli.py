@@ -17,29 +17,29 @@ import os
 import sys
 import time
 
-from . import config
-from .types import Cancelled, GenerationRequest, SduiError
+from . import config, fields
+from .types import Cancelled, GenerationRequest, Limits, SduiError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 
 
 def _add_generation_flags(p: argparse.ArgumentParser, mode: str) -> None:
+    """The request flags of ``mode``, derived from the field table (names, defaults, ranges, help)."""
     g = p.add_argument_group("generation")
-    g.add_argument("--prompt", default="" if mode in ("upscale",) else None, required=mode not in ("upscale",),
-                   help="What to draw (A1111 syntax: (word:1.2), [word], BREAK).")
-    g.add_argument("--negative-prompt", "--negative_prompt", dest="negative_prompt", default="", help="What to avoid.")
-    g.add_argument("--sampler", default="Euler a", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M', 'DDIM'. Default: Euler a.")
-    g.add_argument("--scheduler", default="Automatic", help="Schedule type: Automatic, Karras, Exponential. Default: Automatic.")
+    limits = Limits()
+    for f in fields.for_mode(mode):
+        if not f.cli:
+            continue
+        if f.kind is str:
+            shown = f"{f.help} Default: {f.default}." if f.default else f.help
+        else:
+            shown = f"{f.help} {f.range_text(limits).capitalize()}. Default: {f.default}."
+        kw = dict(dest=f.name, type=f.kind, default=f.default, choices=f.choices, help=shown)
+        if f.name == "prompt" and mode != "upscale":
+            kw.update(required=True, default=None)
+        g.add_argument(*f.cli, **kw)
     g.add_argument("--plms", action="store_true", help="Same as --sampler PLMS (CompVis script flag).")
-    g.add_argument("--steps", "--ddim_steps", dest="steps", type=int, default=20, help="Sampling steps (1-150). Default: 20.")
-    g.add_argument("--cfg-scale", "--scale", dest="cfg_scale", type=float, default=7.0, help="CFG scale. Default: 7.")
-    g.add_argument("--seed", type=int, default=-1, help="Seed; -1 picks one at random. Default: -1.")
-    if mode != "upscale":
-        g.add_argument("--width", "--W", dest="width", type=int, default=512, help="Width in pixels, multiple of 8. Default: 512.")
-        g.add_argument("--height", "--H", dest="height", type=int, default=512, help="Height in pixels, multiple of 8. Default: 512.")
-        g.add_argument("--n-samples", "--n_samples", dest="n_samples", type=int, default=1, help="Images per batch (batch size). Default: 1.")
-        g.add_argument("--n-iter", "--n_iter", dest="n_iter", type=int, default=1, help="Batches to run (batch count). Default: 1.")
     g.add_argument("--outdir", default=None, help="Folder for the outputs (A1111 layout below it). Default: --outputs-dir.")
     g.add_argument("--skip_grid", "--skip-grid", action="store_true", help="Accepted for CompVis compatibility; sdui never writes grids.")
     g.add_argument("--quiet", action="store_true", help="No progress bar.")
@@ -54,19 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         _add_generation_flags(p, mode)
         if mode in ("img2img", "inpaint"):
             p.add_argument("--init-img", "--init_img", dest="init_img", required=True, help="The starting image.")
-            p.add_argument("--strength", type=float, default=0.75, help="Denoising strength 0-1. Default: 0.75.")
-            p.add_argument("--resize-mode", default="Just resize", choices=("Just resize", "Crop and resize", "Resize and fill"),
-                           help="How the image is fitted to --width/--height. Default: Just resize.")
         if mode == "inpaint":
             p.add_argument("--mask", required=True, help="Mask image: white = redraw, black = keep.")
-            p.add_argument("--mask-blur", type=int, default=4, help="Mask blur in pixels. Default: 4.")
-            p.add_argument("--masked-content", default="original", choices=("original", "fill", "latent noise", "latent nothing"),
-                           help="What the masked area starts from. Default: original.")
         if mode == "upscale":
             p.add_argument("--image", required=True, help="The image to enlarge.")
-            p.add_argument("--upscaler", default="Lanczos", help="Lanczos, Nearest, 'SD x4 upscaler' or an ESRGAN model name. Default: Lanczos.")
-            p.add_argument("--noise-level", type=int, default=20, help="SD x4 upscaler noise level 0-350. Default: 20.")
-            p.add_argument("--scale-factor", type=float, default=4.0, help="Enlargement factor. Default: 4.")
         config.add_arguments(p, groups=("models",))
     p = sub.add_parser("pnginfo", help="Print the generation parameters stored in a PNG.")
     p.add_argument("file")
@@ -110,22 +101,18 @@ class ProgressBar:
 def _request_from_args(args, mode: str) -> GenerationRequest:
     from .images.uploads import decode_image
 
-    sampler = "PLMS" if getattr(args, "plms", False) else args.sampler
-    kw = dict(mode=mode, prompt=args.prompt or "", negative_prompt=args.negative_prompt, sampler=sampler,
-              scheduler=args.scheduler, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed)
     # --ckpt and --vae-path reach the engine as the owner's settings (the server default), which
     # may be paths or Hub ids; a request itself only ever names what the server lists
-    if mode != "upscale":
-        kw.update(width=args.width, height=args.height, batch_size=args.n_samples, batch_count=args.n_iter)
+    kw = {f.name: getattr(args, f.name) for f in fields.for_mode(mode) if f.cli}
+    kw.update(mode=mode, prompt=args.prompt or "")
+    if getattr(args, "plms", False):
+        kw["sampler"] = "PLMS"
     if mode in ("img2img", "inpaint"):
-        kw.update(init_image=decode_image(_read(args.init_img), "init_img"), denoising_strength=args.strength,
-                  resize_mode=args.resize_mode)
+        kw["init_image"] = decode_image(_read(args.init_img), "init_img")
     if mode == "inpaint":
-        kw.update(mask=decode_image(_read(args.mask), "mask", mode="L"), mask_blur=args.mask_blur,
-                  inpainting_fill=args.masked_content)
+        kw["mask"] = decode_image(_read(args.mask), "mask", mode="L")
     if mode == "upscale":
-        kw.update(init_image=decode_image(_read(args.image), "image"), upscaler=args.upscaler,
-                  noise_level=args.noise_level, upscale_factor=args.scale_factor)
+        kw["init_image"] = decode_image(_read(args.image), "image")
     return GenerationRequest(**kw)
 
 
@@ -195,18 +182,10 @@ def cmd_watermark(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .models import registry
+    from .engine import Engine
 
     settings = _settings(args)
-    found = registry.scan(settings.models_dir, settings.ckpt_dir, settings.ckpt)
-    hashes = registry.HashCache()
-    rows = []
-    for kind, entries in found.items():
-        for e in entries:
-            if e.is_file and not e.error:
-                e.sha256 = hashes.sha256(e.path) if args.hash else hashes.cached(e.path)
-            d = e.to_json()
-            rows.append(d)
+    rows = [e.to_json() for e in Engine(settings).model_listing(hash_files=args.hash)]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -219,19 +198,18 @@ def cmd_models(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from .models import download, registry
+    from .engine import Engine
 
-    settings = _settings(args)
-    f = download.DEFAULT_MODEL
-    folder = registry.checkpoint_folder(settings.models_dir)
-    print(f"downloading {f.label} ({f.repo}/{f.filename}) into {folder}", file=sys.stderr)
+    engine = Engine(_settings(args))
+    f = engine.DEFAULT_DOWNLOAD
+    print(f"downloading {f.label} ({f.repo}/{f.filename}) into {engine.checkpoint_folder()}", file=sys.stderr)
 
     def show(p):
         pct = f"{p.fraction * 100:5.1f}%" if p.total else ""
         sys.stderr.write(f"\r{p.done / 1e9:6.2f} GB {pct} {p.elapsed:6.0f}s")
         sys.stderr.flush()
 
-    path = download.download(f, folder, on_progress=show)
+    path = engine.download_default_model(on_progress=show)
     sys.stderr.write("\n")
     print(path)
     return 0
@@ -264,8 +242,8 @@ def main(argv=None) -> int:
 
 
 def entry() -> int:
-    """The ``sdui`` console script: one malloc arena (see devices.reexec_with_one_malloc_arena), then main."""
-    from .models.devices import reexec_with_one_malloc_arena
+    """The ``sdui`` console script: one malloc arena (see process.reexec_with_one_malloc_arena), then main."""
+    from .process import reexec_with_one_malloc_arena
 
     reexec_with_one_malloc_arena()
     return main()

@@ -11,17 +11,18 @@ from __future__ import annotations
 import logging
 import random
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
 from . import __version__, prompts, samplers
 from .images import infotext, outputs, watermark
 from .config import Settings
-from .models import detect, registry
-from .models.manager import AUTOMATIC_VAE, LEVELS, NO_VAE, ModelManager
+from .models import detect, devices, download, registry
+from .models.manager import AUTOMATIC_VAE, NO_VAE, ModelManager
 from .pipelines import img2img, inpaint, txt2img, upscale
 from .pipelines.common import Job, is_cancelled
-from .types import (Cancelled, GeneratedImage, GenerationRequest, GenerationResult, InvalidRequest, Limits, Progress,
-                    UnknownModelError)
+from .types import (Architecture, Cancelled, GeneratedImage, GenerationRequest, GenerationResult, InvalidRequest, Limits,
+                    MemoryLevel, ModelKind, Progress, UnknownModelError)
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,42 @@ class Engine:
         self.manager = manager or ModelManager(self.settings)
         self.limits = Limits(max_size=self.settings.max_size)
         outputs.clean_stale_temporaries(self.settings.outputs_dir)  # debris of a killed earlier run
-        _quiet_libraries()
 
-    # ---- discovery ----------------------------------------------------------------------------
+    # ---- what the front ends may ask: the only door to the model manager ----------------------
     def checkpoints(self) -> list[registry.ModelEntry]:
         return self.manager.checkpoints()
+
+    def models(self, kind: ModelKind = ModelKind.CHECKPOINT) -> list[registry.ModelEntry]:
+        """Every model of ``kind`` found on disk, usable or not (an unusable one carries its error)."""
+        return self.manager.entries(kind)
+
+    def model_choices(self) -> list[tuple[str, str]]:
+        """(A1111 title, name) of the usable checkpoints a txt2img/img2img request may name."""
+        return [(e.title, e.name) for e in self.checkpoints() if not e.error and e.architecture != Architecture.X4_UPSCALER]
+
+    def default_checkpoint(self) -> Optional[registry.ModelEntry]:
+        """The server's default model (``--ckpt``, else the first listed), the same for every client."""
+        return self.manager.default_checkpoint()
+
+    def find_model(self, name: str, kind: ModelKind = ModelKind.CHECKPOINT) -> registry.ModelEntry:
+        """A listed model by name, title, file name or short hash (never a path: clients name what
+        the server lists); raises UnknownModelError listing what there is."""
+        return self.manager.find(name, kind)
+
+    def refresh(self) -> None:
+        """Look at the models folders again."""
+        self.manager.refresh()
+
+    def vae_choices(self) -> list[str]:
+        """A1111's "SD VAE" choices: Automatic, None, then the VAE files (``--vae-path`` included)."""
+        return [AUTOMATIC_VAE, NO_VAE, *(e.filename for e in self.models(ModelKind.VAE) if not e.error)]
+
+    def default_vae_choice(self) -> str:
+        return self.manager.default_vae_choice()
+
+    def check_vae_choice(self, choice: str) -> str:
+        """``choice`` if it is Automatic, None or a listed VAE; raises UnknownModelError otherwise."""
+        return self.manager.check_vae_choice(choice)
 
     def sampler_names(self) -> list[str]:
         return samplers.sampler_names()
@@ -52,8 +84,47 @@ class Engine:
         names = [upscale.LANCZOS, upscale.NEAREST]
         if self._x4_models():
             names.append(upscale.SD_X4)
-        names += [e.name for e in self.manager.entries(registry.UPSCALER_KIND) if not e.error]
+        names += [e.name for e in self.models(ModelKind.UPSCALER) if not e.error]
         return names
+
+    def model_listing(self, hash_files: bool = False) -> list[registry.ModelEntry]:
+        """Every model of every kind, looked up afresh, with SHA-256 where cached (or computed for
+        every file with ``hash_files``, which reads each file whole)."""
+        self.refresh()
+        out = []
+        for kind in ModelKind:
+            for e in self.models(kind):
+                if e.is_file and not e.error and e.sha256 is None:
+                    e.sha256 = self.manager.hashes.sha256(e.path) if hash_files else self.manager.hashes.cached(e.path)
+                out.append(e)
+        return out
+
+    CHECKPOINT_EXTENSIONS = registry.CHECKPOINT_EXTS
+
+    def checkpoint_folder(self) -> Path:
+        """``models/Stable-diffusion/`` of the owner's ``--models-dir``."""
+        return registry.checkpoint_folder(self.settings.models_dir).resolve()
+
+    # ---- the owner's first-start download (never a side effect of a request) --------------------
+    DEFAULT_DOWNLOAD = download.DEFAULT_MODEL
+
+    @staticmethod
+    def hub_reachable() -> bool:
+        return download.hub_reachable()
+
+    def download_default_model(self, on_progress=None) -> Path:
+        """Fetch the default checkpoint into the checkpoint folder (verified), then list it."""
+        path = download.download(download.DEFAULT_MODEL, self.checkpoint_folder(), on_progress=on_progress)
+        self.refresh()
+        return path
+
+    @property
+    def device_name(self) -> str:
+        return str(self.manager.device)
+
+    def memory_report(self) -> dict:
+        """RAM (and VRAM on CUDA) in bytes: ``ram_rss_bytes``, ``ram_total_bytes``, ``vram_*``."""
+        return devices.memory_report(self.manager.device)
 
     def _x4_models(self) -> list[registry.ModelEntry]:
         return [e for e in self.checkpoints() if e.architecture == detect.X4_UPSCALER and not e.error]
@@ -88,7 +159,7 @@ class Engine:
         try:
             mgr.check_vae_choice(req.vae)
         except UnknownModelError:
-            names = [e.filename for e in mgr.entries(registry.VAE_KIND) if not e.error]
+            names = [e.filename for e in mgr.entries(ModelKind.VAE) if not e.error]
             raise InvalidRequest("vae", req.vae, f"one of {', '.join([AUTOMATIC_VAE, NO_VAE, *names])}") from None
 
     @staticmethod
@@ -115,6 +186,7 @@ class Engine:
     def _diffuse(self, req: GenerationRequest, on_progress, cancel) -> GenerationResult:
         import diffusers
 
+        _quiet_libraries()
         mgr = self.manager
         with mgr.lock:
             loaded = mgr.select(req.model)
@@ -139,7 +211,7 @@ class Engine:
                 seeds = [req.seed + n * req.batch_size + i for i in range(req.batch_size)]
 
                 def run_batch(pipe, loaded, seeds=seeds, n=n):
-                    job = Job(request=req, seeds=seeds, device=pipe._execution_device, on_progress=on_progress,
+                    job = Job(request=req, seeds=seeds, device=loaded.execution_device, on_progress=on_progress,
                               cancel=cancel, image_index=n * req.batch_size, image_total=total)
                     noise_seed = seeds[0] if len(seeds) == 1 else list(seeds)
                     pipe.scheduler = samplers.make_scheduler(loaded.base_scheduler_config, req.sampler, req.scheduler,
@@ -172,7 +244,7 @@ class Engine:
         result = GenerationResult(images=[], request=req)
         job = Job(request=req, seeds=[req.seed], device=self.manager.device, on_progress=on_progress, cancel=cancel)
         name = req.upscaler
-        arch = "sd1"
+        arch = Architecture.SD1
         try:
             if name in (upscale.LANCZOS, upscale.NEAREST):
                 out = upscale.run_simple(job, name)
@@ -189,7 +261,7 @@ class Engine:
                 result.model_name = target
                 arch = detect.X4_UPSCALER
             else:
-                entries = {e.name: e for e in self.manager.entries(registry.UPSCALER_KIND)}
+                entries = {e.name: e for e in self.models(ModelKind.UPSCALER)}
                 if name not in entries:
                     raise InvalidRequest("upscaler", name, f"one of {', '.join(self.upscaler_names())}")
                 if entries[name].error:
@@ -244,7 +316,7 @@ class Engine:
         elif wm_on:
             params["Watermark"] = f"none (under {watermark.WATERMARK_MIN_SIZE}px)"
         if level:
-            params["Memory level"] = f"{level} ({LEVELS[level]})"
+            params["Memory level"] = f"{int(level)} ({MemoryLevel(level).label})"
         params["Version"] = f"sdui {__version__}"
         text = infotext.build_infotext(req.prompt if req.mode != "upscale" or req.upscaler == upscale.SD_X4 else "",
                                      req.negative_prompt if req.mode != "upscale" else "", params)
@@ -265,6 +337,7 @@ class Engine:
         return out
 
     def status(self) -> dict:
+        """Device, precision, the loaded model, its memory level, the RAM cache and memory in use."""
         return self.manager.status()
 
 

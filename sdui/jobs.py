@@ -1,6 +1,6 @@
 """The job queue shared by the web UI, the REST API and the CLI's server mode.
 
-One worker thread per device runs jobs one at a time (GPU work does not overlap); every job has an
+One worker thread runs jobs one at a time (GPU work does not overlap); every job has an
 owner (a browser session, an API credential or client id). Cancel and skip act only on the owner's
 jobs unless the caller is an admin. The queue is bounded: a full queue refuses at once (QueueFull)
 instead of making the client wait with no answer. A job whose client goes away still finishes and
@@ -19,12 +19,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .types import Cancelled, GenerationRequest, GenerationResult, Progress, QueueFull, SduiError, redact_paths
+from .types import Cancelled, GenerationRequest, GenerationResult, JobState, Progress, QueueFull, SduiError, redact_paths
 
 log = logging.getLogger(__name__)
 
-QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
-FINISHED = (DONE, FAILED, CANCELLED)
 KEEP_FINISHED = 200  # finished jobs remembered for progress/history lookups
 
 
@@ -34,7 +32,7 @@ class Job:
     owner: str
     priority: int = 0
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    state: str = QUEUED
+    state: JobState = JobState.QUEUED
     progress: Optional[Progress] = None
     result: Optional[GenerationResult] = None
     error: Optional[str] = None
@@ -48,7 +46,7 @@ class Job:
 
     @property
     def fraction(self) -> float:
-        if self.state in FINISHED:
+        if self.state.finished:
             return 1.0
         p = self.progress
         if not p or not p.total:
@@ -162,7 +160,7 @@ class JobQueue:
                 j = entry[2]
                 if (job_id is None or j.id == job_id) and self._may_control(j, who):
                     self._pending.remove(entry)
-                    self._finish(j, CANCELLED, "cancelled before it started")
+                    self._finish(j, JobState.CANCELLED, "cancelled before it started")
                     count += 1
             running = self._running
             if running and (job_id is None or running.id == job_id) and self._may_control(running, who):
@@ -189,33 +187,33 @@ class JobQueue:
                     return
                 _, _, job = self._pending.pop(0)
                 self._running = job
-                job.state, job.started = RUNNING, time.time()
+                job.state, job.started = JobState.RUNNING, time.time()
             try:
                 result = self.engine.generate(job.request, on_progress=lambda p, j=job: setattr(j, "progress", p),
                                               cancel=job.cancel_event)
                 job.result = result
-                self._finish(job, DONE)
+                self._finish(job, JobState.DONE)
             except Cancelled as e:
                 job.result = getattr(e, "partial", None)
-                self._finish(job, DONE if job.skipped else CANCELLED, None if job.skipped else str(e))
+                self._finish(job, JobState.DONE if job.skipped else JobState.CANCELLED, None if job.skipped else str(e))
             except SduiError as e:
                 job.error_kind = type(e).__name__
-                self._finish(job, FAILED, str(e))
+                self._finish(job, JobState.FAILED, str(e))
             except Exception as e:  # noqa: BLE001 - the worker must survive anything a job does
                 log.exception("job %s failed", job.id)
                 job.error_kind = type(e).__name__
-                self._finish(job, FAILED, f"{type(e).__name__}: {e}")
+                self._finish(job, JobState.FAILED, f"{type(e).__name__}: {e}")
             finally:
                 with self._lock:
                     self._running = None
                     self._forget_old()
 
-    def _finish(self, job: Job, state: str, error: Optional[str] = None) -> None:
+    def _finish(self, job: Job, state: JobState, error: Optional[str] = None) -> None:
         # queue clients are remote (UI, API): they learn file names, never server paths
         job.state, job.error, job.finished = state, redact_paths(error) if error else error, time.time()
         job.done_event.set()
 
     def _forget_old(self) -> None:
-        finished = sorted((j for j in self._jobs.values() if j.state in FINISHED), key=lambda j: j.finished or 0)
+        finished = sorted((j for j in self._jobs.values() if j.state.finished), key=lambda j: j.finished or 0)
         for j in finished[:-KEEP_FINISHED]:
             self._jobs.pop(j.id, None)

@@ -9,13 +9,114 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
+from enum import Enum, IntEnum
 from typing import Any, Optional
 
-MODES = ("txt2img", "img2img", "inpaint", "upscale")
-MASKED_CONTENT = ("original", "fill", "latent noise", "latent nothing")
-RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill")
+from . import fields as _fields
+
 MAX_PROMPT_CHARS = 20_000
-MAX_SEED = 2**32 - 1
+
+
+class _Name(str, Enum):
+    """An enum whose members are also their string values (JSON, f-strings, comparisons with text)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Mode(_Name):
+    TXT2IMG = "txt2img"
+    IMG2IMG = "img2img"
+    INPAINT = "inpaint"
+    UPSCALE = "upscale"
+
+
+MODES = tuple(m.value for m in Mode)
+
+
+class JobState(_Name):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+    @property
+    def active(self) -> bool:
+        return self in (JobState.QUEUED, JobState.RUNNING)
+
+
+class ModelKind(_Name):
+    CHECKPOINT = "checkpoint"
+    VAE = "vae"
+    LORA = "lora"
+    UPSCALER = "upscaler"
+
+
+class Architecture(_Name):
+    """What a model is. Checkpoint ids equal the config folder names in ``assets/configs``."""
+
+    SD1 = "sd15"
+    SD1_INPAINT = "sd15-inpaint"
+    SD2 = "sd2"
+    SD2_V = "sd2-v"
+    SD2_INPAINT = "sd2-inpaint"
+    SDXL = "sdxl"
+    X4_UPSCALER = "x4-upscaler"
+    VAE = "vae"
+    LORA = "lora"
+    CUSTOM = "custom"  # a <stem>.config/ folder beside the file says what it is
+    HUB = "hub"  # a Hub id, known once loaded
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def of(cls, value) -> "Architecture":
+        """The member for a stored id; UNKNOWN for anything else."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
+
+    @property
+    def is_sd2(self) -> bool:
+        return self in (Architecture.SD2, Architecture.SD2_V, Architecture.SD2_INPAINT, Architecture.X4_UPSCALER)
+
+
+class MemoryLevel(IntEnum):
+    """The memory ladder, cheapest first; a job that runs out of memory is retried one level down."""
+
+    AS_LOADED = 0
+    ATTENTION_SLICING = 1
+    VAE_TILING = 2
+    MODEL_OFFLOAD = 3
+    SEQUENTIAL_OFFLOAD = 4
+    CPU = 5
+
+    @property
+    def label(self) -> str:
+        return _LEVEL_LABELS[self]
+
+    @property
+    def offloads(self) -> bool:
+        """Levels 3 and 4 move weights with accelerate hooks (they need an accelerator)."""
+        return self in (MemoryLevel.MODEL_OFFLOAD, MemoryLevel.SEQUENTIAL_OFFLOAD)
+
+
+_LEVEL_LABELS = {
+    MemoryLevel.AS_LOADED: "as loaded",
+    MemoryLevel.ATTENTION_SLICING: "attention slicing",
+    MemoryLevel.VAE_TILING: "attention slicing + VAE slicing and tiling",
+    MemoryLevel.MODEL_OFFLOAD: "model CPU offload",
+    MemoryLevel.SEQUENTIAL_OFFLOAD: "sequential CPU offload",
+    MemoryLevel.CPU: "run on CPU",
+}
 
 
 class SduiError(Exception):
@@ -77,38 +178,43 @@ class Limits:
     max_upscale_input: int = 2048
 
 
+def _d(name: str):
+    return _fields.default(name)
+
+
 @dataclass
 class GenerationRequest:
-    """One job. Passed by keyword everywhere; ``validate()`` runs before any model work.
+    """One job. Passed by keyword everywhere; ``validate()`` runs before any model work. Defaults
+    and ranges come from the field table (``sdui.fields``).
 
-    Images (``init_image``, ``mask``) are PIL images, already decoded by ``sdui.images.decode_image``.
+    Images (``init_image``, ``mask``) are PIL images, already decoded by ``sdui.images.uploads``.
     """
 
-    mode: str = "txt2img"
-    prompt: str = ""
-    negative_prompt: str = ""
-    model: Optional[str] = None  # checkpoint name; None = the current one
+    mode: str = Mode.TXT2IMG.value
+    prompt: str = _d("prompt")
+    negative_prompt: str = _d("negative_prompt")
+    model: Optional[str] = None  # a checkpoint name the server lists; None = the server's default
     vae: Optional[str] = None  # A1111 "SD VAE": Automatic, None, a file in models/VAE/; None = server default
-    sampler: str = "Euler a"
-    scheduler: str = "Automatic"  # A1111 "Schedule type"
-    steps: int = 20
-    cfg_scale: float = 7.0
-    width: int = 512
-    height: int = 512
-    seed: int = -1
-    batch_size: int = 1
-    batch_count: int = 1
+    sampler: str = _d("sampler")
+    scheduler: str = _d("scheduler")  # A1111 "Schedule type"
+    steps: int = _d("steps")
+    cfg_scale: float = _d("cfg_scale")
+    width: int = _d("width")
+    height: int = _d("height")
+    seed: int = _d("seed")
+    batch_size: int = _d("batch_size")
+    batch_count: int = _d("batch_count")
     # img2img / inpaint
     init_image: Any = None
-    denoising_strength: float = 0.75
-    resize_mode: str = "Just resize"
+    denoising_strength: float = _d("denoising_strength")
+    resize_mode: str = _d("resize_mode")
     mask: Any = None
-    mask_blur: int = 4
-    inpainting_fill: str = "original"  # A1111 "Masked content"
+    mask_blur: int = _d("mask_blur")
+    inpainting_fill: str = _d("inpainting_fill")  # A1111 "Masked content"
     # upscale
-    upscaler: str = "Lanczos"
-    upscale_factor: float = 4.0
-    noise_level: int = 20
+    upscaler: str = _d("upscaler")
+    upscale_factor: float = _d("upscale_factor")
+    noise_level: int = _d("noise_level")
     # output
     save: bool = True
     watermark: Optional[bool] = None  # None = the server's setting
@@ -116,70 +222,71 @@ class GenerationRequest:
     def replace(self, **changes) -> "GenerationRequest":
         return dataclasses.replace(self, **changes)
 
-    def validate(self, limits: Limits | None = None) -> "GenerationRequest":
+    def validate(self, limits: "Limits | None" = None) -> "GenerationRequest":
         """Raise InvalidRequest naming the first bad field; returns self for chaining."""
         lim = limits or Limits()
         if self.mode not in MODES:
             raise InvalidRequest("mode", self.mode, f"one of {', '.join(MODES)}")
-        for name in ("prompt", "negative_prompt"):
-            value = getattr(self, name)
-            if not isinstance(value, str):
-                raise InvalidRequest(name, value, "a string")
-            if len(value) > MAX_PROMPT_CHARS:
-                raise InvalidRequest(name, f"<{len(value)} characters>", f"at most {MAX_PROMPT_CHARS} characters")
-        _int_in(self, "steps", 1, lim.max_steps)
-        _num_in(self, "cfg_scale", 0.0, 30.0)
-        if self.mode != "upscale" or self.init_image is None:
+        sized = self.mode != Mode.UPSCALE or self.init_image is None
+        for f in _fields.for_mode(self.mode):
+            if f.name in ("width", "height") and not sized:
+                continue
+            _check_field(self, f, lim)
+        if sized:
             for name in ("width", "height"):
-                _int_in(self, name, lim.min_size, lim.max_size)
                 if getattr(self, name) % 8:
                     raise InvalidRequest(name, getattr(self, name), f"a multiple of 8 from {lim.min_size} to {lim.max_size}")
-        _int_in(self, "seed", -1, MAX_SEED)
-        _int_in(self, "batch_size", 1, lim.max_batch_size)
-        _int_in(self, "batch_count", 1, lim.max_batch_count)
-        if self.mode in ("img2img", "inpaint", "upscale") and self.init_image is None:
+        if self.mode in (Mode.IMG2IMG, Mode.INPAINT, Mode.UPSCALE) and self.init_image is None:
             raise InvalidRequest("init_image", None, f"an image is required for {self.mode}")
-        if self.mode in ("img2img", "inpaint"):
-            _num_in(self, "denoising_strength", 0.0, 1.0)
-            if int(self.steps * self.denoising_strength) < 1 and not (self.mode == "inpaint" and self.inpainting_fill == "latent noise"):
+        if self.mode in (Mode.IMG2IMG, Mode.INPAINT):
+            if int(self.steps * self.denoising_strength) < 1 and not (
+                    self.mode == Mode.INPAINT and self.inpainting_fill == "latent noise"):
                 # diffusers runs steps x strength steps; zero steps would crash, so say what works
                 raise InvalidRequest("denoising_strength", self.denoising_strength,
                                      f"at least {1 / self.steps:.3g} with {self.steps} steps (one step must run)")
-            if self.resize_mode not in RESIZE_MODES:
-                raise InvalidRequest("resize_mode", self.resize_mode, f"one of {', '.join(RESIZE_MODES)}")
-        if self.mode == "inpaint":
-            if self.mask is None:
-                raise InvalidRequest("mask", None, "a mask image is required for inpaint")
-            _int_in(self, "mask_blur", 0, 64)
-            if self.inpainting_fill not in MASKED_CONTENT:
-                raise InvalidRequest("inpainting_fill", self.inpainting_fill, f"one of {', '.join(MASKED_CONTENT)}")
-        if self.mode == "upscale":
-            _int_in(self, "noise_level", 0, 350)
-            _num_in(self, "upscale_factor", 1.0, 8.0)
+        if self.mode == Mode.INPAINT and self.mask is None:
+            raise InvalidRequest("mask", None, "a mask image is required for inpaint")
+        if self.mode == Mode.UPSCALE:
             w, h = self.init_image.size
             if max(w, h) > lim.max_upscale_input:
                 raise InvalidRequest("init_image", f"{w}x{h}", f"at most {lim.max_upscale_input} px per side")
         return self
 
 
-def _int_in(req, name, lo, hi):
+def _check_field(req: GenerationRequest, f: "_fields.Field", lim: "Limits") -> None:
+    if f.kind is str:
+        value = getattr(req, f.name)
+        if not isinstance(value, str):
+            raise InvalidRequest(f.name, value, "a string")
+        if len(value) > MAX_PROMPT_CHARS:
+            raise InvalidRequest(f.name, f"<{len(value)} characters>", f"at most {MAX_PROMPT_CHARS} characters")
+        if f.choices and value not in f.choices:
+            raise InvalidRequest(f.name, value, f.range_text(lim))
+        return
+    lo, hi = f.bounds(lim)
+    (_int_in if f.kind is int else _num_in)(req, f.name, lo, hi, f.range_text(lim))
+
+
+def _int_in(req, name, lo, hi, allowed: Optional[str] = None):
+    allowed = allowed or f"an integer from {lo} to {hi}"
     value = getattr(req, name)
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             setattr(req, name, int(value))
             value = int(value)
         else:
-            raise InvalidRequest(name, value, f"an integer from {lo} to {hi}")
+            raise InvalidRequest(name, value, allowed)
     if not lo <= value <= hi:
-        raise InvalidRequest(name, value, f"an integer from {lo} to {hi}")
+        raise InvalidRequest(name, value, allowed)
 
 
-def _num_in(req, name, lo, hi):
+def _num_in(req, name, lo, hi, allowed: Optional[str] = None):
+    allowed = allowed or f"a number from {lo} to {hi}"
     value = getattr(req, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidRequest(name, value, f"a number from {lo} to {hi}")
+        raise InvalidRequest(name, value, allowed)
     if not lo <= value <= hi:
-        raise InvalidRequest(name, value, f"a number from {lo} to {hi}")
+        raise InvalidRequest(name, value, allowed)
 
 
 @dataclass

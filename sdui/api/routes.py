@@ -18,12 +18,11 @@ from fastapi.responses import JSONResponse
 
 from .. import __version__, samplers
 from ..images import infotext, outputs, uploads
-from ..jobs import FAILED, Job, JobQueue
-from ..models import registry
-from ..models.devices import memory_report
-from ..pipelines import upscale
-from ..types import (DiskFull, GenerationRequest, InvalidRequest, MASKED_CONTENT, ModelLoadError, QueueFull,
-                     RESIZE_MODES, SduiError, UnknownModelError, redact_paths)
+from ..jobs import Job, JobQueue
+from .. import fields
+from ..fields import MASKED_CONTENT, RESIZE_MODES
+from ..types import (DiskFull, GenerationRequest, InvalidRequest, JobState, ModelKind, ModelLoadError, QueueFull, SduiError,
+                     UnknownModelError, redact_paths)
 from . import schemas
 
 OWNER_HEADER = "x-client-id"
@@ -43,7 +42,7 @@ class ApiState:
             return self.client_model.get(owner)
 
     def set_model(self, owner: str, name: str) -> None:
-        entry = self.engine.manager.find(name)  # a listed name only; raises UnknownModelError
+        entry = self.engine.find_model(name)  # a listed name only; raises UnknownModelError
         with self._lock:
             self.client_model[owner] = entry.name
 
@@ -53,7 +52,7 @@ class ApiState:
             return self.client_vae.get(owner)
 
     def set_vae(self, owner: str, name: str) -> None:
-        name = self.engine.manager.check_vae_choice(name)  # raises UnknownModelError listing the VAEs
+        name = self.engine.check_vae_choice(name)  # raises UnknownModelError listing the VAEs
         with self._lock:
             self.client_vae[owner] = name
 
@@ -99,8 +98,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
 # ---- request conversion ----------------------------------------------------------------------------
 def _sampler_and_schedule(req: schemas.Txt2ImgRequest) -> tuple[str, str]:
-    name = req.sampler_name or req.sampler_index or "Euler a"
-    sampler, schedule = samplers.resolve(name, req.scheduler or "Automatic")
+    name = req.sampler_name or req.sampler_index or fields.default("sampler")  # A1111: None = the default
+    sampler, schedule = samplers.resolve(name, req.scheduler or fields.default("scheduler"))
     return sampler.name, schedule
 
 
@@ -108,13 +107,10 @@ def _apply_infotext(req: schemas.Txt2ImgRequest) -> None:
     """A1111 1.7+: ``infotext`` fills every field the request did not set itself."""
     if not req.infotext:
         return
-    fields = infotext.infotext_to_request_fields(infotext.parse_infotext(req.infotext))
-    mapping = {"prompt": "prompt", "negative_prompt": "negative_prompt", "steps": "steps", "sampler": "sampler_name",
-               "scheduler": "scheduler", "cfg_scale": "cfg_scale", "seed": "seed", "width": "width", "height": "height",
-               "denoising_strength": "denoising_strength"}
-    for ours, theirs in mapping.items():
-        if ours in fields and theirs not in req.model_fields_set:
-            setattr(req, theirs, fields[ours])
+    found = infotext.infotext_to_request_fields(infotext.parse_infotext(req.infotext))
+    for f in fields.FIELDS:
+        if f.name in found and f.api in req.model_fields and f.api not in req.model_fields_set:
+            setattr(req, f.api, found[f.name])
 
 
 def setting_text(settings: dict, key: str, where: str) -> Optional[str]:
@@ -135,15 +131,16 @@ def to_generation_request(req: schemas.Txt2ImgRequest, mode: str, model: Optiona
     override = req.override_settings or {}
     model = setting_text(override, "sd_model_checkpoint", "override_settings") or model
     vae = setting_text(override, "sd_vae", "override_settings") or vae
-    kw: dict[str, Any] = dict(mode=mode, prompt=req.prompt, negative_prompt=req.negative_prompt, model=model, vae=vae,
-                              sampler=sampler, scheduler=schedule, steps=req.steps, cfg_scale=req.cfg_scale,
-                              width=req.width, height=req.height, seed=req.seed, batch_size=req.batch_size,
-                              batch_count=req.n_iter, save=bool(req.save_images and not req.do_not_save_samples))
+    # the A1111 names of the field table, then what needs converting
+    kw: dict[str, Any] = {f.name: getattr(req, f.api) for f in fields.for_mode("txt2img") if f.api}
+    kw.update(mode=mode, model=model, vae=vae, sampler=sampler, scheduler=schedule,
+              save=bool(req.save_images and not req.do_not_save_samples))
     if isinstance(req, schemas.Img2ImgRequest):
         if not req.init_images:
             raise InvalidRequest("init_images", None, "a list with one base64 image")
         kw["init_image"] = uploads.decode_image(req.init_images[0], "init_images")
-        kw["denoising_strength"] = 0.75 if req.denoising_strength is None else req.denoising_strength
+        if req.denoising_strength is not None:
+            kw["denoising_strength"] = req.denoising_strength
         if not 0 <= req.resize_mode < len(RESIZE_MODES):
             raise InvalidRequest("resize_mode", req.resize_mode, f"0 to {len(RESIZE_MODES) - 1}")
         kw["resize_mode"] = RESIZE_MODES[req.resize_mode]
@@ -164,7 +161,7 @@ def result_info(engine, job: Job, req: GenerationRequest, ignored: list[str]) ->
     entry = None
     if res and res.model_name:
         try:
-            entry = engine.manager.find(res.model_name)
+            entry = engine.find_model(res.model_name)
         except SduiError:
             entry = None
     return {
@@ -196,7 +193,7 @@ def _run_job(state: ApiState, owner: str, greq: GenerationRequest) -> Job:
 def _finished_or_error(job: Job) -> Optional[JSONResponse]:
     """A failed job becomes an A1111-shaped error; an interrupted one answers with what it has
     (possibly no images), as A1111 does."""
-    if job.state == FAILED:
+    if job.state == JobState.FAILED:
         return error_response(status_for(job.error_kind or ""), job.error or "failed", job.error_kind)
     return None
 
@@ -232,7 +229,7 @@ def build_router(state: ApiState) -> APIRouter:
     @r.post("/extra-single-image", response_model=schemas.ExtraSingleImageResponse)
     def extra_single_image(body: schemas.ExtraSingleImageRequest, request: Request):
         owner = owner_of(request)
-        name = body.upscaler_1 if body.upscaler_1 and body.upscaler_1 != "None" else upscale.LANCZOS
+        name = body.upscaler_1 if body.upscaler_1 and body.upscaler_1 != "None" else "Lanczos"
         img = uploads.decode_image(body.image, "image")
         factor = body.upscaling_resize if body.resize_mode == 0 else body.upscaling_resize_w / img.width
         greq = GenerationRequest(mode="upscale", init_image=img, upscaler=name, upscale_factor=float(factor),
@@ -257,7 +254,7 @@ def build_router(state: ApiState) -> APIRouter:
     @r.get("/progress")
     def progress(request: Request, skip_current_image: bool = False):
         job = state.queue.current_for(owner_of(request))
-        active = job is not None and job.state in ("queued", "running")
+        active = job is not None and job.state.active
         p = job.progress if job else None
         current_image = None
         if active and p is not None and p.preview is not None and not skip_current_image:
@@ -273,7 +270,7 @@ def build_router(state: ApiState) -> APIRouter:
                       "sampling_steps": p.total if active and p else 0,
                       "queue_position": state.queue.position(job) if active else 0},
             "current_image": current_image,
-            "textinfo": (f"Queued, position {state.queue.position(job)}" if job and job.state == "queued" else None),
+            "textinfo": (f"Queued, position {state.queue.position(job)}" if job and job.state == JobState.QUEUED else None),
             "current_task": f"task({job.id})" if active else None,
         }
 
@@ -293,11 +290,11 @@ def build_router(state: ApiState) -> APIRouter:
         entry = None
         if name:
             try:
-                entry = engine.manager.find(name)
+                entry = engine.find_model(name)
             except SduiError:
                 entry = None
         if entry is None:
-            entry = engine.manager.default_checkpoint()
+            entry = engine.default_checkpoint()
         return {"sd_model_checkpoint": entry.title if entry else None,
                 "sd_checkpoint_hash": entry.sha256 if entry else None,
                 "samples_format": "png", "samples_save": True, "outdir_samples": "",
@@ -305,7 +302,7 @@ def build_router(state: ApiState) -> APIRouter:
                 "outdir_img2img_samples": str(outputs.output_folder(state.settings.outputs_dir, "img2img").parent),
                 "outdir_extras_samples": str(outputs.output_folder(state.settings.outputs_dir, "upscale").parent),
                 "enable_pnginfo": True, "add_model_hash_to_info": True, "add_model_name_to_info": True,
-                "sd_vae": state.vae_for(owner) or engine.manager.default_vae_choice(), "CLIP_stop_at_last_layers": 1, "eta_noise_seed_delta": 0,
+                "sd_vae": state.vae_for(owner) or engine.default_vae_choice(), "CLIP_stop_at_last_layers": 1, "eta_noise_seed_delta": 0,
                 "invisible_watermark": not state.settings.no_watermark}
 
     @r.post("/options")
@@ -331,7 +328,7 @@ def build_router(state: ApiState) -> APIRouter:
 
     @r.post("/refresh-checkpoints")
     def refresh_checkpoints():
-        engine.manager.refresh()
+        engine.refresh()
         return None
 
     @r.get("/samplers")
@@ -345,7 +342,7 @@ def build_router(state: ApiState) -> APIRouter:
 
     @r.get("/upscalers")
     def upscalers():
-        esr = {e.name: e for e in engine.manager.entries(registry.UPSCALER_KIND)}
+        esr = {e.name: e for e in engine.models(ModelKind.UPSCALER)}
         out = [{"name": "None", "model_name": None, "model_path": None, "model_url": None, "scale": 4}]
         for name in engine.upscaler_names():
             e = esr.get(name)
@@ -355,13 +352,13 @@ def build_router(state: ApiState) -> APIRouter:
 
     @r.get("/sd-vae")
     def sd_vae():
-        return [{"model_name": e.filename, "filename": e.path} for e in engine.manager.entries(registry.VAE_KIND)
+        return [{"model_name": e.filename, "filename": e.path} for e in engine.models(ModelKind.VAE)
                 if not e.error]
 
     @r.get("/loras")
     def loras():
         return [{"name": e.name, "alias": e.name, "path": e.path, "metadata": {}}
-                for e in engine.manager.entries(registry.LORA_KIND)]
+                for e in engine.models(ModelKind.LORA)]
 
     @r.get("/scripts")
     def scripts():
@@ -369,7 +366,7 @@ def build_router(state: ApiState) -> APIRouter:
 
     @r.get("/memory")
     def memory():
-        rep = memory_report(engine.manager.device)
+        rep = engine.memory_report()
         import psutil
 
         vm = psutil.virtual_memory()
@@ -379,7 +376,7 @@ def build_router(state: ApiState) -> APIRouter:
                                       "total": rep["vram_total_bytes"]},
                            "active": {"current": rep["vram_allocated_bytes"], "peak": rep["vram_peak_bytes"]}}
         else:
-            out["cuda"] = {"error": f"no CUDA device (running on {engine.manager.device})"}
+            out["cuda"] = {"error": f"no CUDA device (running on {engine.device_name})"}
         out["sdui"] = engine.status()
         return out
 

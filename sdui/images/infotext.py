@@ -9,6 +9,8 @@ from typing import Optional
 
 from PIL import Image, PngImagePlugin
 
+from .. import fields
+
 def quote(value) -> str:
     """A1111's rule: a value containing ``,`` ``:`` or a newline is written as a JSON string."""
     text = str(value)
@@ -79,13 +81,10 @@ def parse_infotext(text: str) -> dict:
 def infotext_to_request_fields(params: dict) -> dict:
     """Parsed infotext -> GenerationRequest keyword arguments (only the fields it names)."""
     out: dict = {"prompt": params.get("Prompt", ""), "negative_prompt": params.get("Negative prompt", "")}
-    conv = {"Steps": ("steps", int), "Sampler": ("sampler", str), "Schedule type": ("scheduler", str),
-            "CFG scale": ("cfg_scale", float), "Seed": ("seed", int), "Denoising strength": ("denoising_strength", float),
-            "Mask blur": ("mask_blur", int), "Noise level": ("noise_level", int)}
-    for key, (name, typ) in conv.items():
-        if key in params:
+    for key, f in fields.BY_INFOTEXT.items():  # the keys and types of the field table
+        if key in params and f.name not in out:
             try:
-                out[name] = typ(params[key])
+                out[f.name] = f.kind(params[key])
             except ValueError:
                 pass
     if "Size-1" in params:

@@ -8,19 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..types import ModelLoadError
+from ..types import Architecture, ModelLoadError
 
-SD1 = "sd15"
-SD1_INPAINT = "sd15-inpaint"
-SD2 = "sd2"
-SD2_V = "sd2-v"
-SD2_INPAINT = "sd2-inpaint"
-SDXL = "sdxl"
-X4_UPSCALER = "x4-upscaler"
+# The architecture vocabulary is types.Architecture; these short names read well in detection rules.
+SD1, SD1_INPAINT, SD2, SD2_V = Architecture.SD1, Architecture.SD1_INPAINT, Architecture.SD2, Architecture.SD2_V
+SD2_INPAINT, SDXL, X4_UPSCALER = Architecture.SD2_INPAINT, Architecture.SDXL, Architecture.X4_UPSCALER
+VAE, LORA, CUSTOM, HUB, UNKNOWN = Architecture.VAE, Architecture.LORA, Architecture.CUSTOM, Architecture.HUB, Architecture.UNKNOWN
 CHECKPOINT_ARCHS = (SD1, SD1_INPAINT, SD2, SD2_V, SD2_INPAINT, SDXL, X4_UPSCALER)
-VAE = "vae"
-LORA = "lora"
-UNKNOWN = "unknown"
 
 ARCH_LABELS = {
     SD1: "SD 1.x", SD1_INPAINT: "SD 1.x inpainting", SD2: "SD 2.x (512, epsilon)", SD2_V: "SD 2.x (768, v-prediction)",

@@ -16,15 +16,17 @@ import inspect
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import detect, formats
 from .registry import ModelEntry, hub_offline
-from .tokenizer import ASSETS_DIR, OPENCLIP_PAD, load_clip_tokenizer
-from ..types import ModelLoadError
+from .tokenizer import OPENCLIP_PAD, load_clip_tokenizer
+from ..assets_path import CONFIGS_DIR
+from ..types import Architecture, ModelLoadError
 
 log = logging.getLogger(__name__)
-CONFIGS_DIR = ASSETS_DIR / "configs"
 _OPENCLIP_PREFIXES = ("cond_stage_model.model.", "conditioner.embedders.1.model.")
 
 
@@ -40,17 +42,31 @@ def config_dir_for(entry: ModelEntry, architecture: str) -> Path:
     return folder
 
 
+@dataclass
+class LoadResult:
+    """A loaded pipeline and what loading learned about it (kept by the manager, not on the pipeline)."""
+
+    pipe: Any
+    architecture: str
+    needs_v_check: bool = False  # SD 2.x 512/768 from a bare file: settle_v_prediction decides
+
+
 def load_pipeline(entry: ModelEntry, dtype, allow_download: bool = False):
     """A pipeline on the CPU in ``dtype``; raises ModelLoadError with the file and the reason."""
+    return load(entry, dtype, allow_download).pipe
+
+
+def load(entry: ModelEntry, dtype, allow_download: bool = False) -> LoadResult:
+    """``load_pipeline`` with the architecture it found; raises ModelLoadError with the file and the reason."""
     if entry.error:
         raise ModelLoadError(entry.error)
     try:
         if entry.format == formats.DIFFUSERS:
-            pipe = _from_pretrained(entry.path, dtype, local_files_only=True)
+            result = LoadResult(_from_pretrained(entry.path, dtype, local_files_only=True), entry.architecture)
         elif entry.format == formats.HUB:
-            pipe = _from_hub(entry.path, dtype, allow_download)
+            result = LoadResult(_from_hub(entry.path, dtype, allow_download), entry.architecture)
         else:
-            pipe = _from_single_file(entry, dtype)
+            result = _from_single_file(entry, dtype)
     except ModelLoadError:
         raise
     except MemoryError:
@@ -58,8 +74,8 @@ def load_pipeline(entry: ModelEntry, dtype, allow_download: bool = False):
     except Exception as e:  # diffusers/transformers raise many types; the user needs the reason, not a trace
         log.debug("load failed", exc_info=True)
         raise ModelLoadError(f"{entry.path}: cannot load ({type(e).__name__}: {str(e)[:400]})") from None
-    validate_pipeline(pipe, entry.path)
-    return pipe
+    validate_pipeline(result.pipe, entry.path)
+    return result
 
 
 def _from_pretrained(path: str, dtype, local_files_only: bool):
@@ -100,7 +116,7 @@ COMPONENT_PREFIXES = {
 }
 
 
-def _from_single_file(entry: ModelEntry, dtype):
+def _from_single_file(entry: ModelEntry, dtype) -> LoadResult:
     source = formats.CheckpointSource(entry.path, entry.format)
     try:
         arch = detect.detect_architecture(source.shapes())
@@ -115,11 +131,10 @@ def _from_single_file(entry: ModelEntry, dtype):
             pipe = assemble_from_source(source, folder, dtype)
         except ModelLoadError as e:
             raise ModelLoadError(f"{entry.path}: {e}") from None
-        pipe._sdui_needs_v_check = arch == detect.SD2 and not hints and not entry.config_dir
         if "prediction_type" in hints:
             pipe.scheduler.register_to_config(prediction_type=hints["prediction_type"])
-        pipe._sdui_architecture = "custom" if entry.config_dir else arch
-        return pipe
+        return LoadResult(pipe, Architecture.CUSTOM if entry.config_dir else arch,
+                          needs_v_check=arch == detect.SD2 and not hints and not entry.config_dir)
     finally:
         source.close()  # drops the only reference to a pickle's tensors
 
@@ -212,13 +227,12 @@ def validate_pipeline(pipe, path: str) -> None:
         raise ModelLoadError(f"{path}: UNet takes {unet_in} channels but the VAE makes {latent}")
 
 
-def settle_v_prediction(pipe) -> None:
-    """SD 2.x: epsilon or v-prediction? A1111's test: feed the UNet a flat input at t=999 and look
-    at the sign of what comes out (v-models return roughly -x there)."""
+def settle_v_prediction(pipe) -> bool:
+    """SD 2.x from a bare file: epsilon or v-prediction? A1111's test: feed the UNet a flat input at
+    t=999 and look at the sign of what comes out (v-models return roughly -x there). Sets the
+    scheduler's prediction type; returns True for a v-prediction model."""
     import torch
 
-    if not getattr(pipe, "_sdui_needs_v_check", False):
-        return
     unet = pipe.unet
     device, dtype = unet.device, unet.dtype
     with torch.no_grad():
@@ -228,8 +242,8 @@ def settle_v_prediction(pipe) -> None:
         score = (out.float() - x.float()).mean().item()
     if score < -1:
         pipe.scheduler.register_to_config(prediction_type="v_prediction")
-        pipe._sdui_architecture = detect.SD2_V
-    pipe._sdui_needs_v_check = False
+        return True
+    return False
 
 
 def load_vae(entry: ModelEntry, template, dtype):

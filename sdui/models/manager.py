@@ -23,19 +23,9 @@ from typing import Any, Callable, Optional
 
 from . import detect, devices, formats, loader, registry
 from ..config import Settings
-from ..types import ModelLoadError, UnknownModelError
+from ..types import Architecture, MemoryLevel, ModelLoadError, UnknownModelError
 
 log = logging.getLogger(__name__)
-
-LEVELS = {
-    0: "as loaded",
-    1: "attention slicing",
-    2: "attention slicing + VAE slicing and tiling",
-    3: "model CPU offload",
-    4: "sequential CPU offload",
-    5: "run on CPU",
-}
-
 
 AUTOMATIC_VAE, NO_VAE = "Automatic", "None"
 
@@ -51,8 +41,10 @@ class LoadedModel:
     nbytes: int
     device: Any
     dtype: Any
-    level: int = 0
+    level: MemoryLevel = MemoryLevel.AS_LOADED  # of the weights' placement (device, offload)
     derived: dict = field(default_factory=dict)  # pipeline class name -> from_pipe() view (shared weights)
+    view_levels: dict = field(default_factory=dict)  # id(pipeline view) -> the level its switches were set for
+    architecture: Optional[Architecture] = None  # as detected at load (v-prediction settled); None = the entry's
     load_seconds: float = 0.0
     base_scheduler_config: Any = None  # as loaded; every job builds its own scheduler from it
     own_vae: Any = None  # the checkpoint's built-in VAE, kept while a VAE file replaces it
@@ -62,9 +54,15 @@ class LoadedModel:
     def name(self) -> str:
         return self.entry.name
 
+    def __post_init__(self):
+        if self.architecture is None:
+            self.architecture = Architecture.of(self.entry.architecture)
+
     @property
-    def architecture(self) -> str:
-        return getattr(self.pipe, "_sdui_architecture", self.entry.architecture)
+    def execution_device(self):
+        """Where this model's computation runs (with CPU offload the weights live on the CPU, but
+        the work happens on the accelerator)."""
+        return self.device if self.device is not None else "cpu"
 
     def pipeline(self, cls):
         """The pipeline of class ``cls`` on this model's weights (no second copy: ``from_pipe``)."""
@@ -89,7 +87,7 @@ class ModelManager:
         self._found: dict[str, list[registry.ModelEntry]] | None = None
         self._cache: "OrderedDict[str, LoadedModel]" = OrderedDict()  # LRU order, most recent last
         self._current: Optional[str] = None
-        self._levels: dict[tuple, int] = {}
+        self._levels: dict[tuple, MemoryLevel] = {}
         gb = self.settings.ram_cache_gb
         self.cache_budget = int(gb * 1024**3) if gb is not None else devices.total_ram_bytes() // 4
 
@@ -177,7 +175,7 @@ class ModelManager:
                 return registry.describe_file(p, p.stem, kind) if p.is_file() else registry.ModelEntry(
                     name=p.name, path=str(p), format=formats.sniff_format(p))
             if registry.looks_like_hub_id(wanted):
-                return registry.ModelEntry(name=wanted, path=wanted, format=formats.HUB, architecture="hub")
+                return registry.ModelEntry(name=wanted, path=wanted, format=formats.HUB, architecture=detect.HUB)
         return None
 
     def default_checkpoint(self) -> Optional[registry.ModelEntry]:
@@ -246,11 +244,15 @@ class ModelManager:
 
     def _load(self, entry: registry.ModelEntry) -> LoadedModel:
         t0 = time.perf_counter()
-        pipe = loader.load_pipeline(entry, self.dtype, allow_download=not registry.hub_offline())
+        found = loader.load(entry, self.dtype, allow_download=not registry.hub_offline())
+        pipe, architecture, needs_v_check = found.pipe, Architecture.of(found.architecture), found.needs_v_check
+        del found
         try:
-            loaded = LoadedModel(entry=entry, pipe=pipe, nbytes=devices.module_bytes(pipe), device=None, dtype=self.dtype)
+            loaded = LoadedModel(entry=entry, pipe=pipe, nbytes=devices.module_bytes(pipe), device=None, dtype=self.dtype,
+                                 architecture=architecture)
             self._place(loaded)
-            loader.settle_v_prediction(pipe)
+            if needs_v_check and loader.settle_v_prediction(pipe):
+                loaded.architecture = Architecture.SD2_V
             loaded.base_scheduler_config = pipe.scheduler.config
             loaded.own_vae = pipe.vae
         except Exception as e:
@@ -266,13 +268,20 @@ class ModelManager:
 
     def _place(self, loaded: LoadedModel) -> None:
         """Put a model on the working device at its starting memory level."""
-        start = self.settings.start_memory_level if devices.is_accelerator(self.device) else 0
+        start = self._start_level()
         if loaded.device is None or loaded.device != self.device or loaded.level != start:
             _unhook(loaded)
-            if start < 3:
+            if not start.offloads:
                 loaded.pipe.to(self.device, self.dtype)
-            loaded.device, loaded.dtype, loaded.level = self.device, self.dtype, 0
+            loaded.device, loaded.dtype, loaded.level = self.device, self.dtype, MemoryLevel.AS_LOADED
+            loaded.view_levels.clear()
             self.apply_level(loaded, start, loaded.pipe)
+
+    def _start_level(self) -> MemoryLevel:
+        """--medvram/--lowvram start lower on an accelerator; on the CPU offloading means nothing."""
+        if devices.is_accelerator(self.device):
+            return MemoryLevel(self.settings.start_memory_level)
+        return MemoryLevel.AS_LOADED
 
     def _park(self, loaded: LoadedModel) -> None:
         """A model that stops being current keeps its weights in RAM only."""
@@ -341,7 +350,7 @@ class ModelManager:
             new = loaded.own_vae if entry is None else loader.load_vae(entry, loaded.own_vae, loaded.own_vae.dtype)
             old = loaded.pipe.vae
             _unhook(loaded)
-            if loaded.device is not None and loaded.level < 3:
+            if loaded.device is not None and not loaded.level.offloads:
                 new.to(loaded.device, loaded.dtype)
             else:
                 new.to(dtype=loaded.dtype)
@@ -351,57 +360,56 @@ class ModelManager:
                 old.to("cpu")  # kept for "None"; off the accelerator while unused
             del old
             loaded.vae_entry = entry
-            level, loaded.level = loaded.level, -1
-            loaded.pipe._sdui_level = None
-            self.apply_level(loaded, level, loaded.pipe)
+            loaded.view_levels.clear()  # the new VAE has none of the level's switches yet
+            self.apply_level(loaded, loaded.level, loaded.pipe, force=True)
             if entry is not None:
                 self.ensure_hash(entry)
             devices.free_memory()
             return entry
 
     # ---- memory ladder ------------------------------------------------------------------------
-    def available_levels(self) -> list[int]:
+    def available_levels(self) -> list[MemoryLevel]:
         """Levels 3 and 4 need an accelerator; on a CPU-only machine they are skipped."""
         if devices.is_accelerator(self.device):
-            return [0, 1, 2, 3, 4, 5]
-        return [0, 1, 2, 5]
+            return list(MemoryLevel)
+        return [lv for lv in MemoryLevel if not lv.offloads]
 
-    def apply_level(self, loaded: LoadedModel, level: int, pipe) -> None:
+    def apply_level(self, loaded: LoadedModel, level: MemoryLevel, pipe, force: bool = False) -> None:
         import torch
 
-        if level == loaded.level and getattr(pipe, "_sdui_level", None) == level:
+        level = MemoryLevel(level)
+        if not force and level == loaded.level and loaded.view_levels.get(id(pipe)) == level:
             return
-        _unhook(loaded, force=level in (3, 4))
-        for p in loaded.all_pipelines():
-            p._sdui_level = None
-        if level == 5:
+        _unhook(loaded, force=level.offloads)
+        loaded.view_levels.clear()
+        if level == MemoryLevel.CPU:
             loaded.pipe.to("cpu", torch.float32)
             loaded.device, loaded.dtype = torch.device("cpu"), torch.float32
         elif loaded.device is None or loaded.device.type != self.device.type or loaded.dtype != self.dtype:
-            if level < 3:
+            if not level.offloads:
                 loaded.pipe.to(self.device, self.dtype)
                 loaded.device, loaded.dtype = self.device, self.dtype
-        if level >= 1:
+        if level >= MemoryLevel.ATTENTION_SLICING:
             pipe.enable_attention_slicing()
         else:
             pipe.disable_attention_slicing()
         vae = pipe.vae
-        if level >= 2:
+        if level >= MemoryLevel.VAE_TILING:
             vae.enable_slicing()
             vae.enable_tiling()
         else:
             vae.disable_slicing()
             vae.disable_tiling()
-        if level == 3:
+        if level == MemoryLevel.MODEL_OFFLOAD:
             loaded.pipe.to("cpu")
             pipe.enable_model_cpu_offload(device=self.device)
             loaded.device = self.device
-        elif level == 4:
+        elif level == MemoryLevel.SEQUENTIAL_OFFLOAD:
             loaded.pipe.to("cpu")
             pipe.enable_sequential_cpu_offload(device=self.device)
             loaded.device = self.device
         loaded.level = level
-        pipe._sdui_level = level
+        loaded.view_levels[id(pipe)] = level
 
     def run(self, fn: Callable[[Any, LoadedModel], Any], size: tuple = (), pipeline_cls=None,
             model: Optional[str] = None, on_retry: Optional[Callable[[int, BaseException], None]] = None):
@@ -413,7 +421,7 @@ class ModelManager:
             loaded = self.select(model)
             levels = self.available_levels()
             key = (loaded.name, *size)
-            start = self._levels.get(key, self.settings.start_memory_level if devices.is_accelerator(self.device) else 0)
+            start = self._levels.get(key, self._start_level())
             start = min((lv for lv in levels if lv >= start), default=levels[-1])
             pipe = loaded.pipeline(pipeline_cls) if pipeline_cls else loaded.pipe
             for level in [lv for lv in levels if lv >= start]:
@@ -423,7 +431,7 @@ class ModelManager:
                 except BaseException as e:  # noqa: BLE001 - only OOM is handled, the rest re-raised
                     if not devices.is_out_of_memory(e):
                         raise
-                    log.warning("out of memory at level %d (%s); retrying one level down", level, LEVELS[level])
+                    log.warning("out of memory at level %d (%s); retrying one level down", level, level.label)
                     del e
                     devices.free_memory()
                     if on_retry:
@@ -432,10 +440,10 @@ class ModelManager:
                 self._levels[key] = level
                 return result, level
             raise OutOfMemory(
-                f"out of memory at every memory level ({', '.join(LEVELS[lv] for lv in levels)}); "
+                f"out of memory at every memory level ({', '.join(lv.label for lv in levels)}); "
                 f"try a smaller size or batch")
 
-    def remembered_level(self, name: str, *size) -> Optional[int]:
+    def remembered_level(self, name: str, *size) -> Optional[MemoryLevel]:
         return self._levels.get((name, *size))
 
     # ---- reporting ----------------------------------------------------------------------------
@@ -447,8 +455,8 @@ class ModelManager:
             "current": cur.name if cur else None,
             "architecture": cur.architecture if cur else None,
             "vae": (cur.vae_entry.filename if cur.vae_entry else "built-in") if cur else None,
-            "memory_level": cur.level if cur else None,
-            "memory_level_name": LEVELS[cur.level] if cur else None,
+            "memory_level": int(cur.level) if cur else None,
+            "memory_level_name": cur.level.label if cur else None,
             "cached": [{"name": m.name, "bytes": m.nbytes, "load_seconds": round(m.load_seconds, 2)}
                        for m in self._cache.values()],
             "cache_budget_bytes": self.cache_budget,
@@ -458,6 +466,6 @@ class ModelManager:
 
 def _unhook(loaded: LoadedModel, force: bool = False) -> None:
     """Remove CPU-offload hooks (levels 3 and 4) from every pipeline view of a model."""
-    if force or loaded.level in (3, 4):
+    if force or loaded.level.offloads:
         for p in loaded.all_pipelines():
             p.remove_all_hooks()

@@ -18,14 +18,11 @@ from pathlib import Path
 from typing import Optional
 
 from . import detect, formats, picklescan
-from ..types import ModelLoadError
+from ..types import Architecture, ModelKind, ModelLoadError
 
 CHECKPOINT_EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 UPSCALER_EXTS = (".pth", ".pt", ".safetensors")
-CHECKPOINT = "checkpoint"
-VAE_KIND = "vae"
-LORA_KIND = "lora"
-UPSCALER_KIND = "upscaler"
+CHECKPOINT, VAE_KIND, LORA_KIND, UPSCALER_KIND = ModelKind  # the kinds of model on disk (types.ModelKind)
 
 
 def cache_dir() -> Path:
@@ -36,9 +33,9 @@ def cache_dir() -> Path:
 class ModelEntry:
     name: str
     path: str
-    kind: str = CHECKPOINT
+    kind: ModelKind = CHECKPOINT
     format: str = formats.UNKNOWN
-    architecture: str = detect.UNKNOWN
+    architecture: Architecture = detect.UNKNOWN
     config_dir: Optional[str] = None  # a <stem>.config/ folder beside the file, if any
     yaml: Optional[str] = None  # an A1111 <stem>.yaml beside the file, if any
     error: Optional[str] = None
@@ -166,7 +163,7 @@ def _describe_into(entry: ModelEntry, path: Path, kind: str) -> None:
         if entry.yaml:
             entry.architecture = detect.architecture_from_yaml(entry.architecture, detect.yaml_hints(Path(entry.yaml)))
         if entry.config_dir:
-            entry.architecture = "custom"
+            entry.architecture = detect.CUSTOM
     elif entry.format == formats.UNKNOWN:
         raise ModelLoadError(f"{path}: not a model file (neither safetensors nor a PyTorch checkpoint)")
     elif kind == VAE_KIND and shapes is not None and detect.vae_layout(shapes) is None:
@@ -281,14 +278,14 @@ def scan(models_dir: str | None = None, ckpt_dir: str | None = None, ckpt: str |
             add_checkpoint_or_error(p, None)
         elif looks_like_hub_id(ckpt) and ckpt not in taken:
             taken.add(ckpt)
-            found[CHECKPOINT].append(ModelEntry(name=ckpt, path=ckpt, format=formats.HUB, architecture="hub"))
+            found[CHECKPOINT].append(ModelEntry(name=ckpt, path=ckpt, format=formats.HUB, architecture=detect.HUB))
         else:
             found[CHECKPOINT].append(ModelEntry(name=p.name, path=str(p), error=f"{ckpt}: no such file, folder or Hub id"))
     if include_hub_cache:
         for repo_id in hub_cache_models():
             if repo_id not in taken:
                 taken.add(repo_id)
-                found[CHECKPOINT].append(ModelEntry(name=repo_id, path=repo_id, format=formats.HUB, architecture="hub"))
+                found[CHECKPOINT].append(ModelEntry(name=repo_id, path=repo_id, format=formats.HUB, architecture=detect.HUB))
     if models_dir:
         for sub, kind, exts in (("VAE", VAE_KIND, CHECKPOINT_EXTS), ("Lora", LORA_KIND, (".safetensors", ".pt", ".ckpt")),
                                 ("ESRGAN", UPSCALER_KIND, UPSCALER_EXTS), ("RealESRGAN", UPSCALER_KIND, UPSCALER_EXTS)):
@@ -369,4 +366,4 @@ def _folder_architecture(folder: Path, index: dict) -> str:
         return detect.SD2_INPAINT if inpaint else detect.SD2
     if unet.get("cross_attention_dim") == 768:
         return detect.SD1_INPAINT if inpaint else detect.SD1
-    return "custom"
+    return detect.CUSTOM

@@ -89,6 +89,6 @@ class StepTracker:
                                       image_total=self.job.image_total, preview=preview, stage=self.stage))
 
     def __call__(self, pipe, step_index, timestep, callback_kwargs):
-        total = self.total or getattr(pipe, "_num_timesteps", None) or self.job.request.steps
+        total = self.total or getattr(pipe, "num_timesteps", None) or self.job.request.steps  # diffusers' public property
         self.report(step_index + 1, total, callback_kwargs.get("latents"))
         return callback_kwargs

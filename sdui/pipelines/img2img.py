@@ -6,7 +6,6 @@ from ..images.uploads import resize_for_request
 from .common import Job, StepTracker, generators
 
 
-
 def run(pipe, job: Job):
     req = job.request
     # 1. init image at the requested size (A1111 resize modes)

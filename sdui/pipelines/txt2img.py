@@ -5,7 +5,6 @@ from __future__ import annotations
 from .common import Job, StepTracker, generators
 
 
-
 def run(pipe, job: Job):
     req = job.request
     # 1. check inputs: done by GenerationRequest.validate before any model work

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from .. import samplers
+from .. import fields, samplers
 
 
 @dataclass
@@ -57,26 +57,38 @@ def render_prompts(prefix: str) -> tuple[gr.Textbox, gr.Textbox]:
     return prompt, negative
 
 
-def render_controls(prefix: str, max_size: int) -> GenerationControls:
+def slider(name: str, limits, elem_id: str, **kw) -> gr.Slider:
+    """A slider whose bounds, default, step and label come from the field table."""
+    return gr.Slider(**{**fields.slider(name, limits), **kw}, elem_id=elem_id)
+
+
+def radio(name: str, elem_id: str, **kw) -> gr.Radio:
+    """A radio group of a field's choices, with its default and label from the field table."""
+    f = fields.BY_NAME[name]
+    return gr.Radio(list(f.choices), value=f.default, label=f.label, elem_id=elem_id, **kw)
+
+
+def render_controls(prefix: str, limits) -> GenerationControls:
     prompt, negative = render_prompts(prefix)
     with gr.Row():
         generate = gr.Button("Generate", variant="primary", elem_id=f"{prefix}_generate")
         interrupt = gr.Button("Interrupt", elem_id=f"{prefix}_interrupt")
     with gr.Row():
-        sampler = gr.Dropdown(samplers.sampler_names(), value="Euler a", label="Sampling method",
-                              elem_id=f"{prefix}_sampler")
-        scheduler = gr.Dropdown(samplers.schedule_names(), value="Automatic", label="Schedule type",
-                                elem_id=f"{prefix}_scheduler")
-        steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id=f"{prefix}_steps")
+        sampler = gr.Dropdown(samplers.sampler_names(), value=fields.default("sampler"),
+                              label=fields.BY_NAME["sampler"].label, elem_id=f"{prefix}_sampler")
+        scheduler = gr.Dropdown(samplers.schedule_names(), value=fields.default("scheduler"),
+                                label=fields.BY_NAME["scheduler"].label, elem_id=f"{prefix}_scheduler")
+        steps = slider("steps", limits, f"{prefix}_steps")
     with gr.Row():
-        width = gr.Slider(64, max_size, value=512, step=8, label="Width", elem_id=f"{prefix}_width")
-        height = gr.Slider(64, max_size, value=512, step=8, label="Height", elem_id=f"{prefix}_height")
+        width = slider("width", limits, f"{prefix}_width")
+        height = slider("height", limits, f"{prefix}_height")
     with gr.Row():
-        batch_count = gr.Slider(1, 100, value=1, step=1, label="Batch count", elem_id=f"{prefix}_batch_count")
-        batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id=f"{prefix}_batch_size")
-        cfg_scale = gr.Slider(1, 30, value=7, step=0.5, label="CFG Scale", elem_id=f"{prefix}_cfg_scale")
+        batch_count = slider("batch_count", limits, f"{prefix}_batch_count")
+        batch_size = slider("batch_size", limits, f"{prefix}_batch_size")
+        cfg_scale = slider("cfg_scale", limits, f"{prefix}_cfg_scale")
     with gr.Row():
-        seed = gr.Number(value=-1, precision=0, label="Seed", elem_id=f"{prefix}_seed", scale=4)
+        seed = gr.Number(value=fields.default("seed"), precision=0, label=fields.BY_NAME["seed"].label,
+                         elem_id=f"{prefix}_seed", scale=4)
         dice = gr.Button("Random", elem_id=f"{prefix}_random_seed", scale=0, min_width=80)
         recycle = gr.Button("Reuse last", elem_id=f"{prefix}_reuse_seed", scale=0, min_width=80)
     return GenerationControls(prompt, negative, sampler, scheduler, steps, width, height, batch_count, batch_size,
@@ -96,9 +108,8 @@ def render_outputs(prefix: str) -> dict:
 
 
 def coerce(field_name: str, value):
-    """Gradio sliders give floats; the request wants ints where A1111 has ints."""
-    if field_name in ("steps", "width", "height", "batch_count", "batch_size", "seed", "mask_blur", "noise_level"):
-        return int(value) if value is not None else value
-    if field_name in ("cfg_scale", "denoising_strength", "upscale_factor"):
-        return float(value)
+    """Gradio sliders give floats; the request wants the field table's type (ints where A1111 has ints)."""
+    f = fields.BY_NAME.get(field_name)
+    if f is not None and f.kind in (int, float) and value is not None:
+        return f.kind(value)
     return value

@@ -18,8 +18,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ..jobs import CANCELLED, DONE, FAILED, Job, JobQueue
-from ..types import GenerationRequest, SduiError
+from ..jobs import Job, JobQueue
+from ..types import GenerationRequest, JobState, SduiError
 
 POLL_SECONDS = 0.25
 
@@ -92,7 +92,7 @@ class Publisher:
 
 
 def progress_html(job: Job, position: int) -> str:
-    if job.state == "queued":
+    if job.state == JobState.QUEUED:
         return f'<div class="sdui-progress queued">In the queue: position {position}</div>'
     p = job.progress
     if p is None:
@@ -131,11 +131,11 @@ def run_job(queue: JobQueue, request: GenerationRequest, owner: Optional[str]) -
         if p is not None and p.preview is not None:
             last_preview = p.preview
         yield {"status": progress_html(job, queue.position(job)), "preview": last_preview}
-    if job.state == FAILED:
+    if job.state == JobState.FAILED:
         yield {"status": message_html(job.error or "failed"), "error": job.error}
         return
     n = len(job.result.images) if job.result else 0
-    if job.state == CANCELLED or job.skipped:
+    if job.state == JobState.CANCELLED or job.skipped:
         text = f"Interrupted. {n} finished image(s) kept." if n else "Interrupted. Nothing was saved."
         yield {"status": message_html(text, "info"), "result": job}
         return
@@ -167,7 +167,7 @@ def history_items(queue: JobQueue, owner: str, publisher: Publisher, limit: int 
     if not owner:
         return out
     for job in queue.jobs_for(owner):
-        if job.state not in (DONE, CANCELLED) or not job.result:
+        if job.state not in (JobState.DONE, JobState.CANCELLED) or not job.result:
             continue
         for im in reversed(job.result.images):
             if im.path and os.path.exists(im.path):

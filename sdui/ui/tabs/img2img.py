@@ -13,8 +13,8 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from ...types import MASKED_CONTENT, RESIZE_MODES, InvalidRequest
-from ..controls import UIContext, coerce, render_controls, render_outputs
+from ...types import InvalidRequest
+from ..controls import UIContext, coerce, radio, render_controls, render_outputs, slider
 from .generate import wire_generation
 
 MODES = ("img2img (sketch or photo)", "Inpaint (paint the mask)")
@@ -29,15 +29,12 @@ def render(ctx: UIContext) -> SimpleNamespace:
                                     brush=gr.Brush(default_size=24, colors=["#ffffff", "#000000", "#ff0000", "#00a000",
                                                                             "#0050ff"], default_color="#ffffff"))
             with gr.Row():
-                strength = gr.Slider(0.0, 1.0, value=0.75, step=0.01, label="Denoising strength",
-                                     elem_id="img2img_denoising_strength")
-                resize_mode = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode",
-                                       elem_id="img2img_resize_mode")
+                strength = slider("denoising_strength", ctx.engine.limits, "img2img_denoising_strength")
+                resize_mode = radio("resize_mode", "img2img_resize_mode")
             with gr.Row():
-                mask_blur = gr.Slider(0, 64, value=4, step=1, label="Mask blur", elem_id="img2img_mask_blur")
-                fill = gr.Radio(list(MASKED_CONTENT), value="original", label="Masked content",
-                                elem_id="img2img_inpainting_fill")
-            controls = render_controls("img2img", ctx.settings.max_size)
+                mask_blur = slider("mask_blur", ctx.engine.limits, "img2img_mask_blur")
+                fill = radio("inpainting_fill", "img2img_inpainting_fill")
+            controls = render_controls("img2img", ctx.engine.limits)
         with gr.Column(scale=1):
             outputs = render_outputs("img2img")
     return SimpleNamespace(mode=mode, editor=editor, strength=strength, resize_mode=resize_mode, mask_blur=mask_blur,

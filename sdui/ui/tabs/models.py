@@ -45,7 +45,7 @@ def render(ctx: UIContext) -> SimpleNamespace:
 
 def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
     def refresh():
-        ctx.engine.manager.refresh()
+        ctx.engine.refresh()
         return status_markdown(ctx), model_rows(ctx)
 
     tab.refresh.click(refresh, outputs=[tab.status, tab.table])

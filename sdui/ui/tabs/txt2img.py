@@ -13,7 +13,7 @@ from .generate import wire_generation
 def render(ctx: UIContext) -> SimpleNamespace:
     with gr.Row():
         with gr.Column(scale=1):
-            controls = render_controls("txt2img", ctx.settings.max_size)
+            controls = render_controls("txt2img", ctx.engine.limits)
         with gr.Column(scale=1):
             outputs = render_outputs("txt2img")
             with gr.Row():

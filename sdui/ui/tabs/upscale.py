@@ -9,7 +9,7 @@ from PIL import Image
 
 from ...types import GenerationRequest
 from .. import session
-from ..controls import UIContext, coerce
+from ..controls import UIContext, coerce, slider
 
 
 def render(ctx: UIContext) -> SimpleNamespace:
@@ -18,13 +18,13 @@ def render(ctx: UIContext) -> SimpleNamespace:
         with gr.Column(scale=1):
             image = gr.Image(label="Image", type="pil", format="png", elem_id="upscale_image")
             upscaler = gr.Dropdown(names, value=names[0], label="Upscaler", elem_id="upscale_upscaler")
-            factor = gr.Slider(1, 8, value=4, step=0.5, label="Scale factor", elem_id="upscale_factor")
+            factor = slider("upscale_factor", ctx.engine.limits, "upscale_factor")
             with gr.Accordion("SD x4 upscaler", open=True):
                 prompt = gr.Textbox(label="Prompt", lines=2, elem_id="upscale_prompt")
                 negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="upscale_neg_prompt")
                 with gr.Row():
-                    noise = gr.Slider(0, 350, value=20, step=1, label="Noise level", elem_id="upscale_noise_level")
-                    steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id="upscale_steps")
+                    noise = slider("noise_level", ctx.engine.limits, "upscale_noise_level")
+                    steps = slider("steps", ctx.engine.limits, "upscale_steps")
             with gr.Row():
                 run = gr.Button("Upscale", variant="primary", elem_id="upscale_run")
                 interrupt = gr.Button("Interrupt", elem_id="upscale_interrupt")

@@ -1,0 +1,121 @@
+"""The request field table: every generation option declared once.
+
+Each row gives a ``GenerationRequest`` field its type, default, range, A1111's UI label, its
+infotext key, its A1111 API field and its CLI flags. Validation (``types.GenerationRequest``),
+the UI's slider bounds, the CLI's flags, the API's field mapping and the infotext mapping are all
+derived from this table, and a test fails when one of them disagrees with it.
+
+Ranges may name a ``Limits`` attribute (``"max_size"``) where the owner sets the bound by flag.
+Nothing here imports anything of sdui's: every layer may read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+MASKED_CONTENT = ("original", "fill", "latent noise", "latent nothing")
+RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill")
+MAX_SEED = 2**32 - 1
+_SAME = object()
+Bound = Union[int, float, str, None]
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str  # GenerationRequest attribute
+    kind: type  # int, float or str
+    default: Any
+    minimum: Bound = None  # a number, or the name of a Limits attribute
+    maximum: Bound = None
+    step: Optional[float] = None  # UI slider step
+    choices: Optional[tuple] = None
+    label: str = ""  # A1111's UI label
+    infotext: Optional[str] = None  # A1111 infotext key ("Steps"); None = not written as one key
+    api: Optional[str] = None  # A1111 API field ("n_iter")
+    api_default: Any = _SAME  # A1111's API default where it differs from ours
+    cli: tuple[str, ...] = ()  # CLI flags, the first one shown in help
+    modes: tuple[str, ...] = ("txt2img", "img2img", "inpaint")
+    help: str = ""
+
+    @property
+    def api_value_default(self) -> Any:
+        return self.default if self.api_default is _SAME else self.api_default
+
+    def bounds(self, limits) -> tuple[Optional[float], Optional[float]]:
+        """(minimum, maximum) with Limits attributes resolved."""
+        return _resolve(self.minimum, limits), _resolve(self.maximum, limits)
+
+    def range_text(self, limits) -> str:
+        lo, hi = self.bounds(limits)
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        what = "an integer" if self.kind is int else "a number"
+        return f"{what} from {self.kind(lo)} to {self.kind(hi)}"
+
+
+def _resolve(bound: Bound, limits):
+    return getattr(limits, bound) if isinstance(bound, str) else bound
+
+
+_GEN = ("txt2img", "img2img", "inpaint")
+_I2I = ("img2img", "inpaint")
+FIELDS: tuple[Field, ...] = (
+    Field("prompt", str, "", label="Prompt", api="prompt", cli=("--prompt",), modes=_GEN + ("upscale",),
+          help="What to draw (A1111 syntax: (word:1.2), [word], BREAK)."),
+    Field("negative_prompt", str, "", label="Negative prompt", infotext="Negative prompt", api="negative_prompt",
+          cli=("--negative-prompt", "--negative_prompt"), modes=_GEN + ("upscale",), help="What to avoid."),
+    Field("sampler", str, "Euler a", label="Sampling method", infotext="Sampler", api="sampler_name", api_default=None,
+          cli=("--sampler",), modes=_GEN + ("upscale",), help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M', 'DDIM'."),
+    Field("scheduler", str, "Automatic", label="Schedule type", infotext="Schedule type", api="scheduler",
+          api_default=None, cli=("--scheduler",), modes=_GEN + ("upscale",), help="Schedule type: Automatic, Karras, Exponential, ..."),
+    Field("steps", int, 20, 1, "max_steps", step=1, label="Sampling steps", infotext="Steps", api="steps",
+          api_default=50, cli=("--steps", "--ddim_steps"), modes=_GEN + ("upscale",), help="Sampling steps."),
+    Field("cfg_scale", float, 7.0, 0.0, 30.0, step=0.5, label="CFG Scale", infotext="CFG scale", api="cfg_scale",
+          cli=("--cfg-scale", "--scale"), modes=_GEN + ("upscale",), help="How strongly the prompt is followed."),
+    Field("width", int, 512, "min_size", "max_size", step=8, label="Width", api="width", cli=("--width", "--W"),
+          help="Width in pixels, a multiple of 8."),
+    Field("height", int, 512, "min_size", "max_size", step=8, label="Height", api="height", cli=("--height", "--H"),
+          help="Height in pixels, a multiple of 8."),
+    Field("seed", int, -1, -1, MAX_SEED, label="Seed", infotext="Seed", api="seed", cli=("--seed",),
+          modes=_GEN + ("upscale",), help="Seed; -1 picks one at random."),
+    Field("batch_size", int, 1, 1, "max_batch_size", step=1, label="Batch size", api="batch_size",
+          cli=("--n-samples", "--n_samples"), help="Images per batch."),
+    Field("batch_count", int, 1, 1, "max_batch_count", step=1, label="Batch count", api="n_iter",
+          cli=("--n-iter", "--n_iter"), help="Batches to run one after another."),
+    Field("denoising_strength", float, 0.75, 0.0, 1.0, step=0.01, label="Denoising strength",
+          infotext="Denoising strength", api="denoising_strength", cli=("--strength",), modes=_I2I,
+          help="How much of the image is redrawn (0-1)."),
+    Field("resize_mode", str, "Just resize", choices=RESIZE_MODES, label="Resize mode", api="resize_mode",
+          api_default=0, cli=("--resize-mode",), modes=_I2I, help="How the image is fitted to the size."),
+    Field("mask_blur", int, 4, 0, 64, step=1, label="Mask blur", infotext="Mask blur", api="mask_blur",
+          api_default=None, cli=("--mask-blur",), modes=("inpaint",), help="Mask blur in pixels."),
+    Field("inpainting_fill", str, "original", choices=MASKED_CONTENT, label="Masked content",
+          infotext="Masked content", api="inpainting_fill", api_default=0, cli=("--masked-content",),
+          modes=("inpaint",), help="What the masked area starts from."),
+    Field("upscaler", str, "Lanczos", label="Upscaler", infotext="Postprocess upscaler", api="upscaler_1",
+          api_default="None", cli=("--upscaler",), modes=("upscale",),
+          help="Lanczos, Nearest, 'SD x4 upscaler' or an ESRGAN model name."),
+    Field("upscale_factor", float, 4.0, 1.0, 8.0, step=0.5, label="Scale by", infotext="Postprocess upscale by",
+          api="upscaling_resize", api_default=2, cli=("--scale-factor",), modes=("upscale",), help="Enlargement factor."),
+    Field("noise_level", int, 20, 0, 350, step=1, label="Noise level", infotext="Noise level", cli=("--noise-level",),
+          modes=("upscale",), help="SD x4 upscaler noise level."),
+)
+
+BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
+BY_INFOTEXT: dict[str, Field] = {f.infotext: f for f in FIELDS if f.infotext}
+
+
+def default(name: str) -> Any:
+    return BY_NAME[name].default
+
+
+def for_mode(mode: str) -> list[Field]:
+    return [f for f in FIELDS if mode in f.modes]
+
+
+def slider(name: str, limits) -> dict:
+    """Keyword arguments for a UI slider of ``name``: bounds, default, step, label."""
+    f = BY_NAME[name]
+    lo, hi = f.bounds(limits)
+    return {"minimum": lo, "maximum": hi, "value": f.default, "step": f.step, "label": f.label}
