@@ -266,12 +266,8 @@ class Engine:
                     raise InvalidRequest("upscaler", name, f"one of {', '.join(self.upscaler_names())}")
                 if entries[name].error:
                     raise InvalidRequest("upscaler", name, entries[name].error)
-                with self.manager.lock:
-                    model = upscale.load_esrgan(entries[name].path)
-                    try:
-                        out = upscale.run_esrgan(model, job, self.manager.device)
-                    finally:
-                        del model
+                out, result.memory_level = self.manager.run_upscaler(
+                    name, lambda model, device: upscale.run_esrgan(model, job, device))
         except Cancelled:
             raise _cancelled(result) from None
         for img in out:

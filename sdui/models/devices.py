@@ -42,6 +42,18 @@ def pick_dtype(settings: Settings, device):
     return torch.float16
 
 
+def cpu():
+    import torch
+
+    return torch.device("cpu")
+
+
+def float32():
+    import torch
+
+    return torch.float32
+
+
 def is_accelerator(device) -> bool:
     return device.type in ("cuda", "mps")
 

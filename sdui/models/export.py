@@ -1,8 +1,8 @@
 """Write a diffusers SD 1.x/2.x pipeline as one original-layout (LDM/"CompVis") checkpoint.
 
 The inverse of diffusers' single-file loader, for UNet2DConditionModel + AutoencoderKL + CLIP text
-encoder. Used to make single-file checkpoints for tests and benchmarks, and by
-``sdui convert`` for users who want one file to share with A1111 or ComfyUI.
+encoder. Used to make single-file checkpoints for tests and benchmarks (there is no user-facing
+convert command yet).
 Written for any depth of block_out_channels / layers_per_block (tiny test models included).
 """
 

@@ -282,3 +282,17 @@ def load_vae(entry: ModelEntry, template, dtype):
         if t.is_floating_point() and t.numel() and not torch.isfinite(t.flatten()[:1024]).all():
             raise ModelLoadError(f"{entry.path}: corrupt VAE: weight '{name}' holds NaN/inf")
     return vae
+
+
+def load_upscaler(entry: ModelEntry):
+    """An ESRGAN-family model (spandrel's descriptor, on the CPU, eval mode) from a state dict read
+    safely; refuses what spandrel cannot read, naming the file."""
+    from spandrel import ModelLoader
+
+    if entry.error:
+        raise ModelLoadError(entry.error)
+    state_dict = formats.load_state_dict(entry.path, entry.format if entry.format != formats.UNKNOWN else None)
+    try:
+        return ModelLoader().load_from_state_dict(state_dict).eval()
+    except Exception as e:  # spandrel raises UnsupportedModelError and friends
+        raise ModelLoadError(f"{entry.path}: not an ESRGAN-family model spandrel can read ({type(e).__name__}: {e})") from None

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 AUTOMATIC_VAE, NO_VAE = "Automatic", "None"
 
 
+MAX_CACHED_UPSCALERS = 2  # ESRGAN models are 1-70 MB; two cover switching between a favourite pair
+
+
 class OutOfMemory(RuntimeError):
     """Out of memory at every level of the ladder."""
 
@@ -88,6 +91,7 @@ class ModelManager:
         self._cache: "OrderedDict[str, LoadedModel]" = OrderedDict()  # LRU order, most recent last
         self._current: Optional[str] = None
         self._levels: dict[tuple, MemoryLevel] = {}
+        self._upscalers: "OrderedDict[str, Any]" = OrderedDict()  # path -> spandrel descriptor, LRU
         gb = self.settings.ram_cache_gb
         self.cache_budget = int(gb * 1024**3) if gb is not None else devices.total_ram_bytes() // 4
 
@@ -446,6 +450,40 @@ class ModelManager:
     def remembered_level(self, name: str, *size) -> Optional[MemoryLevel]:
         return self._levels.get((name, *size))
 
+    # ---- ESRGAN-family upscalers ---------------------------------------------------------------
+    def run_upscaler(self, name: str, fn: Callable[[Any, Any], Any]):
+        """Run ``fn(model, device)`` with the listed upscaler ``name`` loaded (the last
+        MAX_CACHED_UPSCALERS stay in RAM) and placed on the working device; on out-of-memory there,
+        free memory and run it on the CPU. Returns ``(result, level_used)``."""
+        with self.lock:
+            entry = self.find(name, registry.UPSCALER_KIND)
+            model = self._upscaler(entry)
+            places = [(self.device, MemoryLevel.AS_LOADED)]
+            if devices.is_accelerator(self.device):
+                places.append((devices.cpu(), MemoryLevel.CPU))
+            for device, level in places:
+                try:
+                    model.model.to(device=device, dtype=devices.float32())
+                    return fn(model, device), level
+                except BaseException as e:  # noqa: BLE001 - only OOM is handled, the rest re-raised
+                    if not devices.is_out_of_memory(e):
+                        raise
+                    log.warning("out of memory upscaling with %s on %s; retrying on the CPU", name, device)
+                    del e
+                    model.model.to("cpu")
+                    devices.free_memory()
+            raise OutOfMemory(f"out of memory upscaling with {name} even on the CPU; try a smaller image")
+
+    def _upscaler(self, entry: registry.ModelEntry):
+        cached = self._upscalers.pop(entry.path, None)
+        if cached is None:
+            cached = loader.load_upscaler(entry)
+        self._upscalers[entry.path] = cached  # most recent last
+        while len(self._upscalers) > MAX_CACHED_UPSCALERS:
+            self._upscalers.popitem(last=False)
+            devices.free_memory()
+        return cached
+
     # ---- reporting ----------------------------------------------------------------------------
     def status(self) -> dict:
         cur = self.current
@@ -460,6 +498,7 @@ class ModelManager:
             "cached": [{"name": m.name, "bytes": m.nbytes, "load_seconds": round(m.load_seconds, 2)}
                        for m in self._cache.values()],
             "cache_budget_bytes": self.cache_budget,
+            "upscalers_cached": [Path(p).stem for p in self._upscalers],
             **devices.memory_report(self.device),
         }
 

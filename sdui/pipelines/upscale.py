@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from ..types import Cancelled, InvalidRequest
+from ..types import Cancelled
 from .common import Job, StepTracker, generators, is_cancelled
 
 LANCZOS = "Lanczos"
@@ -100,26 +100,14 @@ def run_sd_x4(pipe, job: Job) -> list[Image.Image]:
     return [_resize_to_factor(result, src, req.upscale_factor)]
 
 
-def load_esrgan(path: str):
-    """An ESRGAN-family model via spandrel, from a state dict read safely (never unsafe pickle)."""
-    from spandrel import ModelLoader
-
-    from ..models.formats import load_state_dict
-
-    sd = load_state_dict(path)
-    try:
-        return ModelLoader().load_from_state_dict(sd).eval()
-    except Exception as e:  # spandrel raises UnsupportedModelError and friends
-        raise InvalidRequest("upscaler", path, f"an ESRGAN-family model spandrel can read ({type(e).__name__}: {e})") from None
-
-
 def run_esrgan(model, job: Job, device) -> list[Image.Image]:
+    """An ESRGAN-family model (a spandrel descriptor the manager loaded and placed) over tiles."""
     import torch
 
     req = job.request
     src = req.init_image.convert("RGB")
     scale = int(model.scale)
-    net = model.model.to(device).float()
+    net = model.model
     tracker = StepTracker(job, stage="upscaling")
 
     def upscale_tile(tile: Image.Image, index: int, count: int) -> Image.Image:
