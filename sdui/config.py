@@ -54,6 +54,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("open_browser", False, "Open the UI in the default browser once the server is up.", type=bool, group="server"),
     Option("queue_size", 16, "Most jobs waiting at once; a full queue answers at once instead of hanging.", type=int, group="server"),
     Option("shared_outputs", False, "Let every user see every user's images (default: each session sees its own).", type=bool, group="server"),
+    Option("allowed_hosts", None, "Extra host names the server answers to, comma-separated (it always answers "
+           "localhost/127.0.0.1 and, with --listen, its IP addresses and hostname); needed behind a reverse proxy or "
+           "for another DNS name. Other names are refused, which stops DNS-rebinding pages. '*' answers any name.",
+           group="server"),
+    Option("cors_allow_origins", None, "Web origins (scheme://host[:port], comma-separated) allowed to use the server "
+           "from a browser page with the user's login: they get CORS headers and may send POSTs. Default: only the "
+           "server's own pages. '*' allows every site, as A1111's flag of the same name does.", group="server"),
+    Option("max_request_mb", 64, "Largest request body or upload in MB. 64 holds an img2img request with a "
+           "2048x2048 RGBA PNG (at most ~17 MB, ~22 MB as base64) plus a mask of the same size and the JSON around "
+           "them.", type=int, group="server"),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
@@ -85,6 +95,9 @@ class Settings:
     open_browser: bool = False
     queue_size: int = 16
     shared_outputs: bool = False
+    allowed_hosts: Optional[str] = None
+    cors_allow_origins: Optional[str] = None
+    max_request_mb: int = 64
     extra: dict = field(default_factory=dict)
 
     def replace(self, **changes) -> "Settings":

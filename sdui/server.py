@@ -1,5 +1,36 @@
-"""One ASGI app: security (auth) in front, the A1111-compatible API under /sdapi/v1, the Gradio
-studio at /. ``serve(settings)`` runs it with uvicorn."""
+"""One ASGI app: security in front, the A1111-compatible API under /sdapi/v1, the Gradio studio at /.
+``serve(settings)`` runs it with uvicorn.
+
+Security rules, outermost first (the middlewares live in ``sdui.security``; each request meets them
+in this order, and every refusal is one sentence in A1111's error shape):
+
+1. Host (DNS rebinding). A request is answered only when its ``Host`` names this server: a loopback
+   name or address (``localhost``, ``127.x``, ``[::1]``), a name from ``--allowed-hosts`` (``*``
+   answers any), and with ``--listen`` also the machine's hostname (and ``<hostname>.local``) and any
+   IP address (addresses cannot be rebound). Anything else: 400 naming the host and the flag. A
+   request with no ``Host`` at all (HTTP/1.0; browsers always send one) is let through.
+2. CORS. Only this server's own origins (``http://<served name>:<port>``) and those named by
+   ``--cors-allow-origins`` get ``Access-Control-Allow-Origin`` (with credentials); a foreign
+   origin's preflight gets none, whatever the ``Host``. Installing Starlette's ``CORSMiddleware`` on
+   this app is Gradio's documented switch for turning its own origin-reflecting CORS off.
+3. Login cookies. Gradio's ``access-token*`` cookies are rewritten to ``HttpOnly; SameSite=Lax``.
+4. Origin (cross-site requests). Every state-changing request (any method but GET, HEAD, OPTIONS,
+   on every route: API, Gradio, login) and every WebSocket handshake that carries an ``Origin``
+   must come from this server's own origin (the one its ``Host`` names) or an allowed one; ``null``
+   never matches. Browsers always send ``Origin`` on such requests, so a form or ``text/plain``
+   POST from another site's page to ``/sdapi/v1/interrupt`` is refused with 403. A request with no
+   ``Origin`` is a program (A1111 clients post ``/interrupt`` and ``/skip`` with no body) and is
+   let through, unless the browser marks it ``Sec-Fetch-Site: cross-site``. A JSON content type or
+   a custom header is therefore not demanded: it would break those clients and adds nothing once
+   ``Origin`` is checked.
+5. Size. A body over ``--max-request-mb`` is refused with 413 (by ``Content-Length`` up front, by
+   counting for chunked bodies); Gradio's upload route gets the same cap as ``max_file_size``. A
+   JSON body nested deeper than 64 levels is refused with 400 instead of crashing validation.
+6. Login gate (``--gradio-auth``). Before login only the login page and its static files are served,
+   and the page's embedded API description is emptied; the rest of the UI answers 401.
+7. API auth. ``/sdapi/``, ``/docs`` and ``/openapi.json`` take HTTP Basic credentials
+   (``--api-auth``, else the ``--gradio-auth`` users).
+"""
 
 from __future__ import annotations
 
@@ -16,11 +47,14 @@ from typing import Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.middleware.cors import CORSMiddleware
 
 from . import __version__
 from .config import Settings
 from .engine import Engine
 from .jobs import JobQueue
+from .security import (LOOPBACK_NAMES, BodyLimit, HostCheck, LoginCookieFlags, LoginGate, OriginCheck, origin_for,
+                       split_list)
 
 log = logging.getLogger(__name__)
 
@@ -110,18 +144,58 @@ def create_app(settings: Settings, engine: Optional[Engine] = None, queue: Optio
         def root():
             return RedirectResponse("/docs")
 
+    add_security(app, settings)
     return app
 
 
+def served_names(settings: Settings) -> list[str]:
+    """Host names this server answers to (rule 1 of the module docstring)."""
+    names = list(LOOPBACK_NAMES)
+    if settings.listen:
+        host = socket.gethostname().lower()
+        short = host.split(".")[0]
+        names += lan_addresses() + sorted({host, short, f"{short}.local"} - {""})
+    return names + split_list(settings.allowed_hosts)
+
+
+def allowed_origins(settings: Settings, names: list[str]) -> list[str]:
+    """This server's own origins (one per served name), then the owner's --cors-allow-origins."""
+    own = [origin_for(name, settings.port) for name in names if name != "*"]
+    return own + split_list(settings.cors_allow_origins)
+
+
+def add_security(app: FastAPI, settings: Settings) -> None:
+    """Stack the middlewares of the module docstring; the last one added runs first."""
+    names = served_names(settings)
+    origins = allowed_origins(settings, names)
+    session_user = getattr(app.state, "ui_session_user", None)  # set by mount_ui when the UI has a login
+    if session_user is not None:
+        app.add_middleware(LoginGate, session_user=session_user)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_mb * 2**20)
+    app.add_middleware(OriginCheck, allowed_origins=origins)
+    app.add_middleware(LoginCookieFlags)
+    app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials=True, allow_methods=["*"],
+                       allow_headers=["*"], allow_private_network=True)
+    app.add_middleware(HostCheck, names=names, any_address=settings.listen)
+
+
 def lan_addresses() -> list[str]:
+    """This machine's IPv4 addresses other than loopback and link-local: its network interfaces'
+    (the hostname often resolves only to 127.0.1.1) and its hostname's."""
     addrs = set()
     try:
+        import psutil
+
+        for nics in psutil.net_if_addrs().values():
+            addrs.update(a.address for a in nics if a.family == socket.AF_INET)
+    except (ImportError, OSError):
+        pass
+    try:
         for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
-            if not info[4][0].startswith("127."):
-                addrs.add(info[4][0])
+            addrs.add(info[4][0])
     except OSError:
         pass
-    return sorted(addrs)
+    return sorted(a for a in addrs if not a.startswith(("127.", "169.254.")))
 
 
 def serve(settings: Settings) -> int:
@@ -142,6 +216,11 @@ def serve(settings: Settings) -> int:
         if not creds:
             print("WARNING: --listen without --gradio-auth: anyone on your network can use this machine's GPU "
                   "and see what it makes. Add --gradio-auth user:password.", file=sys.stderr)
+    for flag, value in (("--allowed-hosts", settings.allowed_hosts),
+                        ("--cors-allow-origins", settings.cors_allow_origins)):
+        if "*" in split_list(value):
+            print(f"WARNING: {flag} '*' turns off a protection: any web page you visit may be able to use this "
+                  "server as you (see the README's Security section).", file=sys.stderr)
     if settings.api:
         print(f"  API: http://127.0.0.1:{settings.port}/sdapi/v1/  (docs: /docs)")
     if settings.open_browser:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import gradio as gr
 
 from ..images.infotext import infotext_to_request_fields
-from ..models import download
-from ..types import SduiError
-from ..models.registry import CHECKPOINT_EXTS, checkpoint_folder
+from ..types import ModelKind, SduiError
 from . import session
 from .controls import UIContext
 from .tabs import history, img2img, models, pnginfo, txt2img, upscale
@@ -33,28 +30,26 @@ def mount_ui(app, engine, queue, settings, credentials: list[tuple[str, str]]):
     Blocks(). The outputs folder is deliberately not an allowed path: its file names are predictable
     (NNNNN-seed.png), so serving it would let any user fetch anyone's images; galleries show
     unguessable copies instead (session.Publisher)."""
-    return gr.mount_gradio_app(app, build_ui(engine, queue, settings), path="/", auth=credentials or None,
-                               auth_message="sdui: please log in", theme=gr.themes.Soft(), css=CSS,
-                               footer_links=["api"] if settings.api else [], ssr_mode=False)
+    # Uploads are capped like every request body (--max-request-mb).
+    app = gr.mount_gradio_app(app, build_ui(engine, queue, settings), path="/", auth=credentials or None,
+                              auth_message="sdui: please log in", theme=gr.themes.Soft(), css=CSS,
+                              footer_links=["api"] if settings.api else [], ssr_mode=False,
+                              max_file_size=settings.max_request_mb * 2**20)
+    if credentials:
+        # For the server's login gate: whose session (if anyone's) a request's cookies hold, decided
+        # as Gradio's own routes decide it. Kept here because only ui/ knows Gradio's internals.
+        gradio_app = app.routes[-1].app  # the Mount just added
+
+        def session_user(cookies: dict) -> str | None:
+            cid = gradio_app.cookie_id
+            token = cookies.get(f"access-token-{cid}") or cookies.get(f"access-token-unsecure-{cid}")
+            return gradio_app.tokens.get(token) if token else None
+
+        app.state.ui_session_user = session_user
+    return app
 
 
-def _usable_titles(engine) -> list[tuple[str, str]]:
-    """Dropdown choices: (A1111 title, stable model name); the title gains its hash once known."""
-    return [(e.title, e.name) for e in engine.checkpoints() if not e.error and e.architecture != "x4-upscaler"]
-
-
-def _vae_choices(engine, settings) -> list[str]:
-    """A1111's "SD VAE" choices: Automatic, None, then the files in models/VAE/ (and --vae-path)."""
-    from ..models.registry import VAE_KIND
-
-    return ["Automatic", "None", *(e.filename for e in engine.manager.entries(VAE_KIND) if not e.error)]
-
-
-def _sd_folder(settings) -> Path:
-    return checkpoint_folder(settings.models_dir).resolve()
-
-
-def download_steps(settings):
+def download_steps(engine):
     """Fetch the default model into models/Stable-diffusion/ on a thread; yields (status HTML, done)
     about twice a second. One download at a time for the whole server."""
     import threading
@@ -63,7 +58,7 @@ def download_steps(settings):
 
     def work():
         try:
-            download.download(download.DEFAULT_MODEL, _sd_folder(settings), on_progress=lambda p: state.update(p=p))
+            engine.download_default_model(on_progress=lambda p: state.update(p=p))
         except SduiError as e:
             state["error"] = str(e)
         finally:
@@ -86,32 +81,32 @@ def download_steps(settings):
         yield session.message_html("Downloaded and verified. The model is ready.", "info"), True
 
 
-def no_model_notice(settings) -> str:
-    folder = _sd_folder(settings)
-    exts = ", ".join(sorted(set(CHECKPOINT_EXTS)))
+def no_model_notice(engine) -> str:
+    folder = engine.checkpoint_folder()
+    exts = ", ".join(sorted(set(engine.CHECKPOINT_EXTENSIONS)))
     return (f"**No model found.** Put a checkpoint ({exts}) or a diffusers folder in `{folder}` "
             f"(or start with `--ckpt PATH_OR_HUB_ID`), then press Refresh. Generate stays disabled until then.")
 
 
 def build_ui(engine, queue, settings) -> gr.Blocks:
     ctx = UIContext(engine=engine, queue=queue, settings=settings, publisher=session.Publisher())
-    titles = _usable_titles(engine)
-    default_entry = engine.manager.default_checkpoint() if titles else None
+    titles = engine.model_choices()
+    default_entry = engine.default_checkpoint() if titles else None
     default = default_entry.name if default_entry else (titles[0][1] if titles else None)
     with gr.Blocks(title="sdui", analytics_enabled=False) as demo:
         ctx.token = gr.BrowserState("", storage_key="sdui-session")
         with gr.Row():
             ctx.model = gr.Dropdown(titles, value=default, label="Stable Diffusion checkpoint", scale=6,
                                     elem_id="sd_model_checkpoint", allow_custom_value=False)
-            vaes = _vae_choices(engine, settings)
-            ctx.vae = gr.Dropdown(vaes, value=engine.manager.default_vae_choice(), label="SD VAE", scale=3,
+            vaes = engine.vae_choices()
+            ctx.vae = gr.Dropdown(vaes, value=engine.default_vae_choice(), label="SD VAE", scale=3,
                                   elem_id="sd_vae", visible=len(vaes) > 2, allow_custom_value=False)
             refresh = gr.Button("Refresh", scale=0, min_width=80, elem_id="refresh_checkpoints")
-        notice = gr.Markdown("" if titles else no_model_notice(settings), visible=not titles, elem_id="no_model_notice")
-        offer = not titles and download.hub_reachable()
+        notice = gr.Markdown("" if titles else no_model_notice(engine), visible=not titles, elem_id="no_model_notice")
+        offer = not titles and engine.hub_reachable()
         with gr.Row(visible=offer) as download_row:
-            fetch = gr.Button(f"Download {download.DEFAULT_MODEL.label} "
-                              f"({download.DEFAULT_MODEL.approx_bytes / 1e9:.1f} GB) into {_sd_folder(settings)}",
+            wanted = engine.DEFAULT_DOWNLOAD
+            fetch = gr.Button(f"Download {wanted.label} ({wanted.approx_bytes / 1e9:.1f} GB) into {engine.checkpoint_folder()}",
                               variant="primary", elem_id="download_default_model")
         download_status = gr.HTML(elem_id="download_status")
         with gr.Tabs() as ctx.tabs:
@@ -140,18 +135,18 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
             b.interactive = False
 
         def refresh_models():
-            engine.manager.refresh()
-            found = _usable_titles(engine)
+            engine.refresh()
+            found = engine.model_choices()
             buttons = [gr.update(interactive=bool(found)) for _ in generate_buttons]
-            vae_names = _vae_choices(engine, settings)
+            vae_names = engine.vae_choices()
             return [gr.update(choices=found, value=found[0][1] if found else None),
-                    gr.update(value="" if found else no_model_notice(settings), visible=not found), *buttons,
+                    gr.update(value="" if found else no_model_notice(engine), visible=not found), *buttons,
                     gr.update(choices=vae_names, visible=len(vae_names) > 2)]
 
         refresh.click(refresh_models, outputs=[ctx.model, notice, *generate_buttons, ctx.vae])
 
         def fetch_default():
-            for html_text, done in download_steps(settings):
+            for html_text, done in download_steps(engine):
                 yield {download_status: html_text}
                 if done:
                     models, note, *rest = refresh_models()
@@ -164,7 +159,7 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
 
         def on_load(token):
             token = token or session.new_token()
-            ready = bool(_usable_titles(engine))
+            ready = bool(engine.model_choices())
             return (token, session.history_items(queue, session.owner_for(token), ctx.publisher),
                     *[gr.update(interactive=ready) for _ in generate_buttons],
                     *[gr.update(interactive=True) for _ in session_buttons])
@@ -221,9 +216,7 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
                 pass
         if parsed and parsed.get("VAE"):  # A1111 writes the VAE file name; select it when we have that file
             try:
-                from ..models.registry import VAE_KIND
-
-                out[ctx.vae] = ctx.engine.manager.find(parsed["VAE"], VAE_KIND).filename
+                out[ctx.vae] = ctx.engine.find_model(parsed["VAE"], ModelKind.VAE).filename
             except Exception:  # noqa: BLE001 - a VAE we do not have: keep the current choice
                 pass
         hint = fields.get("model_hint") or {}
@@ -231,7 +224,7 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
             if not key:
                 continue
             try:
-                out[ctx.model] = ctx.engine.manager.find(key).name
+                out[ctx.model] = ctx.engine.find_model(key).name
                 break
             except Exception:  # noqa: BLE001 - a model we do not have: keep the current choice
                 continue
