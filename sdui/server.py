@@ -46,10 +46,11 @@ from pathlib import Path
 from typing import Optional
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import RedirectResponse
 from starlette.middleware.cors import CORSMiddleware
 
 from . import __version__
+from .api.errors import unauthorized
 from .config import Settings
 from .engine import Engine
 from .jobs import JobQueue
@@ -117,17 +118,14 @@ def create_app(settings: Settings, engine: Optional[Engine] = None, queue: Optio
         if protected and api_creds:
             user = _basic_user(request, api_creds)
             if user is None:
-                return JSONResponse(status_code=401, headers={"WWW-Authenticate": 'Basic realm="sdui"'},
-                                    content={"error": "Unauthorized", "detail": "Incorrect username or password",
-                                             "body": "", "errors": "Incorrect username or password"})
+                return unauthorized()
             request.state.user = user
         return await call_next(request)
 
     if settings.api:
-        from .api.routes import ApiState, build_router, install_error_handlers
+        from . import api
 
-        install_error_handlers(app)
-        app.include_router(build_router(ApiState(engine, queue, settings)))
+        api.install(app, engine, queue, settings)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz():

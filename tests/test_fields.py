@@ -135,7 +135,7 @@ def test_api_schema_defaults_are_the_tables_a1111_defaults(f):
 
 
 def test_api_request_maps_every_a1111_field_through_the_table():
-    from sdui.api.routes import to_generation_request
+    from sdui.api.convert import to_generation_request
 
     body = schemas.Txt2ImgRequest(prompt="p", negative_prompt="n", sampler_name="DDIM", scheduler="Karras", steps=9,
                                   cfg_scale=3.5, width=96, height=128, seed=5, batch_size=2, n_iter=3)

@@ -1,0 +1,133 @@
+"""Making images, and following and stopping them: txt2img, img2img (and inpaint), extras
+upscaling, PNG info, progress, interrupt and skip. Each client sees and stops only its own jobs."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Optional
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from ..images import infotext, uploads
+from ..jobs import Job
+from ..types import GenerationRequest, InvalidRequest, JobState
+from . import schemas
+from .convert import result_info, to_generation_request
+from .errors import error_response, status_for
+from .state import ApiState, api_state, owner_of
+
+router = APIRouter()
+
+
+def _run(state: ApiState, owner: str, request: GenerationRequest) -> Job:
+    """Queue the job under its owner and wait for it (a client that goes away does not stop it)."""
+    job = state.queue.submit(request, owner)
+    job.wait()
+    return job
+
+
+def _failed(job: Job) -> Optional[JSONResponse]:
+    """A failed job becomes an A1111-shaped error; an interrupted one answers with what it has
+    (possibly no images), as A1111 does."""
+    if job.state == JobState.FAILED:
+        return error_response(status_for(job.error_kind or ""), job.error or "failed", job.error_kind)
+    return None
+
+
+def _generate(body: schemas.Txt2ImgRequest, mode: str, state: ApiState, owner: str):
+    ignored = schemas.ignored_fields(body)
+    request = to_generation_request(body, mode, state.model_for(owner), state.vae_for(owner))
+    job = _run(state, owner, request)
+    failed = _failed(job)
+    if failed is not None:
+        return failed
+    imgs = job.result.images if job.result else []
+    encoded = [uploads.encode_png_base64(im.image, im.infotext) for im in imgs] if body.send_images else []
+    params = body.model_dump(exclude={"init_images", "mask"} if mode != "txt2img" else set())
+    if mode != "txt2img":
+        params["init_images"] = None
+        params["mask"] = None
+    return {"images": encoded, "parameters": params,
+            "info": json.dumps(result_info(state.engine, job, job.request, ignored))}
+
+
+@router.post("/txt2img", response_model=schemas.ImageResponse)
+def txt2img(body: schemas.Txt2ImgRequest, state: ApiState = Depends(api_state), owner: str = Depends(owner_of)):
+    """Make images from a prompt (A1111's body; fields sdui does not implement are listed in
+    ``info.ignored``). Images come back as base64 PNGs with their infotext."""
+    return _generate(body, "txt2img", state, owner)
+
+
+@router.post("/img2img", response_model=schemas.ImageResponse)
+def img2img(body: schemas.Img2ImgRequest, state: ApiState = Depends(api_state), owner: str = Depends(owner_of)):
+    """Redraw ``init_images[0]`` guided by the prompt; with ``mask`` (white = redraw) it inpaints."""
+    return _generate(body, "img2img", state, owner)
+
+
+@router.post("/extra-single-image", response_model=schemas.ExtraSingleImageResponse)
+def extra_single_image(body: schemas.ExtraSingleImageRequest, state: ApiState = Depends(api_state),
+                       owner: str = Depends(owner_of)):
+    """Upscale one image with ``upscaler_1`` (Lanczos, Nearest, SD x4 upscaler or an ESRGAN model)
+    by ``upscaling_resize`` (or to ``upscaling_resize_w`` with ``resize_mode`` 1)."""
+    name = body.upscaler_1 if body.upscaler_1 and body.upscaler_1 != "None" else "Lanczos"
+    img = uploads.decode_image(body.image, "image")
+    factor = body.upscaling_resize if body.resize_mode == 0 else body.upscaling_resize_w / img.width
+    request = GenerationRequest(mode="upscale", init_image=img, upscaler=name, upscale_factor=float(factor), steps=20,
+                                save=True)
+    job = _run(state, owner, request)
+    failed = _failed(job)
+    if failed is not None:
+        return failed
+    out = job.result.images[0] if job.result and job.result.images else None
+    return {"html_info": out.infotext if out else "interrupted",
+            "image": uploads.encode_png_base64(out.image, out.infotext) if out else None}
+
+
+@router.post("/png-info", response_model=schemas.PNGInfoResponse)
+def png_info(body: schemas.PNGInfoRequest):
+    """The generation parameters stored in a PNG (A1111 infotext), raw and parsed field by field."""
+    if not body.image:
+        raise InvalidRequest("image", "", "a base64 PNG")
+    img = uploads.decode_image(body.image, "image", mode=None)  # as sent: its text chunks intact
+    text = infotext.read_infotext(img) or ""
+    items = {k: v for k, v in img.info.items() if isinstance(v, str)}
+    return {"info": text, "items": items, "parameters": infotext.parse_infotext(text) if text else {}}
+
+
+@router.get("/progress")
+def progress(skip_current_image: bool = False, state: ApiState = Depends(api_state), owner: str = Depends(owner_of)):
+    """This client's job: fraction done, ETA, step, queue position and a preview image."""
+    job = state.queue.current_for(owner)
+    active = job is not None and job.state.active
+    p = job.progress if job else None
+    current_image = None
+    if active and p is not None and p.preview is not None and not skip_current_image:
+        current_image = uploads.encode_png_base64(p.preview)
+    return {
+        "progress": job.fraction if active else 0.0,
+        "eta_relative": (p.eta if p else 0.0) if active else 0.0,
+        "state": {"skipped": bool(job and job.skipped), "interrupted": bool(job and job.cancel_event.is_set()),
+                  "stopping_generation": False, "job": f"task({job.id})" if active else "",
+                  "job_count": 1 if active else 0, "job_timestamp": time.strftime("%Y%m%d%H%M%S"),
+                  "job_no": p.image_index if active and p else 0,
+                  "sampling_step": p.step if active and p else 0,
+                  "sampling_steps": p.total if active and p else 0,
+                  "queue_position": state.queue.position(job) if active else 0},
+        "current_image": current_image,
+        "textinfo": (f"Queued, position {state.queue.position(job)}" if job and job.state == JobState.QUEUED else None),
+        "current_task": f"task({job.id})" if active else None,
+    }
+
+
+@router.post("/interrupt")
+def interrupt(state: ApiState = Depends(api_state), owner: str = Depends(owner_of)):
+    """Stop this client's running job and drop its queued ones (the admin's: anyone's)."""
+    return {"interrupted": state.queue.cancel(owner)}
+
+
+@router.post("/skip")
+def skip(state: ApiState = Depends(api_state), owner: str = Depends(owner_of)):
+    """Stop this client's running job but keep the images it has finished."""
+    return {"skipped": state.queue.skip(owner)}
