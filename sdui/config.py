@@ -15,53 +15,58 @@ from typing import Any, Optional
 
 @dataclass(frozen=True)
 class Option:
+    """One setting's flag and help; its default is the Settings field's (one source)."""
+
     name: str  # attribute name; the flag is --name-with-dashes
-    default: Any
     help: str
     type: Any = str
     choices: Optional[tuple] = None
     group: str = "models"  # "models" flags also exist on every CLI sub-command
     flag: Optional[str] = None  # explicit flag name where A1111's differs from the attribute
 
+    @property
+    def default(self) -> Any:
+        return _SETTINGS_DEFAULTS[self.name]
+
 
 OPTIONS: tuple[Option, ...] = (
     # where things are
-    Option("models_dir", "models", "Root of an AUTOMATIC1111-style models tree (Stable-diffusion/, VAE/, Lora/, ESRGAN/)."),
-    Option("ckpt_dir", None, "Extra folder to search for checkpoints (single files and diffusers folders)."),
-    Option("ckpt", None, "Checkpoint to load at start: a name from the list, a file path, a diffusers folder or a Hub id."),
-    Option("vae_path", None, "VAE used when a request does not choose one (A1111 --vae-path): a file, or a name "
+    Option("models_dir", "Root of an AUTOMATIC1111-style models tree (Stable-diffusion/, VAE/, Lora/, ESRGAN/)."),
+    Option("ckpt_dir", "Extra folder to search for checkpoints (single files and diffusers folders)."),
+    Option("ckpt", "Checkpoint to load at start: a name from the list, a file path, a diffusers folder or a Hub id."),
+    Option("vae_path", "VAE used when a request does not choose one (A1111 --vae-path): a file, or a name "
            "from models/VAE/. Default: Automatic (VAE/<checkpoint stem>.* if present, else the checkpoint's own)."),
-    Option("outputs_dir", "outputs", "Where generated images are saved (A1111 layout: txt2img-images/DATE/...)."),
+    Option("outputs_dir", "Where generated images are saved (A1111 layout: txt2img-images/DATE/...)."),
     # device and precision
-    Option("use_cpu", None, "'all' runs every model on the CPU, as in A1111.", choices=("all",)),
-    Option("device", "auto", "Device: auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps or cpu."),
-    Option("no_half", False, "Keep weights in fp32 even on a GPU (A1111 --no-half).", type=bool),
-    Option("precision", "autocast", "'full' means fp32 everywhere, as in A1111.", choices=("autocast", "full")),
-    Option("half_dtype", "fp16", "Half type on a GPU: fp16 or bf16.", choices=("fp16", "bf16")),
-    Option("medvram", False, "Start at memory level 3 (model CPU offload) on a GPU, as A1111 --medvram.", type=bool),
-    Option("lowvram", False, "Start at memory level 4 (sequential CPU offload) on a GPU, as A1111 --lowvram.", type=bool),
-    Option("ram_cache_gb", None, "RAM budget in GB for recently used models (default: a quarter of total RAM).", type=float),
+    Option("use_cpu", "'all' runs every model on the CPU, as in A1111.", choices=("all",)),
+    Option("device", "Device: auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps or cpu."),
+    Option("no_half", "Keep weights in fp32 even on a GPU (A1111 --no-half).", type=bool),
+    Option("precision", "'full' means fp32 everywhere, as in A1111.", choices=("autocast", "full")),
+    Option("half_dtype", "Half type on a GPU: fp16 or bf16.", choices=("fp16", "bf16")),
+    Option("medvram", "Start at memory level 3 (model CPU offload) on a GPU, as A1111 --medvram.", type=bool),
+    Option("lowvram", "Start at memory level 4 (sequential CPU offload) on a GPU, as A1111 --lowvram.", type=bool),
+    Option("ram_cache_gb", "RAM budget in GB for recently used models (default: a quarter of total RAM).", type=float),
     # output
-    Option("no_watermark", False, "Do not embed the invisible watermark in saved images.", type=bool),
-    Option("max_size", 2048, "Largest width/height accepted, in pixels.", type=int),
+    Option("no_watermark", "Do not embed the invisible watermark in saved images.", type=bool),
+    Option("max_size", "Largest width/height accepted, in pixels.", type=int),
     # server
-    Option("listen", False, "Serve on all interfaces (0.0.0.0) so other machines on the LAN can connect.", type=bool, group="server"),
-    Option("port", 7860, "Port to serve on.", type=int, group="server"),
-    Option("api", False, "Serve the A1111-compatible REST API under /sdapi/v1/.", type=bool, group="server"),
-    Option("gradio_auth", None, "Require login: user:pass[,user2:pass2].", group="server"),
-    Option("gradio_auth_path", None, "File with user:pass entries (one per line or comma separated).", group="server"),
-    Option("api_auth", None, "HTTP Basic credentials for the API: user:pass[,user2:pass2].", group="server"),
-    Option("open_browser", False, "Open the UI in the default browser once the server is up.", type=bool, group="server"),
-    Option("queue_size", 16, "Most jobs waiting at once; a full queue answers at once instead of hanging.", type=int, group="server"),
-    Option("shared_outputs", False, "Let every user see every user's images (default: each session sees its own).", type=bool, group="server"),
-    Option("allowed_hosts", None, "Extra host names the server answers to, comma-separated (it always answers "
+    Option("listen", "Serve on all interfaces (0.0.0.0) so other machines on the LAN can connect.", type=bool, group="server"),
+    Option("port", "Port to serve on.", type=int, group="server"),
+    Option("api", "Serve the A1111-compatible REST API under /sdapi/v1/.", type=bool, group="server"),
+    Option("gradio_auth", "Require login: user:pass[,user2:pass2].", group="server"),
+    Option("gradio_auth_path", "File with user:pass entries (one per line or comma separated).", group="server"),
+    Option("api_auth", "HTTP Basic credentials for the API: user:pass[,user2:pass2].", group="server"),
+    Option("open_browser", "Open the UI in the default browser once the server is up.", type=bool, group="server"),
+    Option("queue_size", "Most jobs waiting at once; a full queue answers at once instead of hanging.", type=int, group="server"),
+    Option("shared_outputs", "Let every user see every user's images (default: each session sees its own).", type=bool, group="server"),
+    Option("allowed_hosts", "Extra host names the server answers to, comma-separated (it always answers "
            "localhost/127.0.0.1 and, with --listen, its IP addresses and hostname); needed behind a reverse proxy or "
            "for another DNS name. Other names are refused, which stops DNS-rebinding pages. '*' answers any name.",
            group="server"),
-    Option("cors_allow_origins", None, "Web origins (scheme://host[:port], comma-separated) allowed to use the server "
+    Option("cors_allow_origins", "Web origins (scheme://host[:port], comma-separated) allowed to use the server "
            "from a browser page with the user's login: they get CORS headers and may send POSTs. Default: only the "
            "server's own pages. '*' allows every site, as A1111's flag of the same name does.", group="server"),
-    Option("max_request_mb", 64, "Largest request body or upload in MB. 64 holds an img2img request with a "
+    Option("max_request_mb", "Largest request body or upload in MB. 64 holds an img2img request with a "
            "2048x2048 RGBA PNG (at most ~17 MB, ~22 MB as base64) plus a mask of the same size and the JSON around "
            "them.", type=int, group="server"),
 )
@@ -110,6 +115,9 @@ class Settings:
     @property
     def start_memory_level(self) -> int:
         return 4 if self.lowvram else 3 if self.medvram else 0
+
+
+_SETTINGS_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings) if f.name != "extra"}
 
 
 def flag_name(opt: Option) -> str:
