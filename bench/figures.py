@@ -64,7 +64,7 @@ def figure1_overhead(report: Report, models: Path, size: int = 128, steps: int =
             api = min(api, timed(lambda: c.post("/sdapi/v1/txt2img", json=body).raise_for_status()))
     report.add("1 overhead", f"REST API, {size}px {steps} steps", api, "s/image", plain, "<= 1.02x", api / plain <= 1.02)
     engine.manager.release_all()
-    del pipe, engine, app
+    pipe = engine = app = None  # let the models go before the CLI figure
     gc.collect()
     _cli_vs_script(report, models, out, size, steps)
 

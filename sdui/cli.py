@@ -41,7 +41,8 @@ def _add_generation_flags(p: argparse.ArgumentParser, mode: str) -> None:
         g.add_argument(*f.cli, **kw)
     g.add_argument("--plms", action="store_true", help="Same as --sampler PLMS (CompVis script flag).")
     g.add_argument("--outdir", default=None, help="Folder for the outputs (A1111 layout below it). Default: --outputs-dir.")
-    g.add_argument("--skip_grid", "--skip-grid", action="store_true", help="Accepted for CompVis compatibility; sdui never writes grids.")
+    g.add_argument("--skip_grid", "--skip-grid", action="store_true",
+                   help="Accepted for CompVis compatibility; sdui never writes grids.")
     g.add_argument("--quiet", action="store_true", help="No progress bar.")
 
 
@@ -49,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdui", description="Local Stable Diffusion: generate, upscale, inspect, serve.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for mode, text in (("txt2img", "Make images from a prompt."), ("img2img", "Redraw an image guided by a prompt."),
-                       ("inpaint", "Redraw the masked part of an image."), ("upscale", "Enlarge an image (SD x4, ESRGAN, Lanczos).")):
+                       ("inpaint", "Redraw the masked part of an image."),
+                       ("upscale", "Enlarge an image (SD x4, ESRGAN, Lanczos).")):
         p = sub.add_parser(mode, help=text, description=text)
         _add_generation_flags(p, mode)
         if mode in ("img2img", "inpaint"):

@@ -58,7 +58,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("api_auth", "HTTP Basic credentials for the API: user:pass[,user2:pass2].", group="server"),
     Option("open_browser", "Open the UI in the default browser once the server is up.", type=bool, group="server"),
     Option("queue_size", "Most jobs waiting at once; a full queue answers at once instead of hanging.", type=int, group="server"),
-    Option("shared_outputs", "Let every user see every user's images (default: each session sees its own).", type=bool, group="server"),
+    Option("shared_outputs", "Let every user see every user's images (default: each session sees its own).", type=bool,
+           group="server"),
     Option("allowed_hosts", "Extra host names the server answers to, comma-separated (it always answers "
            "localhost/127.0.0.1 and, with --listen, its IP addresses and hostname); needed behind a reverse proxy or "
            "for another DNS name. Other names are refused, which stops DNS-rebinding pages. '*' answers any name.",

@@ -192,7 +192,8 @@ class Engine:
             loaded = mgr.select(req.model)
             arch = loaded.architecture
             if arch == detect.X4_UPSCALER:
-                raise InvalidRequest("model", loaded.name, "a text-to-image checkpoint; this one is the x4 upscaler (use Upscale)")
+                raise InvalidRequest("model", loaded.name,
+                                     "a text-to-image checkpoint; this one is the x4 upscaler (use Upscale)")
             model_hash = mgr.ensure_hash(loaded.entry)
             vae = mgr.use_vae(loaded, req.vae)
             is_xl = isinstance(loaded.pipe, diffusers.StableDiffusionXLPipeline)
@@ -236,7 +237,7 @@ class Engine:
                 for w in warnings:
                     if w not in result.warnings:
                         result.warnings.append(w)
-                for img, seed in zip(pil_images, seeds):
+                for img, seed in zip(pil_images, seeds, strict=False):
                     result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch, level, vae))
         return result
 
@@ -264,8 +265,9 @@ class Engine:
                 entries = {e.name: e for e in self.models(ModelKind.UPSCALER)}
                 if name not in entries:
                     raise InvalidRequest("upscaler", name, f"one of {', '.join(self.upscaler_names())}")
-                if entries[name].error:
-                    raise InvalidRequest("upscaler", name, entries[name].error)
+                problem = entries[name].error
+                if problem:
+                    raise InvalidRequest("upscaler", name, problem)
                 out, result.memory_level = self.manager.run_upscaler(
                     name, lambda model, device: upscale.run_esrgan(model, job, device))
         except Cancelled:

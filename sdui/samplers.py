@@ -85,7 +85,7 @@ def resolve(name: str, schedule: str = "Automatic") -> tuple[Sampler, str]:
     return sampler, schedule
 
 
-def make_scheduler(base_config, name: str, schedule: str = "Automatic", seed: int | None = None):
+def make_scheduler(base_config, name: str, schedule: str = "Automatic", seed: "int | list[int] | None" = None):
     """A new scheduler for the A1111 ``name`` built from the model's scheduler config."""
     import diffusers
 

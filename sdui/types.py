@@ -132,7 +132,9 @@ class UnknownModelError(SduiError, LookupError):
 
 
 class Cancelled(SduiError):
-    """The job was interrupted by its owner; nothing was saved."""
+    """The job was interrupted by its owner; ``partial`` holds the images finished before (if any)."""
+
+    partial: "Optional[GenerationResult]" = None
 
 
 class QueueFull(SduiError):

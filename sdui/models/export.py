@@ -17,7 +17,8 @@ def _unet_map(config) -> list[tuple[str, str]]:
     lpb = config["layers_per_block"]
     pairs = [("time_embedding.linear_1.", "time_embed.0."), ("time_embedding.linear_2.", "time_embed.2."),
              ("conv_in.", "input_blocks.0.0."), ("conv_norm_out.", "out.0."), ("conv_out.", "out.2."),
-             ("class_embedding.", "label_emb.0.") if config.get("num_class_embeds") is None else ("class_embedding.", "label_emb.")]
+             ("class_embedding.", "label_emb.0.") if config.get("num_class_embeds") is None
+             else ("class_embedding.", "label_emb.")]
     for i in range(n):
         for j in range(lpb):
             idx = 1 + i * (lpb + 1) + j
@@ -68,7 +69,8 @@ def vae_to_ldm(vae) -> dict:
     config = vae.config
     n = len(config["block_out_channels"])
     lpb = config["layers_per_block"]
-    pairs = [("encoder.mid_block.attentions.0.", "encoder.mid.attn_1."), ("decoder.mid_block.attentions.0.", "decoder.mid.attn_1."),
+    pairs = [("encoder.mid_block.attentions.0.", "encoder.mid.attn_1."),
+             ("decoder.mid_block.attentions.0.", "decoder.mid.attn_1."),
              ("encoder.conv_norm_out.", "encoder.norm_out."), ("decoder.conv_norm_out.", "decoder.norm_out.")]
     for i in range(n):
         for j in range(lpb):

@@ -4,7 +4,8 @@
 Single files: read safely (``formats.CheckpointSource``, one component's tensors at a time), the
 architecture detected from the header, and each component built with diffusers' single-file
 loaders against a config folder: ``<stem>.config/`` beside the file when present (custom and tiny
-architectures), else the shipped ``assets/configs/<arch>``. Nothing is fetched. We assemble the pipeline from components instead of
+architectures), else the shipped ``assets/configs/<arch>``. Nothing is fetched. We assemble the
+pipeline from components instead of
 calling the pipeline-level ``from_single_file(path)`` because that one re-reads the file choosing
 the reader by extension: it would reject a safetensors file named ``.ckpt`` and lose the reason a
 pickle was refused.
@@ -81,7 +82,10 @@ def load(entry: ModelEntry, dtype, allow_download: bool = False) -> LoadResult:
 def _from_pretrained(path: str, dtype, local_files_only: bool):
     from diffusers import DiffusionPipeline
 
-    index = _read_index(Path(path)) if os.path.isdir(path) else DiffusionPipeline.load_config(path, local_files_only=local_files_only)
+    if os.path.isdir(path):
+        index = _read_index(Path(path))
+    else:
+        index = DiffusionPipeline.load_config(path, local_files_only=local_files_only)
     kwargs = {}
     if "safety_checker" in index:
         kwargs.update(safety_checker=None, requires_safety_checker=False)

@@ -150,7 +150,7 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
                 yield {download_status: html_text}
                 if done:
                     models, note, *rest = refresh_models()
-                    yield {ctx.model: models, notice: note, **dict(zip(generate_buttons, rest)),
+                    yield {ctx.model: models, notice: note, **dict(zip(generate_buttons, rest, strict=False)),
                            ctx.vae: rest[-1], download_row: gr.update(visible=False)}
 
         fetch.click(fetch_default, outputs=[download_status, ctx.model, notice, *generate_buttons, ctx.vae, download_row],

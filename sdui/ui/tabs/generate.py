@@ -45,7 +45,8 @@ def wire_generation(ctx: UIContext, c: GenerationControls, mode_fn, extra_fields
                      outputs=[outputs[k] for k in ("gallery", "infotext", "status", "preview", "last_seed")],
                      concurrency_limit=None, show_progress="hidden")
 
-    c.interrupt.click(lambda token: session.interrupt(ctx.queue, token), inputs=[ctx.token], outputs=[outputs["status"]], concurrency_limit=None)
+    c.interrupt.click(lambda token: session.interrupt(ctx.queue, token), inputs=[ctx.token], outputs=[outputs["status"]],
+                      concurrency_limit=None)
     c.dice.click(lambda: -1, outputs=[c.seed])
     c.recycle.click(lambda last: last if last is not None else -1, inputs=[outputs["last_seed"]], outputs=[c.seed])
 

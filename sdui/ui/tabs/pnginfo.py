@@ -51,4 +51,5 @@ def read(engine, path):
 
 
 def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
-    tab.file.change(lambda path: read(ctx.engine, path), inputs=[tab.file], outputs=[tab.shown, tab.infotext, tab.table, tab.watermark, tab.parsed])
+    tab.file.change(lambda path: read(ctx.engine, path), inputs=[tab.file],
+                    outputs=[tab.shown, tab.infotext, tab.table, tab.watermark, tab.parsed])
