@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from sdui.images import infotext, watermark
-from sdui.types import Cancelled, GenerationRequest, InvalidRequest, ModelLoadError
+from sdui.types import Cancelled, GenerationRequest, InvalidRequest
 
 BASE = dict(prompt="a small house", steps=2, width=64, height=64, seed=77, model="tiny")
 
@@ -99,14 +99,36 @@ def test_outputs_of_256px_are_watermarked_and_verify(make_engine):
 
 
 # ---- img2img and inpaint ---------------------------------------------------------------------------
-def test_img2img_accepts_any_init_size(make_engine):
+def test_img2img_accepts_any_init_size_and_hands_the_pipeline_the_resized_image(make_engine, monkeypatch):
+    """A 200x100 init image at 64x64 in each resize mode: the image the diffusers pipeline receives
+    is the mode's resize (pixels checked in test_images), told apart here by two pixels each."""
+    import diffusers
+
+    from sdui.images import uploads
+    from tests.test_images import GREEN, RED, YELLOW, colour_at, regions_image
+
+    received = []
+    original = diffusers.StableDiffusionImg2ImgPipeline.__call__
+
+    def spy(self, *args, **kwargs):
+        received.append(kwargs["image"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(diffusers.StableDiffusionImg2ImgPipeline, "__call__", spy)
     engine = make_engine(no_watermark=True)
-    init = Image.new("RGB", (123, 77), (200, 30, 30))
-    for mode in ("Just resize", "Crop and resize", "Resize and fill"):
+    init = regions_image()
+    # (x=1, y=40) is the yellow left edge unless cropped away; (x=20, y=20) is green only where the
+    # image was fitted inside the frame (its top band lands lower)
+    expected = {"Just resize": (YELLOW, RED), "Crop and resize": (RED, RED), "Resize and fill": (YELLOW, GREEN)}
+    for mode, (edge, middle) in expected.items():
         r = engine.generate(GenerationRequest(**{**BASE, "mode": "img2img", "init_image": init, "resize_mode": mode,
-                                                 "denoising_strength": 0.5, "steps": 4, "save": False}))
+                                                 "denoising_strength": 0.5, "steps": 2, "save": False}))
         assert r.images[0].image.size == (64, 64)
         assert "Denoising strength: 0.5" in r.images[0].infotext
+        given = received.pop()
+        assert given.size == (64, 64)
+        assert given.tobytes() == uploads.resize_for_request(init, 64, 64, mode).tobytes(), mode
+        assert (colour_at(given, 1, 40), colour_at(given, 20, 20)) == (edge, middle), mode
 
 
 def test_img2img_strength_controls_how_much_the_init_image_matters(make_engine):
@@ -205,7 +227,8 @@ def test_lanczos_and_listing(make_engine):
 def test_esrgan_through_spandrel_in_tiles_matches_untiled(make_engine):
     import torch
 
-    from sdui.pipelines import upscale
+    from sdui.models import loader
+    from sdui.types import ModelKind
 
     engine = make_engine(no_watermark=True)
     rng = np.random.default_rng(1)
@@ -213,7 +236,7 @@ def test_esrgan_through_spandrel_in_tiles_matches_untiled(make_engine):
     r = engine.generate(GenerationRequest(mode="upscale", init_image=src, upscaler="tiny-esrgan", save=False))
     out = np.asarray(r.images[0].image, dtype=np.int16)
     assert out.shape == (160, 1200, 3)
-    model = upscale.load_esrgan(str(engine.manager.entries("upscaler")[0].path))
+    model = loader.load_upscaler(next(e for e in engine.models(ModelKind.UPSCALER) if e.name == "tiny-esrgan"))
     with torch.no_grad():
         x = torch.from_numpy(np.asarray(src, dtype=np.float32) / 255).permute(2, 0, 1)[None]
         whole = (model.model(x)[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.int16)
@@ -231,7 +254,8 @@ def test_malicious_esrgan_file_is_refused(make_engine, tmp_path):
     canary = tmp_path / "pwned"
     _evil_pickle(root / "ESRGAN" / "evil.pth", canary, zip_format=True)
     engine = make_engine(models_dir=str(root))
-    with pytest.raises(ModelLoadError, match=r"evil.pth: refused to load.*GLOBAL io.open\)"):
+    # flagged when the folder is listed (nothing unpickled), so the request names the field and why
+    with pytest.raises(InvalidRequest, match=r"upscaler='evil' .*evil.pth: refused: would run code \(imports io.open\)"):
         engine.generate(GenerationRequest(mode="upscale", init_image=Image.new("RGB", (8, 8)), upscaler="evil"))
     assert not canary.exists()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import shutil
 import threading
-import time
 import weakref
 
 import numpy as np
@@ -20,7 +19,9 @@ from tests.conftest import copy_model
 
 
 def _manager(models_root, **kw) -> ModelManager:
-    return ModelManager(Settings(models_dir=str(models_root), **kw))
+    """A manager on the tiny models, on the CPU whatever this machine has (a test that means another
+    device says so, and fakes it)."""
+    return ModelManager(Settings(models_dir=str(models_root), **{"device": "cpu", **kw}))
 
 
 # ---- device and precision ----------------------------------------------------------------------
@@ -38,9 +39,46 @@ def test_gpu_precision_follows_a1111_flags_without_a_gpu():
     assert devices.pick_dtype(Settings(precision="full"), cuda) == torch.float32
 
 
-def test_use_cpu_all_and_auto_pick_cpu_here():
-    assert devices.pick_device(Settings(use_cpu="all")).type == "cpu"
-    assert devices.pick_device(Settings()).type == ("cuda" if torch.cuda.is_available() else "cpu")
+def _no_gpu(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+def _fake_gpu(monkeypatch) -> None:
+    """torch reports a CUDA GPU (there may be none): for the choice of device only, nothing runs on it."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+
+def test_use_cpu_all_and_device_cpu_pick_the_cpu_even_with_a_fake_gpu(monkeypatch):
+    _fake_gpu(monkeypatch)
+    assert devices.pick_device(Settings(use_cpu="all")) == torch.device("cpu")
+    assert devices.pick_device(Settings(use_cpu="all", device="cuda")) == torch.device("cpu")
+    assert devices.pick_device(Settings(device="cpu")) == torch.device("cpu")
+
+
+def test_auto_picks_the_cpu_without_cuda_or_mps(monkeypatch):
+    _no_gpu(monkeypatch)
+    assert devices.pick_device(Settings()) == torch.device("cpu")
+
+
+def test_auto_picks_cuda_on_a_fake_gpu(monkeypatch):
+    _fake_gpu(monkeypatch)
+    assert devices.pick_device(Settings()) == torch.device("cuda")
+    assert devices.pick_device(Settings(device="cuda:1")) == torch.device("cuda", 1)
+
+
+def test_auto_picks_mps_on_a_fake_mac_without_cuda(monkeypatch):
+    _no_gpu(monkeypatch)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert devices.pick_device(Settings()) == torch.device("mps")
+
+
+def test_asking_for_a_missing_gpu_is_a_clear_error(monkeypatch):
+    _no_gpu(monkeypatch)
+    with pytest.raises(RuntimeError, match="--device cuda: this torch build sees no CUDA GPU"):
+        devices.pick_device(Settings(device="cuda"))
+    with pytest.raises(RuntimeError, match="--device mps: MPS is not available"):
+        devices.pick_device(Settings(device="mps"))
 
 
 def test_medvram_and_lowvram_set_the_starting_level():
@@ -55,10 +93,10 @@ def test_switch_and_switch_back_from_ram_cache(models_root):
     a = m.select("tiny")
     b = m.select("other")
     assert m.current is b and m.cached_names() == ["tiny", "other"]
-    t0 = time.perf_counter()
     again = m.select("tiny")
-    assert again is a, "switching back must reuse the cached model, not reload it"
-    assert time.perf_counter() - t0 < 1.0
+    # a reload would make a new LoadedModel and new modules: the same objects mean none happened
+    assert again is a and again.pipe.unet is a.pipe.unet, "switching back must reuse the cached model, not reload it"
+    assert m.current is a and m.cached_names() == ["other", "tiny"]
 
 
 def test_find_accepts_a1111_titles_hashes_and_paths(models_root):
@@ -136,34 +174,81 @@ def test_repeated_switching_does_not_grow_memory(models_root):
     assert grown < 2 * one_model, f"RSS grew by {grown / 2**20:.1f} MiB over 20 cycles (model {one_model / 2**20:.1f} MiB)"
 
 
+class _LockThatReportsWaits:
+    """The manager's lock, wrapped: a thread in ``watched`` first tries it without blocking; a
+    refused try means another thread held the lock at that moment, and ``on_refused()`` is called
+    before the thread waits for the lock as it would have anyway."""
+
+    def __init__(self, lock, on_refused):
+        self._lock, self.on_refused = lock, on_refused
+        self.watched: set[threading.Thread] = set()
+
+    def acquire(self, blocking=True, timeout=-1):
+        if threading.current_thread() in self.watched:
+            if self._lock.acquire(blocking=False):
+                return True
+            self.on_refused()
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self):
+        self._lock.release()
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
 def test_one_lock_serialises_model_work(models_root):
+    """A checkpoint switch cannot run while a job holds the model; shown by events, not by sleeping.
+
+    The job runs on this thread. From inside it, it starts a switcher thread (``select("other")``)
+    and waits until the switcher has either been refused the lock or finished switching, whichever
+    comes first. Still inside the job it records which: with one lock, the switcher must have been
+    refused (this thread held the lock) and the model must still be "tiny". A switch that did not
+    take the lock, or a job run outside it, would finish the switch instead, and the test fails
+    whatever the timing. Once the job returns, the switch goes through."""
     m = _manager(models_root)
     m.select("tiny")
-    inside, release = threading.Event(), threading.Event()
-    order = []
+    refused, switched, refused_or_switched = threading.Event(), threading.Event(), threading.Event()
+    lock = m.lock = _LockThatReportsWaits(m.lock, on_refused=lambda: (refused.set(), refused_or_switched.set()))
+    order, in_job = [], {}
 
-    def long_job(pipe, loaded):
-        inside.set()
-        release.wait(5)
+    def switch():
+        m.select("other")
+        order.append("switched")
+        switched.set()
+        refused_or_switched.set()
+
+    switcher = threading.Thread(target=switch, name="switcher", daemon=True)
+    lock.watched.add(switcher)
+
+    def job(pipe, loaded):
+        switcher.start()
+        assert refused_or_switched.wait(60), "the switcher neither switched nor waited for the lock"
+        in_job.update(refused=refused.is_set(), switched=switched.is_set(), current=m.current.name)
         order.append("job done")
+        return "ok"
 
-    t = threading.Thread(target=lambda: m.run(long_job, size=(64, 64)))
-    t.start()
-    assert inside.wait(5)
-    switcher = threading.Thread(target=lambda: (m.select("other"), order.append("switched")))
-    switcher.start()
-    time.sleep(0.3)
-    assert order == [], "a switch ran while a job held the model"
-    release.set()
-    t.join(5)
-    switcher.join(10)
-    assert order == ["job done", "switched"]
+    result, _ = m.run(job, size=(64, 64))
+    switcher.join(60)
+    assert result == "ok" and not switcher.is_alive()
+    assert in_job == {"refused": True, "switched": False, "current": "tiny"}, "a switch ran while a job held the model"
+    assert order == ["job done", "switched"] and m.current.name == "other"
 
 
 # ---- memory ladder -----------------------------------------------------------------------------
-def test_levels_3_and_4_are_skipped_without_an_accelerator(models_root):
-    m = _manager(models_root)
-    assert m.available_levels() == [0, 1, 2, 5]
+def test_levels_3_and_4_are_skipped_on_the_cpu(models_root):
+    assert _manager(models_root, device="cpu").available_levels() == [0, 1, 2, 5]
+
+
+def test_a_simulated_gpu_gets_all_six_levels(models_root, monkeypatch):
+    _fake_gpu(monkeypatch)
+    m = _manager(models_root, device="auto")
+    assert m.device == torch.device("cuda")
+    assert m.available_levels() == [0, 1, 2, 3, 4, 5]
 
 
 def _oom_once(module):
@@ -182,8 +267,8 @@ def _oom_once(module):
 
 
 @pytest.mark.parametrize("stage", ["text_encoder", "unet", "vae_decoder"])
-def test_simulated_oom_at_each_stage_retries_one_level_down_with_the_same_image(make_engine, stage):
-    engine = make_engine(no_watermark=True)
+def test_simulated_oom_at_each_stage_on_cpu_retries_one_level_down_with_the_same_image(make_engine, stage):
+    engine = make_engine(no_watermark=True, device="cpu")
     req = GenerationRequest(prompt="a lighthouse", steps=3, width=64, height=64, seed=11, model="tiny", save=False)
     clean = engine.generate(req)
     assert clean.memory_level == 0
@@ -203,7 +288,7 @@ def test_simulated_oom_at_each_stage_retries_one_level_down_with_the_same_image(
 
 
 def test_persistent_simulated_oom_walks_every_cpu_level_then_reports(models_root):
-    m = _manager(models_root)
+    m = _manager(models_root, device="cpu")
     m.select("tiny")
     seen = []
 
@@ -219,7 +304,7 @@ def test_persistent_simulated_oom_walks_every_cpu_level_then_reports(models_root
 
 
 def test_non_oom_errors_are_not_retried(models_root):
-    m = _manager(models_root)
+    m = _manager(models_root, device="cpu")
     m.select("tiny")
     seen = []
 

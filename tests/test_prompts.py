@@ -38,13 +38,61 @@ def test_plain_short_prompt_gives_exactly_the_pipelines_own_embeddings(tiny_pipe
     assert torch.equal(ours.prompt_embeds, ref_c) and torch.equal(ours.negative_prompt_embeds, ref_uc)
 
 
-def test_emphasis_changes_only_the_weighted_tokens_direction(tiny_pipe):
-    plain = prompts.encode(tiny_pipe, "a red cube", "", torch.device("cpu")).prompt_embeds
-    weighted = prompts.encode(tiny_pipe, "a (red:1.5) cube", "", torch.device("cpu")).prompt_embeds
-    assert plain.shape == weighted.shape
-    assert not torch.equal(plain, weighted)
-    # mean restored as A1111's "Original" emphasis does
-    assert torch.allclose(plain.mean(), weighted.mean(), atol=1e-5)
+@pytest.fixture(scope="module")
+def trained_like_encoder(tiny_pipe):
+    """The tiny tokenizer and a copy of its text encoder whose output mean is clearly not zero, as
+    a trained CLIP's is. At random init the final LayerNorm has no bias, so every token's features
+    average to 0 and "restore the mean" would divide rounding noise by rounding noise."""
+    import copy
+    from types import SimpleNamespace
+
+    encoder = copy.deepcopy(tiny_pipe.text_encoder)
+    norm = next(m for name, m in encoder.named_modules() if name.endswith("final_layer_norm"))
+    with torch.no_grad():
+        norm.bias.copy_(0.5 + 0.1 * torch.randn(norm.bias.shape, generator=torch.Generator().manual_seed(0)))
+    return SimpleNamespace(tokenizer=tiny_pipe.tokenizer, text_encoder=encoder)
+
+
+def _row_scales(weighted, plain):
+    """Per token row, the factor s that best gives weighted = s * plain (least squares)."""
+    return (weighted * plain).sum(-1) / (plain * plain).sum(-1)
+
+
+@pytest.mark.parametrize("weight", [1.5, 0.5])
+def test_emphasis_scales_the_weighted_tokens_and_restores_the_mean(trained_like_encoder, weight):
+    """A1111's "Original" emphasis: each token's embedding times its weight, then everything times
+    one factor k that brings the mean back. Against the unweighted prompt (same tokens, so the same
+    raw encoding): "red" is scaled by weight*k, every other row by k, and k is near 1."""
+    cpu = torch.device("cpu")
+    plain = prompts.encode(trained_like_encoder, "a red cube", "", cpu).prompt_embeds[0]
+    weighted = prompts.encode(trained_like_encoder, f"a (red:{weight}) cube", "", cpu).prompt_embeds[0]
+    assert plain.shape == weighted.shape == (77, 32)
+    red = 2  # <bos> a red cube <eos> ...
+    assert prompts.tokenize(trained_like_encoder.tokenizer, "a red cube").ids[0][red] == \
+        trained_like_encoder.tokenizer.convert_tokens_to_ids("red</w>")
+
+    scales = _row_scales(weighted, plain)
+    others = torch.cat([scales[:red], scales[red + 1:]])
+    k = others.mean()
+    assert torch.allclose(others, k, rtol=1e-4), "all unweighted tokens share one factor"
+    assert torch.allclose(weighted[:red], k * plain[:red], rtol=1e-4, atol=1e-5)
+    # every row of this encoder has the same mean (the LayerNorm bias's), so the factor that restores
+    # the mean after one of 77 rows was multiplied by the weight is exactly 77 / (76 + weight)
+    assert k.item() == pytest.approx(77 / (76 + weight), rel=1e-4)
+    assert abs(k - 1) < 0.01, f"unweighted tokens are almost unchanged (k={k:.4f})"
+    assert scales[red] / k == pytest.approx(weight, rel=1e-4), "the weighted token is scaled by its weight"
+    assert abs(plain.mean()) > 0.1  # so the next check means something
+    assert weighted.mean() == pytest.approx(plain.mean().item(), rel=1e-5), "the mean is restored"
+    # direction: the emphasised token moves away from (1.5) or towards (0.5) the origin, along itself
+    grew = weighted[red].norm() / plain[red].norm()
+    assert (grew > 1.4) if weight > 1 else (grew < 0.6)
+    assert torch.nn.functional.cosine_similarity(weighted[red], plain[red], dim=0) > 0.9999
+
+
+def test_weight_one_is_no_emphasis_at_all(trained_like_encoder):
+    cpu = torch.device("cpu")
+    plain = prompts.encode(trained_like_encoder, "a red cube", "", cpu).prompt_embeds
+    assert torch.equal(prompts.encode(trained_like_encoder, "a (red:1.0) cube", "", cpu).prompt_embeds, plain)
 
 
 def test_long_prompt_is_chunked_not_cut():
@@ -75,10 +123,35 @@ def test_overlong_prompt_is_cut_and_says_so(tiny_pipe):
 
 
 def test_emphasis_reaches_the_image(make_engine):
+    """Through the engine: the UNet is conditioned on the emphasised encoding ("red" row scaled by
+    1.8 against the others, compared with the plain prompt) and the image changes."""
     from sdui.types import GenerationRequest
 
     engine = make_engine(no_watermark=True)
     base = GenerationRequest(prompt="a red cube", steps=2, width=64, height=64, seed=3, model="tiny", save=False)
     a = engine.generate(base).images[0].image
-    b = engine.generate(base.replace(prompt="a (red:1.8) cube")).images[0].image
+    unet = engine.manager.current.pipe.unet
+    seen = []
+    original = unet.forward
+
+    def forward(*args, **kwargs):
+        seen.append(kwargs["encoder_hidden_states"].detach().clone())
+        return original(*args, **kwargs)
+
+    unet.forward = forward
+    try:
+        plain_run = engine.generate(base).images[0].image
+        plain = seen[0]
+        seen.clear()
+        b = engine.generate(base.replace(prompt="a (red:1.8) cube")).images[0].image
+        weighted = seen[0]
+    finally:
+        del unet.forward
+    assert plain_run.tobytes() == a.tobytes()  # the spy changed nothing
+    # classifier-free guidance: the batch is [negative, positive]; the positive is what emphasis changes
+    assert torch.equal(weighted[0], plain[0])
+    scales = _row_scales(weighted[1], plain[1])
+    others = torch.cat([scales[:2], scales[3:]])
+    assert torch.allclose(others, others.mean(), rtol=1e-3)
+    assert (scales[2] / others.mean()).item() == pytest.approx(1.8, rel=1e-3)
     assert a.tobytes() != b.tobytes()

@@ -1,4 +1,15 @@
-"""The web UI in headless Chromium (Debian's, driven by Playwright) against the real server."""
+"""The web UI in headless Chromium (Debian's, driven by Playwright) against the real server.
+
+Skipped, with the reason, when ``/usr/bin/chromium`` or the ``playwright`` package is missing
+(``tests/run.sh`` installs both).
+
+Screenshots: the tests take the pictures the README shows. By default they go to a temporary
+folder, or to ``$SDUI_SCREENSHOTS_DIR`` when that is set (e.g. ``test-artifacts/screenshots``,
+which git ignores, for CI artifacts), so a test run never changes the checkout. To refresh the
+tracked ``docs/*.png`` on purpose::
+
+    SDUI_UPDATE_DOCS_SCREENSHOTS=1 venv/bin/python -m pytest tests/test_ui_browser.py
+"""
 
 from __future__ import annotations
 
@@ -16,15 +27,38 @@ from sdui.config import Settings
 from sdui.server import create_app
 from tests.server_util import client, running_server
 
-pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-quic", "--no-first-run", "--disable-sync"]
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 TIMEOUT = 60_000
 
-if not os.path.exists(CHROMIUM):
-    pytest.fail(f"{CHROMIUM} is missing: tests/run.sh installs Debian's chromium", pytrace=False)
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                       reason=f"{CHROMIUM} is missing: tests/run.sh installs Debian's chromium"),
+]
+pytest.importorskip("playwright.sync_api", reason="the playwright package is missing: pip install -e '.[test]'")
+
+
+@pytest.fixture(scope="module")
+def screenshot(tmp_path_factory):
+    """``screenshot(page, "name.png")``: into docs/ only with SDUI_UPDATE_DOCS_SCREENSHOTS=1, else
+    into $SDUI_SCREENSHOTS_DIR or a temporary folder (see the module docstring)."""
+    if os.environ.get("SDUI_UPDATE_DOCS_SCREENSHOTS") == "1":
+        folder = DOCS
+    elif os.environ.get("SDUI_SCREENSHOTS_DIR"):
+        folder = Path(os.environ["SDUI_SCREENSHOTS_DIR"])
+    else:
+        folder = tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def take(page, name: str) -> Path:
+        path = folder / name
+        page.screenshot(path=str(path))
+        return path
+
+    return take
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +145,7 @@ def pngs(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.png"), key=lambda p: p.stat().st_mtime)
 
 
-def test_txt2img_generates_shows_and_saves(ui_server, browser):
+def test_txt2img_generates_shows_and_saves(ui_server, browser, screenshot):
     base, _, out = ui_server
     context, page = open_page(browser, base)
     pick(page, "sd_model_checkpoint", next(t for t in _titles(page) if t.startswith("tiny.safetensors")))
@@ -130,8 +164,7 @@ def test_txt2img_generates_shows_and_saves(ui_server, browser):
     with client(base) as c:
         served = c.get(src if src.startswith("http") else base + src)
     assert served.status_code == 200 and served.content == new[0].read_bytes(), "the gallery must show the saved PNG"
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / "txt2img.png"))
+    screenshot(page, "txt2img.png")
     context.close()
 
 
@@ -178,7 +211,7 @@ def _draw(page, elem_id: str, color_first: bool = False) -> None:
     page.mouse.up()
 
 
-def test_sketch_on_blank_canvas_then_img2img(ui_server, browser):
+def test_sketch_on_blank_canvas_then_img2img(ui_server, browser, screenshot):
     base, _, out = ui_server
     context, page = open_page(browser, base)
     open_tab(page, "img2img")
@@ -191,7 +224,7 @@ def test_sketch_on_blank_canvas_then_img2img(ui_server, browser):
     assert "Denoising strength: 0.75" in text
     new = [p for p in pngs(out) if p not in before]
     assert len(new) == 1 and "img2img-images" in str(new[0])
-    page.screenshot(path=str(DOCS / "img2img.png"))
+    screenshot(page, "img2img.png")
     context.close()
 
 
@@ -221,7 +254,7 @@ def test_paint_a_mask_and_inpaint(ui_server, browser, tmp_path):
     context.close()
 
 
-def test_upscale_tab(ui_server, browser, tmp_path):
+def test_upscale_tab(ui_server, browser, tmp_path, screenshot):
     base, _, out = ui_server
     context, page = open_page(browser, base)
     open_tab(page, "Upscale")
@@ -236,11 +269,11 @@ def test_upscale_tab(ui_server, browser, tmp_path):
                            " return t && t.value.includes('Postprocess upscaler: tiny-esrgan'); }")
     saved = [p for p in pngs(out) if "extras-images" in str(p)]
     assert saved and Image.open(saved[-1]).size == (64, 48)
-    page.screenshot(path=str(DOCS / "upscale.png"))
+    screenshot(page, "upscale.png")
     context.close()
 
 
-def test_png_info_send_to_txt2img_reproduces_the_image(ui_server, browser):
+def test_png_info_send_to_txt2img_reproduces_the_image(ui_server, browser, screenshot):
     base, _, out = ui_server
     context, page = open_page(browser, base)
     pick(page, "sd_model_checkpoint", next(t for t in _titles(page) if t.startswith("other")))
@@ -261,7 +294,7 @@ def test_png_info_send_to_txt2img_reproduces_the_image(ui_server, browser):
     page.locator("#pnginfo_file input[type=file]").set_input_files(str(first))
     page.wait_for_function("() => { const t = document.querySelector('#pnginfo_infotext textarea');"
                            " return t && t.value.includes('Seed: 777'); }")
-    page.screenshot(path=str(DOCS / "pnginfo.png"))
+    screenshot(page, "pnginfo.png")
     page.click("#pnginfo_send_to_txt2img")
     page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value.includes('kite')")
     assert page.locator("#sd_model_checkpoint input").input_value().startswith("other")
@@ -273,7 +306,7 @@ def test_png_info_send_to_txt2img_reproduces_the_image(ui_server, browser):
     context.close()
 
 
-def test_interrupt_stops_within_a_step_and_saves_nothing(ui_server, browser):
+def test_interrupt_stops_within_a_step_and_saves_nothing(ui_server, browser, screenshot):
     base, app, out = ui_server
     context, page = open_page(browser, base)
     set_text(page, "txt2img_prompt", "a very long job")
@@ -281,7 +314,7 @@ def test_interrupt_stops_within_a_step_and_saves_nothing(ui_server, browser):
     before = set(pngs(out))
     page.click("#txt2img_generate")
     page.wait_for_selector("#txt2img_status .sdui-progress.running")
-    page.screenshot(path=str(DOCS / "progress.png"))
+    screenshot(page, "progress.png")
     page.click("#txt2img_interrupt")
     page.wait_for_selector("#txt2img_status :text('Interrupted')")
     time.sleep(0.5)
@@ -290,7 +323,7 @@ def test_interrupt_stops_within_a_step_and_saves_nothing(ui_server, browser):
     context.close()
 
 
-def test_two_users_with_different_models_are_isolated(ui_server, browser):
+def test_two_users_with_different_models_are_isolated(ui_server, browser, screenshot):
     base, _, out = ui_server
     ctx_a, a = open_page(browser, base)
     ctx_b, b = open_page(browser, base)
@@ -323,9 +356,9 @@ def test_two_users_with_different_models_are_isolated(ui_server, browser):
     b.wait_for_selector("#txt2img_prompt textarea")
     open_tab(b, "History")
     b.wait_for_selector("#history_gallery img")  # history survives a reload (the session token is kept)
-    b.screenshot(path=str(DOCS / "history.png"))
+    screenshot(b, "history.png")
     open_tab(b, "Models")
-    b.screenshot(path=str(DOCS / "models.png"))
+    screenshot(b, "models.png")
     ctx_a.close()
     ctx_b.close()
 
@@ -375,7 +408,7 @@ def test_auth_refuses_page_upload_and_file_without_login(models_root, tmp_path, 
             assert anonymous.get(url).status_code in (401, 403)
 
 
-def test_first_start_without_models_explains_and_disables_generate(tmp_path, browser):
+def test_first_start_without_models_explains_and_disables_generate(tmp_path, browser, screenshot):
     empty = tmp_path / "models"
     (empty / "Stable-diffusion").mkdir(parents=True)
     settings = Settings(models_dir=str(empty), outputs_dir=str(tmp_path / "o"))
@@ -386,7 +419,7 @@ def test_first_start_without_models_explains_and_disables_generate(tmp_path, bro
         assert "No model found" in notice and str((empty / "Stable-diffusion").resolve()) in notice
         assert ".safetensors" in notice
         assert page.locator("#txt2img_generate").is_disabled()
-        page.screenshot(path=str(DOCS / "no-model.png"))
+        screenshot(page, "no-model.png")
         open_tab(page, "img2img")
         assert page.locator("#img2img_generate").is_disabled()
         open_tab(page, "txt2img")
