@@ -1,4 +1,9 @@
-"""Run the real server (uvicorn, real sockets) on a free loopback port for a test."""
+"""Serve an app to a test: in process (``in_process``: Starlette's TestClient, no socket, the
+default) or as the real server (``running_server``: uvicorn on a free loopback port, real sockets;
+for the few tests that need a published client library or a browser).
+
+Either way the app is then shut down: its job queue stopped and its models released.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,42 @@ from contextlib import contextmanager
 
 import httpx
 
+# In-process requests name the server as a browser on this machine would: a loopback Host with the
+# default port (the server refuses Host names it does not serve).
+LOCAL_BASE = "http://127.0.0.1:7860"
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def shutdown_app(app) -> None:
+    """Stop the app's job queue and free its models (what a server's exit does)."""
+    queue = getattr(app.state, "queue", None)
+    if queue is not None:
+        queue.stop()
+    engine = getattr(app.state, "engine", None)
+    if engine is not None:
+        engine.manager.release_all()
+
+
+def app_client(app, **kw):
+    """An in-process HTTP client for ``app`` (no socket), addressed as ``LOCAL_BASE``."""
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, base_url=LOCAL_BASE, **kw)
+
+
+@contextmanager
+def in_process(app, **kw):
+    """``with in_process(app) as c:`` an in-process client; the app is shut down afterwards."""
+    try:
+        with app_client(app, **kw) as c:
+            yield c
+    finally:
+        shutdown_app(app)
 
 
 @contextmanager
@@ -34,9 +70,7 @@ def running_server(app, port: int | None = None):
     finally:
         server.should_exit = True
         thread.join(15)
-        queue = getattr(app.state, "queue", None)
-        if queue is not None:
-            queue.stop()
+        shutdown_app(app)
 
 
 def client(base: str, **kw) -> httpx.Client:
