@@ -199,8 +199,6 @@ def test_resize_and_fill_keeps_all_of_the_source_inside_and_fills_the_bars():
     assert (np.asarray(out).max(axis=2) > 0).all(), "no black bars"
 
 
-@pytest.mark.xfail(strict=True, reason="sdui fills the bars with the whole image stretched to the frame, not with "
-                                       "its edge rows stretched as A1111 does; drop this mark when uploads.py is fixed")
 def test_resize_and_fill_bars_repeat_the_edge_rows_like_a1111():
     """A1111 (modules/images.py resize_image, mode 2) stretches the fitted image's first row over the
     top bar and its last row over the bottom bar: here the whole top bar (rows 0-47) is green."""

@@ -78,10 +78,27 @@ def resize_for_request(img: Image.Image, width: int, height: int, resize_mode: s
         left, top = (w - width) // 2, (h - height) // 2
         return r.crop((left, top, left + width, top + height))
     if resize_mode == "Resize and fill":
-        scale = min(width / img.width, height / img.height)
-        w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
-        r = img.resize((w, h), Image.LANCZOS)
-        canvas = img.resize((width, height), Image.LANCZOS)  # stretched background instead of black bars
-        canvas.paste(r, ((width - w) // 2, (height - h) // 2))
-        return canvas
+        return _resize_and_fill(img, width, height)
     return img.resize((width, height), Image.LANCZOS)
+
+
+def _resize_and_fill(img: Image.Image, width: int, height: int) -> Image.Image:
+    """A1111's mode 2 (modules/images.py resize_image): fit inside, centre, and fill each bar by
+    stretching the fitted image's edge row (or column) across it."""
+    ratio, src_ratio = width / height, img.width / img.height
+    src_w = width if ratio < src_ratio else img.width * height // img.height
+    src_h = height if ratio >= src_ratio else img.height * width // img.width
+    fitted = img.resize((src_w, src_h), Image.LANCZOS)
+    out = Image.new("RGB", (width, height))
+    out.paste(fitted, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
+    if ratio < src_ratio:
+        bar = height // 2 - src_h // 2
+        if bar > 0:
+            out.paste(fitted.resize((width, bar), box=(0, 0, width, 0)), box=(0, 0))
+            out.paste(fitted.resize((width, bar), box=(0, fitted.height, width, fitted.height)), box=(0, bar + src_h))
+    elif ratio > src_ratio:
+        bar = width // 2 - src_w // 2
+        if bar > 0:
+            out.paste(fitted.resize((bar, height), box=(0, 0, 0, height)), box=(0, 0))
+            out.paste(fitted.resize((bar, height), box=(fitted.width, 0, fitted.width, height)), box=(bar + src_w, 0))
+    return out
