@@ -134,6 +134,8 @@ class Engine:
         """Validate and fill in defaults (random seed) before any model work; raises InvalidRequest."""
         req = request.replace()
         req.validate(self.limits)
+        if req.mode != "upscale":
+            req.round_size()
         if req.mode != "upscale" or req.upscaler == upscale.SD_X4:
             sampler, schedule = samplers.resolve(req.sampler, req.scheduler)
             req.sampler, req.scheduler = sampler.name, schedule
@@ -204,7 +206,8 @@ class Engine:
             cls = getattr(diffusers, _CLASSES[mode][1 if is_xl else 0])
             task = _TASKS[mode]
             result = GenerationResult(images=[], request=req, model_name=loaded.name, model_hash=model_hash or "",
-                                      vae_name=vae.filename if vae else None, vae_hash=vae.short_hash if vae else None)
+                                      vae_name=vae.filename if vae else None, vae_hash=vae.short_hash if vae else None,
+                                      warnings=list(req.notes))
             total = req.batch_size * req.batch_count
             for n in range(req.batch_count):
                 if is_cancelled(cancel):

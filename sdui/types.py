@@ -220,9 +220,20 @@ class GenerationRequest:
     # output
     save: bool = True
     watermark: Optional[bool] = None  # None = the server's setting
+    notes: list = field(default_factory=list)  # what prepare() changed (a size rounded down), told with the result
 
     def replace(self, **changes) -> "GenerationRequest":
+        changes.setdefault("notes", list(self.notes))
         return dataclasses.replace(self, **changes)
+
+    def round_size(self) -> "GenerationRequest":
+        """A1111 accepts any size and generates at the size rounded down to a multiple of 8 (the
+        latent grid); the change is noted for the result's warnings and the API's info."""
+        w, h = self.width - self.width % 8, self.height - self.height % 8
+        if (w, h) != (self.width, self.height):
+            self.notes.append(f"Size {self.width}x{self.height} was rounded down to {w}x{h} (a multiple of 8)")
+            self.width, self.height = w, h
+        return self
 
     def validate(self, limits: "Limits | None" = None) -> "GenerationRequest":
         """Raise InvalidRequest naming the first bad field; returns self for chaining."""
@@ -234,10 +245,6 @@ class GenerationRequest:
             if f.name in ("width", "height") and not sized:
                 continue
             _check_field(self, f, lim)
-        if sized:
-            for name in ("width", "height"):
-                if getattr(self, name) % 8:
-                    raise InvalidRequest(name, getattr(self, name), f"a multiple of 8 from {lim.min_size} to {lim.max_size}")
         if self.mode in (Mode.IMG2IMG, Mode.INPAINT, Mode.UPSCALE) and self.init_image is None:
             raise InvalidRequest("init_image", None, f"an image is required for {self.mode}")
         if self.mode in (Mode.IMG2IMG, Mode.INPAINT):

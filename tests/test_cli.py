@@ -75,7 +75,7 @@ def test_upscale_command(models_root, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["--W", "65"], "width=65 is not allowed: a multiple of 8"),
+    (["--W", "63"], "width=63 is not allowed: an integer from 64 to 2048"),
     (["--sampler", "Euler b"], "sampler='Euler b' is not allowed: one of Euler a"),
     (["--steps", "500"], "steps=500 is not allowed: an integer from 1 to 150"),
     (["--ckpt", "missing-model"], "missing-model: no such file, folder or Hub id"),

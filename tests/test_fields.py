@@ -170,3 +170,36 @@ def test_the_engine_writes_infotext_keys_the_table_knows(make_engine):
         if f.infotext and "inpaint" in f.modes and f.name not in ("negative_prompt", "scheduler"):
             assert f.infotext in written, f.infotext
             assert written[f.infotext] == getattr(req, f.name), f.name
+
+
+# ---- sizes: any width/height in range, generated at the multiple of 8 below (A1111) ----------------
+def test_any_size_in_range_is_accepted_and_rounded_down_with_a_note(make_engine):
+    engine = make_engine()
+    r = engine.generate(GenerationRequest(prompt="x", steps=2, width=70, height=67, seed=1, save=False))
+    assert r.images[0].image.size == (64, 64)
+    assert "Size 70x67 was rounded down to 64x64 (a multiple of 8)" in r.warnings
+    assert "Size: 64x64" in r.images[0].infotext
+    same = engine.generate(GenerationRequest(prompt="x", steps=2, width=64, height=64, seed=1, save=False))
+    assert same.warnings == [] and same.images[0].image.tobytes() == r.images[0].image.tobytes()
+
+
+def test_the_api_accepts_sillytavern_sizes_and_says_so_in_info(models_root, tmp_path):
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from sdui.config import Settings
+    from sdui.server import create_app
+
+    app = create_app(Settings(models_dir=str(models_root), outputs_dir=str(tmp_path), api=True, max_size=1024),
+                     with_ui=False)
+    try:
+        c = TestClient(app, base_url="http://127.0.0.1:7860")
+        r = c.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1, "width": 100, "height": 68, "seed": 2})
+        assert r.status_code == 200, r.text
+        info = json.loads(r.json()["info"])
+        assert "Size 100x68 was rounded down to 96x64 (a multiple of 8)" in info["warnings"]
+        assert (info["width"], info["height"]) == (96, 64)
+        assert c.post("/sdapi/v1/txt2img", json={"prompt": "x", "width": 63}).status_code == 422  # below the range
+    finally:
+        app.state.queue.stop()
