@@ -33,5 +33,6 @@ def test_a1111_flag_names_parse_to_settings():
     s = config.settings_from_args(parser.parse_args(
         ["--listen", "--port", "7861", "--api", "--gradio-auth", "a:b", "--use-cpu", "all", "--no-half", "--medvram",
          "--precision", "full", "--models-dir", "m", "--ckpt-dir", "c", "--no-watermark"]))
-    assert (s.listen, s.port, s.api, s.gradio_auth, s.use_cpu, s.no_half, s.medvram) == (True, 7861, True, "a:b", "all", True, True)
+    assert (s.listen, s.port, s.api, s.gradio_auth, s.use_cpu, s.no_half, s.medvram) == (
+        True, 7861, True, "a:b", "all", True, True)
     assert s.full_precision and s.start_memory_level == 3 and s.no_watermark and s.models_dir == "m"

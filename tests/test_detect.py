@@ -63,7 +63,8 @@ def test_vae_and_lora_files_are_told_apart():
 
 def test_yaml_hints_refine_sd2(tmp_path):
     y = tmp_path / "m.yaml"
-    y.write_text("model:\n  params:\n    parameterization: \"v\"\n    unet_config:\n      params:\n        in_channels: 4\n        context_dim: 1024\n")
+    y.write_text("model:\n  params:\n    parameterization: \"v\"\n    unet_config:\n      params:\n"
+                 "        in_channels: 4\n        context_dim: 1024\n")
     hints = detect.yaml_hints(y)
     assert hints == {"prediction_type": "v_prediction", "in_channels": 4, "context_dim": 1024}
     assert detect.architecture_from_yaml(detect.SD2, hints) == detect.SD2_V

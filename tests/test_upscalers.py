@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 from sdui.types import GenerationRequest, MemoryLevel
-import torch, pytest
+import torch
 
 def test_esrgan_is_loaded_once_and_cached_by_the_manager(make_engine, monkeypatch):
     from sdui.models import loader

@@ -26,7 +26,8 @@ SCHED = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", 
 
 
 def tiny_pipeline(seed: int = 0, inpaint: bool = False, cross_dim: int = 32):
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, StableDiffusionPipeline,
+                           UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from sdui.models.tokenizer import load_clip_tokenizer
