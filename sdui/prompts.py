@@ -135,9 +135,11 @@ def _encode_chunks(text_encoder, chunks: TokenChunks, device):
     z = text_encoder(ids)[0]  # (chunks, 77, dim)
     if chunks.emphasised:
         w = torch.tensor(chunks.weights, device=device, dtype=z.dtype).unsqueeze(-1)
-        original_mean = z.mean()
+        # A1111 (sd_hijack_clip.process_tokens) restores the mean chunk by chunk, so emphasis in
+        # one 75-token chunk does not rescale the others
+        original_mean = z.mean(dim=(1, 2), keepdim=True)
         z = z * w
-        z = z * (original_mean / z.mean())
+        z = z * (original_mean / z.mean(dim=(1, 2), keepdim=True))
     return z.reshape(1, -1, z.shape[-1]).to(dtype)
 
 

@@ -95,6 +95,18 @@ def test_weight_one_is_no_emphasis_at_all(trained_like_encoder):
     assert torch.equal(prompts.encode(trained_like_encoder, "a (red:1.0) cube", "", cpu).prompt_embeds, plain)
 
 
+def test_emphasis_in_one_chunk_leaves_the_other_chunks_alone(trained_like_encoder):
+    """A1111 restores the mean chunk by chunk (sd_hijack_clip.process_tokens runs per 75-token chunk):
+    weighting a word after BREAK must not rescale the first chunk's embeddings."""
+    cpu = torch.device("cpu")
+    plain = prompts.encode(trained_like_encoder, "a red cube BREAK a blue ball", "", cpu).prompt_embeds[0]
+    weighted = prompts.encode(trained_like_encoder, "a red cube BREAK a (blue:1.8) ball", "", cpu).prompt_embeds[0]
+    assert plain.shape == weighted.shape == (154, 32)
+    assert torch.allclose(weighted[:77], plain[:77], rtol=1e-6, atol=1e-7), "the first chunk is untouched"
+    assert weighted[77:].mean() == pytest.approx(plain[77:].mean().item(), rel=1e-5), "each chunk keeps its mean"
+    assert not torch.allclose(weighted[77:], plain[77:])
+
+
 def test_long_prompt_is_chunked_not_cut():
     tok = load_clip_tokenizer()
     words = " ".join(["cat"] * 100)
