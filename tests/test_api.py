@@ -113,7 +113,7 @@ def test_img2img_and_inpaint_with_base64_and_data_urls(client):
 
 
 @pytest.mark.parametrize("payload,status,needle", [
-    ({"width": 65}, 422, "width=65"),
+    ({"width": 2049}, 422, "width=2049"),
     ({"steps": "many"}, 422, "steps"),
     ({"sampler_name": "Euler b"}, 422, "sampler='Euler b'"),
     ({"override_settings": {"sd_model_checkpoint": "ghost"}}, 404, "ghost"),
