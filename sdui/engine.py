@@ -218,8 +218,10 @@ class Engine:
                     job = Job(request=req, seeds=seeds, device=loaded.execution_device, on_progress=on_progress,
                               cancel=cancel, image_index=n * req.batch_size, image_total=total)
                     noise_seed = seeds[0] if len(seeds) == 1 else list(seeds)
-                    pipe.scheduler = samplers.make_scheduler(loaded.base_scheduler_config, req.sampler, req.scheduler,
-                                                             seed=noise_seed)
+                    plan = samplers.plan_sampling(loaded.base_scheduler_config, req.sampler, req.scheduler,
+                                                  steps=req.steps, seed=noise_seed, is_sdxl=is_xl)
+                    pipe.scheduler, job.sigmas = plan.scheduler, plan.sigmas
+                    job.warnings.extend(plan.warnings)
                     pipe.set_progress_bar_config(disable=True)
                     if not is_xl:
                         cond = prompts.encode(pipe, req.prompt, req.negative_prompt, job.device)

@@ -55,6 +55,7 @@ class Job:
     image_total: int = 1
     preview_every: int = PREVIEW_EVERY
     warnings: list[str] = field(default_factory=list)
+    sigmas: Optional[list[float]] = None  # a computed schedule type (samplers.plan_sampling); None: the scheduler's own
 
     def prompt_kwargs(self) -> dict:
         """Embeddings when the engine encoded the prompt (SD 1.x/2.x); else the text itself (SDXL)."""

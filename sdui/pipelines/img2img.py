@@ -19,6 +19,7 @@ def run(pipe, job: Job):
         strength=req.denoising_strength,
         num_images_per_prompt=len(job.seeds),
         num_inference_steps=req.steps,
+        sigmas=job.sigmas,
         guidance_scale=req.cfg_scale,
         generator=gens,
         callback_on_step_end=StepTracker(job),

@@ -54,6 +54,7 @@ def run(pipe, job: Job):
         strength=strength,
         num_images_per_prompt=len(job.seeds),
         num_inference_steps=req.steps,
+        sigmas=job.sigmas,
         guidance_scale=req.cfg_scale,
         generator=gens if (gens := generators(job.seeds)) else None,
         callback_on_step_end=StepTracker(job),

@@ -15,6 +15,7 @@ def run(pipe, job: Job):
         **job.prompt_kwargs(),
         num_images_per_prompt=len(job.seeds),
         num_inference_steps=req.steps,
+        sigmas=job.sigmas,
         guidance_scale=req.cfg_scale,
         height=req.height,
         width=req.width,
