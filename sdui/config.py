@@ -70,6 +70,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_request_mb", "Largest request body or upload in MB. 64 holds an img2img request with a "
            "2048x2048 RGBA PNG (at most ~17 MB, ~22 MB as base64) plus a mask of the same size and the JSON around "
            "them.", type=int, group="server"),
+    Option("styles_file", "A1111 styles file (CSV with the columns name,prompt,negative_prompt) that /sdapi/v1/prompt-styles "
+           "lists; a missing file lists no styles. A relative path is taken from the folder sdui was started in, as "
+           "A1111 does.", group="server"),
+    Option("api_server_stop", "Let the API's admin stop the server with POST /sdapi/v1/server-kill or server-stop (the "
+           "admin is the first --api-auth user; without credentials, a client on this machine). Off, those routes "
+           "answer 404, as in A1111.", type=bool, group="server"),
+    Option("log_level", "Console log level. At info, every API request that does work is one line (client, route, "
+           "size, steps, seconds, status) and every refused request says why.",
+           choices=("debug", "info", "warning", "error"), group="server"),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
@@ -104,6 +113,9 @@ class Settings:
     allowed_hosts: Optional[str] = None
     cors_allow_origins: Optional[str] = None
     max_request_mb: int = 64
+    styles_file: str = "styles.csv"
+    api_server_stop: bool = False
+    log_level: str = "info"
     extra: dict = field(default_factory=dict)
 
     def replace(self, **changes) -> "Settings":

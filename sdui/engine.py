@@ -77,6 +77,39 @@ class Engine:
         """``choice`` if it is Automatic, None or a listed VAE; raises UnknownModelError otherwise."""
         return self.manager.check_vae_choice(choice)
 
+    def find_checkpoint_by_hash(self, wanted: str) -> registry.ModelEntry:
+        """The listed checkpoint whose SHA-256 starts with ``wanted`` (A1111's ``sd_checkpoint_hash``:
+        all 64 hex digits, or the first 10); files not hashed yet are hashed now (each read whole,
+        once). Raises UnknownModelError listing the models."""
+        text = wanted.strip().lower() if isinstance(wanted, str) else ""
+        usable = [e for e in self.checkpoints() if not e.error]
+        if len(text) >= 8:
+            for hashed_now in (False, True):
+                for e in usable:
+                    if hashed_now and e.sha256 is None and e.is_file:
+                        self.manager.ensure_hash(e)
+                    if e.sha256 and e.sha256.lower().startswith(text):
+                        return e
+        names = ", ".join(e.name for e in usable) or "none found"
+        raise UnknownModelError(f"no checkpoint has the hash '{text[:64]}'. Available: {names}")
+
+    def preview_period(self) -> int:
+        """Live previews are made every this many sampling steps (and at the last one)."""
+        from .pipelines.common import PREVIEW_EVERY
+
+        return PREVIEW_EVERY
+
+    def unload_checkpoints(self) -> None:
+        """Free every loaded checkpoint (A1111's unload-checkpoint); waits for a running job, and the
+        next job loads its model again."""
+        self.manager.release_all()
+
+    def reload_checkpoint(self, name: Optional[str] = None) -> str:
+        """Load ``name`` (a listed checkpoint; None: the loaded one, else the server's default) now, so
+        the next job does not wait for it (A1111's reload-checkpoint). Returns the loaded model's name."""
+        with self.manager.lock:
+            return self.manager.select(name).name
+
     def sampler_names(self) -> list[str]:
         return samplers.sampler_names()
 

@@ -118,6 +118,10 @@ def create_app(settings: Settings, engine: Optional[Engine] = None, queue: Optio
         if protected and api_creds:
             user = _basic_user(request, api_creds)
             if user is None:
+                if path.startswith("/sdapi/"):  # a program failing; a browser on /docs asks for the password first
+                    host = request.client.host if request.client else "unknown"
+                    logging.getLogger("sdui.api").warning("client:%s %s %s -> 401: no or wrong HTTP Basic credentials "
+                                                          "(--api-auth)", host, request.method, path)
                 return unauthorized()
             request.state.user = user
         return await call_next(request)
@@ -196,9 +200,26 @@ def lan_addresses() -> list[str]:
     return sorted(a for a in addrs if not a.startswith(("127.", "169.254.")))
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str = "info") -> None:
+    """sdui's log lines (the API's one line per request among them) on the console at ``--log-level``.
+    A handler goes on the ``sdui`` logger unless the root logger already has one (an embedding
+    program's logging set-up is left alone); libraries keep their own levels."""
+    logger = logging.getLogger("sdui")
+    logger.setLevel(level.upper())
+    if not logging.getLogger().handlers and not any(getattr(h, "_sdui", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, "%H:%M:%S"))
+        handler._sdui = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+
+
 def serve(settings: Settings) -> int:
     import uvicorn
 
+    configure_logging(settings.log_level)
     try:
         creds = ui_credentials(settings)
         api_credentials(settings)

@@ -142,7 +142,7 @@ def test_listing_routes(client):
         assert tiny["title"].startswith("tiny.safetensors")
         names = [s["name"] for s in c.get("/sdapi/v1/samplers").json()]
         assert names[:2] == ["Euler a", "Euler"] and "DPM++ 2M SDE" in names
-        assert [s["name"] for s in c.get("/sdapi/v1/schedulers").json()][:2] == ["automatic", "karras"]
+        assert [s["name"] for s in c.get("/sdapi/v1/schedulers").json()][:3] == ["automatic", "uniform", "karras"]
         ups = [u["name"] for u in c.get("/sdapi/v1/upscalers").json()]
         assert ups == ["None", "Lanczos", "Nearest", "SD x4 upscaler", "tiny-esrgan"]
         assert c.get("/sdapi/v1/sd-vae").json() == [] and c.get("/sdapi/v1/loras").json() == []

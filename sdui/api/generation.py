@@ -1,5 +1,6 @@
 """Making images, and following and stopping them: txt2img, img2img (and inpaint), extras
-upscaling, PNG info, progress, interrupt and skip. Each client sees and stops only its own jobs."""
+upscaling (one image or a batch), PNG info, interrogate (not available), progress, interrupt and
+skip. Each client sees and stops only its own jobs."""
 
 from __future__ import annotations
 
@@ -7,18 +8,19 @@ import json
 import time
 from typing import Optional
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from ..images import infotext, uploads
 from ..jobs import Job
 from ..types import GenerationRequest, InvalidRequest, JobState
-from . import schemas
+from . import client_options, schemas
 from .convert import result_info, to_generation_request
 from .errors import error_response, status_for
+from .request_log import LoggedRoute, note
 from .state import ApiState, api_state, owner_of
 
-router = APIRouter()
+router = APIRouter(route_class=LoggedRoute)
 
 
 def _run(state: ApiState, owner: str, request: GenerationRequest) -> Job:
@@ -36,9 +38,14 @@ def _failed(job: Job) -> Optional[JSONResponse]:
     return None
 
 
-def _generate(body: schemas.Txt2ImgRequest, mode: str, state: ApiState, owner: str):
-    ignored = schemas.ignored_fields(body)
-    request = to_generation_request(body, mode, state.model_for(owner), state.vae_for(owner))
+def _generate(body: schemas.Txt2ImgRequest, mode: str, state: ApiState, owner: str, http: Request):
+    note(http, f"{mode} {body.width}x{body.height}, {body.steps} steps, {body.batch_size * body.n_iter} image(s)")
+    options = client_options.for_request(state, owner, body.override_settings)
+    ignored = sorted(set(schemas.ignored_fields(body)) | set(options.ignored))
+    request = to_generation_request(body, mode, options.model_by_hash or state.model_for(owner), state.vae_for(owner))
+    request.save = request.save and options.values["samples_save"]
+    note(http, f"{request.mode} {request.width}x{request.height}, {request.steps} steps, "
+               f"{request.batch_size * request.batch_count} image(s), model {request.model or 'default'}")
     job = _run(state, owner, request)
     failed = _failed(job)
     if failed is not None:
@@ -54,35 +61,75 @@ def _generate(body: schemas.Txt2ImgRequest, mode: str, state: ApiState, owner: s
 
 
 @router.post("/txt2img", response_model=schemas.ImageResponse)
-def txt2img(body: schemas.Txt2ImgRequest, state: ApiState = Depends(api_state), owner: str = Depends(owner_of)):
-    """Make images from a prompt (A1111's body; fields sdui does not implement are listed in
-    ``info.ignored``). Images come back as base64 PNGs with their infotext."""
-    return _generate(body, "txt2img", state, owner)
+def txt2img(body: schemas.Txt2ImgRequest, http: Request, state: ApiState = Depends(api_state),
+            owner: str = Depends(owner_of)):
+    """Make images from a prompt (A1111's body; fields and ``override_settings`` sdui does not
+    implement are listed in ``info.ignored``). Images come back as base64 PNGs with their infotext."""
+    return _generate(body, "txt2img", state, owner, http)
 
 
 @router.post("/img2img", response_model=schemas.ImageResponse)
-def img2img(body: schemas.Img2ImgRequest, state: ApiState = Depends(api_state), owner: str = Depends(owner_of)):
+def img2img(body: schemas.Img2ImgRequest, http: Request, state: ApiState = Depends(api_state),
+            owner: str = Depends(owner_of)):
     """Redraw ``init_images[0]`` guided by the prompt; with ``mask`` (white = redraw) it inpaints."""
-    return _generate(body, "img2img", state, owner)
+    return _generate(body, "img2img", state, owner, http)
 
 
-@router.post("/extra-single-image", response_model=schemas.ExtraSingleImageResponse)
-def extra_single_image(body: schemas.ExtraSingleImageRequest, state: ApiState = Depends(api_state),
-                       owner: str = Depends(owner_of)):
-    """Upscale one image with ``upscaler_1`` (Lanczos, Nearest, SD x4 upscaler or an ESRGAN model)
-    by ``upscaling_resize`` (or to ``upscaling_resize_w`` with ``resize_mode`` 1)."""
+def _upscale_request(body: schemas.ExtrasBaseRequest, img, save: bool) -> GenerationRequest:
+    """One image of ``extra-single-image`` / ``extra-batch-images`` as an upscale job."""
     name = body.upscaler_1 if body.upscaler_1 and body.upscaler_1 != "None" else "Lanczos"
-    img = uploads.decode_image(body.image, "image")
     factor = body.upscaling_resize if body.resize_mode == 0 else body.upscaling_resize_w / img.width
-    request = GenerationRequest(mode="upscale", init_image=img, upscaler=name, upscale_factor=float(factor), steps=20,
-                                save=True)
+    return GenerationRequest(mode="upscale", init_image=img, upscaler=name, upscale_factor=float(factor), steps=20,
+                             save=save)
+
+
+def _upscale(state: ApiState, owner: str, request: GenerationRequest):
+    """(the finished image or None when interrupted, None) or (None, an error answer)."""
     job = _run(state, owner, request)
     failed = _failed(job)
     if failed is not None:
+        return None, failed
+    return (job.result.images[0] if job.result and job.result.images else None), None
+
+
+@router.post("/extra-single-image", response_model=schemas.ExtraSingleImageResponse)
+def extra_single_image(body: schemas.ExtraSingleImageRequest, http: Request, state: ApiState = Depends(api_state),
+                       owner: str = Depends(owner_of)):
+    """Upscale one image with ``upscaler_1`` (Lanczos, Nearest, SD x4 upscaler or an ESRGAN model)
+    by ``upscaling_resize`` (or to ``upscaling_resize_w`` with ``resize_mode`` 1). The result is saved
+    unless this client set ``samples_save`` off."""
+    img = uploads.decode_image(body.image, "image")
+    note(http, f"extras {img.width}x{img.height}, {body.upscaler_1}")
+    save = client_options.saves_images(state, owner)
+    out, failed = _upscale(state, owner, _upscale_request(body, img, save))
+    if failed is not None:
         return failed
-    out = job.result.images[0] if job.result and job.result.images else None
     return {"html_info": out.infotext if out else "interrupted",
             "image": uploads.encode_png_base64(out.image, out.infotext) if out else None}
+
+
+@router.post("/extra-batch-images", response_model=schemas.ExtrasBatchImagesResponse)
+def extra_batch_images(body: schemas.ExtrasBatchImagesRequest, http: Request, state: ApiState = Depends(api_state),
+                       owner: str = Depends(owner_of)):
+    """Upscale every image of ``imageList`` (``[{"data": base64, "name": ...}]``) with the options of
+    ``extra-single-image``, one job after another; ``images`` come back in the same order. An
+    interrupt stops the batch and answers the images finished so far."""
+    if not body.imageList:
+        raise InvalidRequest("imageList", [], 'one or more {"data": <base64 image>, "name": ...}')
+    imgs = [uploads.decode_image(item.data, f"imageList[{i}].data") for i, item in enumerate(body.imageList)]
+    note(http, f"extras batch of {len(imgs)}, {body.upscaler_1}")
+    save = client_options.saves_images(state, owner)
+    done, info = [], ""
+    for img in imgs:
+        out, failed = _upscale(state, owner, _upscale_request(body, img, save))
+        if failed is not None:
+            return failed
+        if out is None:
+            break
+        done.append(uploads.encode_png_base64(out.image, out.infotext))
+        info = out.infotext
+    return {"html_info": info if len(done) == len(imgs) else f"interrupted after {len(done)} of {len(imgs)}",
+            "images": done}
 
 
 @router.post("/png-info", response_model=schemas.PNGInfoResponse)
@@ -96,14 +143,30 @@ def png_info(body: schemas.PNGInfoRequest):
     return {"info": text, "items": items, "parameters": infotext.parse_infotext(text) if text else {}}
 
 
+@router.post("/interrogate")
+def interrogate(body: Optional[dict] = None):
+    """A1111's image captioning (CLIP, DeepBooru). Not available here: answers 501."""
+    return error_response(501, "sdui has no image interrogation model (CLIP or DeepBooru) installed, so "
+                               "the interrogate route cannot caption images", "NotImplemented")
+
+
+def _shows_preview(state: ApiState, owner: str, step: int, total: int) -> bool:
+    """This client's ``live_previews_enable`` and ``show_progress_every_n_steps`` (previews are made
+    every ``engine.preview_period()`` steps; a period of -1 or 0 shows none while sampling)."""
+    enabled, every = client_options.preview_choice(state, owner)
+    return enabled and every > 0 and (step % every == 0 or every < state.engine.preview_period() or step == total)
+
+
 @router.get("/progress")
 def progress(skip_current_image: bool = False, state: ApiState = Depends(api_state), owner: str = Depends(owner_of)):
-    """This client's job: fraction done, ETA, step, queue position and a preview image."""
+    """This client's job: fraction done, ETA, step, queue position and a preview image (as this
+    client's ``live_previews_enable`` and ``show_progress_every_n_steps`` options say)."""
     job = state.queue.current_for(owner)
     active = job is not None and job.state.active
     p = job.progress if job else None
     current_image = None
-    if active and p is not None and p.preview is not None and not skip_current_image:
+    if (active and p is not None and p.preview is not None and not skip_current_image
+            and _shows_preview(state, owner, p.step, p.total)):
         current_image = uploads.encode_png_base64(p.preview)
     return {
         "progress": job.fraction if active else 0.0,

@@ -1,14 +1,22 @@
-"""What the server has: checkpoints, VAEs, LoRAs, upscalers, samplers, schedule types, memory."""
+"""What the server has: checkpoints, VAEs, LoRAs, upscalers, samplers, schedule types, styles,
+memory; looking at the folders again, and loading or freeing the model.
+
+Lists of things sdui does not have (hypernetworks, face restorers, latent upscale modes,
+embeddings) answer empty in A1111's shape, never 404, so clients that ask for them go on working."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Request
 
 from .. import samplers
 from ..types import ModelKind
-from .state import ApiState, api_state
+from .request_log import LoggedRoute, note
+from .state import ApiState, api_state, owner_of
+from .styles import read_styles
 
-router = APIRouter()
+router = APIRouter(route_class=LoggedRoute)
 
 
 @router.get("/sd-models")
@@ -24,6 +32,41 @@ def refresh_checkpoints(state: ApiState = Depends(api_state)):
     state.engine.refresh()
 
 
+@router.post("/refresh-vae")
+def refresh_vae(state: ApiState = Depends(api_state)):
+    """Look at the models folders again (``VAE/`` among them)."""
+    state.engine.refresh()
+
+
+@router.post("/refresh-loras")
+def refresh_loras(state: ApiState = Depends(api_state)):
+    """Look at the models folders again (``Lora/`` among them)."""
+    state.engine.refresh()
+
+
+@router.post("/refresh-embeddings")
+def refresh_embeddings():
+    """Nothing to look at: sdui does not load textual-inversion embeddings yet."""
+
+
+@router.post("/unload-checkpoint")
+def unload_checkpoint(state: ApiState = Depends(api_state)):
+    """Free every loaded checkpoint from memory (after the running job, if any); the next job loads
+    its model again."""
+    state.engine.unload_checkpoints()
+    return {}
+
+
+@router.post("/reload-checkpoint")
+def reload_checkpoint(http: Request, state: ApiState = Depends(api_state), owner: str = Depends(owner_of)):
+    """Load this client's checkpoint now (its ``sd_model_checkpoint``; else the loaded one, else the
+    server's default), so its next job does not wait for the load."""
+    name = state.model_for(owner)
+    note(http, f"model {name or 'default'}")
+    state.engine.reload_checkpoint(name)
+    return {}
+
+
 @router.get("/samplers")
 def list_samplers():
     """Sampler names (A1111's), with aliases and options."""
@@ -33,8 +76,7 @@ def list_samplers():
 @router.get("/schedulers")
 def list_schedulers():
     """Schedule types by API name and label."""
-    return [{"name": samplers.SCHEDULE_API_NAMES[n], "label": n, "aliases": None, "default_rho": -1,
-             "need_inner_model": False} for n in samplers.schedule_names()]
+    return samplers.schedule_listing()
 
 
 @router.get("/upscalers")
@@ -53,6 +95,51 @@ def upscalers(state: ApiState = Depends(api_state)):
 def sd_vae(state: ApiState = Depends(api_state)):
     """VAE files a request may choose as ``sd_vae``."""
     return [{"model_name": e.filename, "filename": e.path} for e in state.engine.models(ModelKind.VAE) if not e.error]
+
+
+@router.get("/sd-modules")
+def sd_modules(state: ApiState = Depends(api_state)):
+    """Forge's list of extra model files (VAEs, text encoders): here the VAE files, as ``sd-vae``."""
+    return sd_vae(state)
+
+
+@router.get("/latent-upscale-modes")
+def latent_upscale_modes():
+    """Latent upscale modes for hires fix: none (hires fix is not implemented; ``enable_hr`` is listed
+    in ``info.ignored``)."""
+    return []
+
+
+@router.get("/realesrgan-models")
+def realesrgan_models(state: ApiState = Depends(api_state)):
+    """The upscaler files in ``models/RealESRGAN/`` (``upscaler_1`` names them)."""
+    return [{"name": e.name, "path": e.path, "scale": 4} for e in state.engine.models(ModelKind.UPSCALER)
+            if not e.error and Path(e.path).parent.name == "RealESRGAN"]
+
+
+@router.get("/hypernetworks")
+def hypernetworks():
+    """Hypernetworks: none (sdui does not load them)."""
+    return []
+
+
+@router.get("/face-restorers")
+def face_restorers():
+    """Face restorers (GFPGAN, CodeFormer): none installed (``restore_faces`` is listed in ``info.ignored``)."""
+    return []
+
+
+@router.get("/embeddings")
+def embeddings():
+    """Textual-inversion embeddings in A1111's shape: none loaded (sdui has no embeddings folder yet)."""
+    return {"loaded": {}, "skipped": {}}
+
+
+@router.get("/prompt-styles")
+def prompt_styles(state: ApiState = Depends(api_state)):
+    """The styles of the owner's ``--styles-file`` (A1111's ``styles.csv``): name, prompt and
+    negative prompt; none when there is no such file."""
+    return read_styles(state.settings.styles_file)
 
 
 @router.get("/loras")

@@ -97,8 +97,7 @@ class ImageResponse(BaseModel):
     info: str
 
 
-class ExtraSingleImageRequest(_Lenient):
-    image: str = ""
+class ExtrasBaseRequest(_Lenient):
     resize_mode: int = 0
     show_extras_results: bool = True
     gfpgan_visibility: float = 0
@@ -114,9 +113,27 @@ class ExtraSingleImageRequest(_Lenient):
     upscale_first: bool = False
 
 
+class ExtraSingleImageRequest(ExtrasBaseRequest):
+    image: str = ""
+
+
 class ExtraSingleImageResponse(BaseModel):
     html_info: str
     image: Optional[str] = None
+
+
+class FileData(_Lenient):
+    data: str
+    name: str = ""
+
+
+class ExtrasBatchImagesRequest(ExtrasBaseRequest):
+    imageList: list[FileData] = Field(default_factory=list)
+
+
+class ExtrasBatchImagesResponse(BaseModel):
+    html_info: str
+    images: list[str]
 
 
 class PNGInfoRequest(_Lenient):
