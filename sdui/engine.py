@@ -20,7 +20,7 @@ from .config import Settings
 from .models import detect, devices, download, registry
 from .models.manager import AUTOMATIC_VAE, NO_VAE, ModelManager
 from .pipelines import img2img, inpaint, txt2img, upscale
-from .pipelines.common import Job, is_cancelled
+from .pipelines.common import Job, decode_partial, is_cancelled
 from .types import (Architecture, Cancelled, GeneratedImage, GenerationRequest, GenerationResult, InvalidRequest, Limits,
                     MemoryLevel, ModelKind, Progress, UnknownModelError)
 
@@ -264,12 +264,19 @@ class Engine:
                             w != 1.0 for _, w in prompts.parse_attention(req.prompt)):
                         job.warnings.append("SDXL: emphasis and prompts over 75 tokens are not applied yet; "
                                             "the prompt was used as plain text and cut at 75 tokens")
-                    return task.run(pipe, job), job.warnings
+                    try:
+                        return task.run(pipe, job), job.warnings
+                    except Cancelled as stop:
+                        stop.partial_images = decode_partial(pipe, job)
+                        raise
 
                 try:
                     (pil_images, warnings), level = mgr.run(run_batch, size=(req.width, req.height), pipeline_cls=cls,
                                                             model=loaded.name)
-                except Cancelled:
+                except Cancelled as stop:
+                    for img, seed in zip(getattr(stop, "partial_images", []), seeds, strict=False):
+                        result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch,
+                                                          result.memory_level, vae, partial=True))
                     raise _cancelled(result) from None
                 result.memory_level = max(result.memory_level, level)
                 for w in warnings:
@@ -342,7 +349,8 @@ class Engine:
         return p
 
     def _finish(self, img, req: GenerationRequest, seed, model_name, model_hash, arch, level,
-                vae: Optional[registry.ModelEntry] = None) -> GeneratedImage:
+                vae: Optional[registry.ModelEntry] = None, partial: bool = False) -> GeneratedImage:
+        """Infotext, watermark and (unless ``partial``: an interrupted image is never saved) the PNG."""
         params = self.infotext_params(req, seed, model_name, model_hash, img.width, img.height, vae)
         wm_on = (not self.settings.no_watermark) if req.watermark is None else req.watermark
         marked = False
@@ -358,11 +366,11 @@ class Engine:
                                      req.negative_prompt if req.mode != "upscale" else "", params)
         img.info["parameters"] = text
         path = None
-        if req.save:
+        if req.save and not partial:
             folder = outputs.output_folder(self.settings.outputs_dir, req.mode)
             path = str(outputs.save_png(img, folder, seed, text))
         return GeneratedImage(image=img, seed=seed if seed is not None else -1, infotext=text, path=path,
-                              watermarked=marked)
+                              watermarked=marked, partial=partial)
 
     # ---- PNG info -----------------------------------------------------------------------------
     @staticmethod
@@ -378,7 +386,8 @@ class Engine:
 
 
 def _cancelled(result: GenerationResult) -> Cancelled:
-    exc = Cancelled(f"interrupted; {len(result.images)} finished image(s) kept")
+    finished = sum(1 for im in result.images if not im.partial)
+    exc = Cancelled(f"interrupted; {finished} finished image(s) kept")
     exc.partial = result
     return exc
 

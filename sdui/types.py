@@ -319,6 +319,7 @@ class GeneratedImage:
     infotext: str
     path: Optional[str] = None
     watermarked: bool = False
+    partial: bool = False  # the unfinished image of an interrupted job: returned to API clients, never saved
 
 
 @dataclass

@@ -96,6 +96,9 @@ def result_info(engine, job: Job, req: GenerationRequest, ignored: list[str]) ->
         "denoising_strength": req.denoising_strength if req.mode in ("img2img", "inpaint") else None,
         "extra_generation_params": {"Memory level": res.memory_level} if res and res.memory_level else {},
         "index_of_first_image": 0, "infotexts": [im.infotext for im in imgs], "styles": [],
+        # an interrupted job answers with its finished images and, as A1111, the current partial one
+        # (never saved): these are the indices of such partial images
+        "partial_images": [i for i, im in enumerate(imgs) if im.partial],
         "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)), "clip_skip": 1,
         "is_using_inpainting_conditioning": req.mode == "inpaint", "version": f"sdui {__version__}",
         "ignored": ignored, "warnings": res.warnings if res else [], "memory_level": res.memory_level if res else 0,

@@ -55,6 +55,7 @@ class Job:
     image_total: int = 1
     preview_every: int = PREVIEW_EVERY
     warnings: list[str] = field(default_factory=list)
+    last_latents: Any = None  # the latents after the last finished step (the partial image on interrupt)
     sigmas: Optional[list[float]] = None  # a computed schedule type (samplers.plan_sampling); None: the scheduler's own
 
     def prompt_kwargs(self) -> dict:
@@ -90,6 +91,21 @@ class StepTracker:
                                       image_total=self.job.image_total, preview=preview, stage=self.stage))
 
     def __call__(self, pipe, step_index, timestep, callback_kwargs):
+        self.job.last_latents = callback_kwargs.get("latents")  # an interrupt decodes these (partial image)
         total = self.total or getattr(pipe, "num_timesteps", None) or self.job.request.steps  # diffusers' public property
         self.report(step_index + 1, total, callback_kwargs.get("latents"))
         return callback_kwargs
+
+
+def decode_partial(pipe, job: Job) -> list:
+    """The images of ``job``'s latents as they were when it was interrupted (A1111 answers an
+    interrupted request with the current partial image); [] when no step had finished."""
+    import torch
+
+    latents = job.last_latents
+    if latents is None:
+        return []
+    with torch.no_grad():
+        vae = pipe.vae
+        pixels = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+    return list(pipe.image_processor.postprocess(pixels, output_type="pil"))

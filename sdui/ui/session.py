@@ -134,7 +134,7 @@ def run_job(queue: JobQueue, request: GenerationRequest, owner: Optional[str]) -
     if job.state == JobState.FAILED:
         yield {"status": message_html(job.error or "failed"), "error": job.error}
         return
-    n = len(job.result.images) if job.result else 0
+    n = sum(1 for im in job.result.images if not im.partial) if job.result else 0  # the partial one is not saved
     if job.state == JobState.CANCELLED or job.skipped:
         text = f"Interrupted. {n} finished image(s) kept." if n else "Interrupted. Nothing was saved."
         yield {"status": message_html(text, "info"), "result": job}
