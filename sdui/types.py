@@ -135,6 +135,7 @@ class Cancelled(SduiError):
     """The job was interrupted by its owner; ``partial`` holds the images finished before (if any)."""
 
     partial: "Optional[GenerationResult]" = None
+    partial_images: list = []  # set on the instance: the interrupted batch's images as they were (PIL)
 
 
 class QueueFull(SduiError):

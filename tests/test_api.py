@@ -199,7 +199,9 @@ def test_interrupt_only_touches_the_callers_job(client, api_app):
         assert alice.post("/sdapi/v1/interrupt").json() == {"interrupted": 1}
         t.join(60)
     r = out["r"]
-    assert r.status_code == 200 and r.json()["images"] == []
+    # A1111: an interrupted request answers 200 with the current partial image (never saved)
+    assert r.status_code == 200 and len(r.json()["images"]) == 1
+    assert json.loads(r.json()["info"])["partial_images"] == [0]
 
 
 def test_full_queue_answers_503_at_once(models_root, tmp_path):

@@ -210,7 +210,8 @@ def test_cancel_keeps_finished_batches(make_engine, tmp_path):
 
     with pytest.raises(Cancelled) as err:
         engine.generate(GenerationRequest(**{**BASE, "batch_count": 3}), on_progress=on_progress, cancel=stop)
-    assert len(err.value.partial.images) == 1
+    # the finished first image, then the interrupted second one as it was (returned, never saved)
+    assert [im.partial for im in err.value.partial.images] == [False, True]
     assert len(list((tmp_path / "outputs").rglob("*.png"))) == 1
 
 
