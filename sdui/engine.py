@@ -120,6 +120,12 @@ class Engine:
         names += [e.name for e in self.models(ModelKind.UPSCALER) if not e.error]
         return names
 
+    def lora_listing(self) -> list[dict]:
+        """The files in ``models/Lora/`` as A1111's ``/sdapi/v1/loras`` lists them: ``name`` (what a
+        ``<lora:name:weight>`` tag uses), ``alias`` (``ss_output_name``, also accepted), ``path`` and
+        ``metadata`` (the safetensors header's ``__metadata__``)."""
+        return self.manager.lora_listing()
+
     def model_listing(self, hash_files: bool = False) -> list[registry.ModelEntry]:
         """Every model of every kind, looked up afresh, with SHA-256 where cached (or computed for
         every file with ``hash_files``, which reads each file whole)."""
@@ -256,8 +262,11 @@ class Engine:
                     pipe.scheduler, job.sigmas = plan.scheduler, plan.sigmas
                     job.warnings.extend(plan.warnings)
                     pipe.set_progress_bar_config(disable=True)
+                    # A1111's <lora:...> tags: out of the text the encoder sees, onto the model (SD 1.x/2.x)
+                    prompt, lora_warnings = mgr.use_loras(loaded, pipe, req.prompt, req.negative_prompt)
+                    job.warnings.extend(lora_warnings)
                     if not is_xl:
-                        cond = prompts.encode(pipe, req.prompt, req.negative_prompt, job.device)
+                        cond = prompts.encode(pipe, prompt, req.negative_prompt, job.device)
                         job.prompt_embeds, job.negative_prompt_embeds = cond.prompt_embeds, cond.negative_prompt_embeds
                         job.warnings.extend(cond.warnings)
                     elif prompts.token_count(pipe.tokenizer, req.prompt) > prompts.CHUNK or any(
@@ -345,6 +354,7 @@ class Engine:
             "Denoising strength": req.denoising_strength if req.mode in ("img2img", "inpaint") else None,
             "Mask blur": req.mask_blur if req.mode == "inpaint" else None,
             "Masked content": req.inpainting_fill if req.mode == "inpaint" else None,
+            "Lora hashes": self.manager.lora_hashes(req.prompt, model_name),  # A1111: "name: 0123456789ab, ..."
         }
         return p
 

@@ -10,12 +10,18 @@ reproduce A1111's chunking and mean restoration; users paste A1111 prompts, so w
 
 Exactness: a prompt with no emphasis and at most 75 tokens gives exactly the embeddings of
 diffusers' own ``encode_prompt`` (same ids: BOS + tokens + EOS + pad to 77; no multiplication).
+
+LoRA tags (``<lora:name:weight>``, A1111's extra-network syntax) are taken out of the text by
+``extract_lora_tags`` before encoding; the model manager applies the LoRAs.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
+
+from .types import InvalidRequest
 
 CHUNK = 75
 MAX_CHUNKS = 20  # 1,500 tokens; the rest is cut and reported
@@ -177,3 +183,78 @@ def token_count(tokenizer, text: str) -> int:
     """Tokens in the prompt (what the UI shows as 'n/75')."""
     return sum(len(ids) for ids in tokenizer([t for t, w in parse_attention(text) if w != -1],
                                              add_special_tokens=False)["input_ids"])
+
+
+# ---- LoRA tags: A1111's extra-network syntax --------------------------------------------------
+# A1111 (modules/extra_networks.py) removes every ``<type:args>`` tag from the prompt before it is
+# encoded, whatever the type, and splits args on ":"; an item holding one "=" is named
+# (``te=0.5``), the others positional. Its Lora extension (extra_networks_lora.py) reads
+# ``<lora:name[:te[:unet[:dyn]]]>`` with te defaulting to 1.0 and unet to te, then lets named
+# ``te=``/``unet=`` override them; ``lyco`` is an alias of ``lora``.
+EXTRA_NETWORK_TAG = re.compile(r"<(\w+):([^>]+)>")
+LORA_TYPES = ("lora", "lyco")
+_LORA_FORM = ("a LoRA tag: <lora:name>, <lora:name:weight> or <lora:name:te_weight:unet_weight> "
+              "(weights are finite numbers; te=… and unet=… may name them)")
+
+
+@dataclass
+class LoraTag:
+    """One ``<lora:...>`` tag: the name as written, the text-encoder and UNet weights, the tag itself."""
+
+    name: str
+    te_weight: float
+    unet_weight: float
+    text: str
+
+
+@dataclass
+class ExtraNetworks:
+    """A prompt with its extra-network tags taken out (the text the encoder sees), the LoRA tags
+    in prompt order, and what could not be used (a sentence each)."""
+
+    text: str
+    loras: list[LoraTag] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def extract_lora_tags(text: str) -> ExtraNetworks:
+    """``"a cat <lora:ink:0.8>"`` -> ``ExtraNetworks("a cat ", [LoraTag("ink", 0.8, 0.8, "<lora:ink:0.8>")])``.
+
+    Every ``<type:args>`` tag is removed, as A1111 removes it, leaving the whitespace around it
+    as it was. Tags of other types (``hypernet`` ...) are removed with a warning: sdui has no such
+    networks. Raises InvalidRequest for a LoRA tag whose weights are not finite numbers (A1111
+    would log an error and generate without any LoRA).
+    """
+    out = ExtraNetworks(text="")
+
+    def found(m: re.Match) -> str:
+        kind, args = m.group(1), m.group(2)
+        if kind not in LORA_TYPES:
+            out.warnings.append(f"{m.group(0)[:80]} was removed from the prompt: only <lora:...> tags are supported "
+                                f"(A1111 removes every <{kind}:...> tag too)")
+            return ""
+        positional, named = [], {}
+        for item in args.split(":"):
+            parts = item.split("=", 2)
+            if len(parts) == 2:
+                named[parts[0]] = parts[1]
+            else:
+                positional.append(item)
+        if not positional or not positional[0].strip():
+            raise InvalidRequest("prompt", m.group(0), _LORA_FORM)
+        try:
+            te = float(positional[1]) if len(positional) > 1 else 1.0
+            te = float(named.get("te", te))
+            unet = float(positional[2]) if len(positional) > 2 else te
+            unet = float(named.get("unet", unet))
+        except ValueError:
+            raise InvalidRequest("prompt", m.group(0), _LORA_FORM) from None
+        if not (math.isfinite(te) and math.isfinite(unet)):
+            raise InvalidRequest("prompt", m.group(0), _LORA_FORM)
+        if len(positional) > 3 or "dyn" in named:
+            out.warnings.append(f"{m.group(0)[:80]}: the DyLoRA dimension is not supported; the whole LoRA was used")
+        out.loras.append(LoraTag(positional[0], te, unet, m.group(0)))
+        return ""
+
+    out.text = EXTRA_NETWORK_TAG.sub(found, text)
+    return out

@@ -144,8 +144,9 @@ def prompt_styles(state: ApiState = Depends(api_state)):
 
 @router.get("/loras")
 def loras(state: ApiState = Depends(api_state)):
-    """LoRA files in ``models/Lora/``."""
-    return [{"name": e.name, "alias": e.name, "path": e.path, "metadata": {}} for e in state.engine.models(ModelKind.LORA)]
+    """LoRA files in ``models/Lora/``: ``name`` (for ``<lora:name:weight>``), ``alias`` (the training
+    name, ``ss_output_name``), ``path`` and ``metadata`` (the safetensors header's), as A1111 lists them."""
+    return state.engine.lora_listing()
 
 
 @router.get("/scripts")
