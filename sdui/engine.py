@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from . import __version__, prompts, samplers
+from .fields import MASK_MODES
 from .images import infotext, outputs, watermark
 from .config import Settings
 from .models import detect, devices, download, registry
@@ -354,6 +355,9 @@ class Engine:
             "Denoising strength": req.denoising_strength if req.mode in ("img2img", "inpaint") else None,
             "Mask blur": req.mask_blur if req.mode == "inpaint" else None,
             "Masked content": req.inpainting_fill if req.mode == "inpaint" else None,
+            # A1111 writes the mask mode only when it is the inverted one
+            "Mask mode": req.inpainting_mask_invert if req.mode == "inpaint" and req.inpainting_mask_invert != MASK_MODES[0]
+            else None,
             "Lora hashes": self.manager.lora_hashes(req.prompt, model_name),  # A1111: "name: 0123456789ab, ..."
         }
         return p

@@ -16,6 +16,7 @@ from typing import Any, Optional, Union
 
 MASKED_CONTENT = ("original", "fill", "latent noise", "latent nothing")
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill")
+MASK_MODES = ("Inpaint masked", "Inpaint not masked")  # A1111's "Mask mode"; API inpainting_mask_invert 0/1
 MAX_SEED = 2**32 - 1
 _SAME = object()
 Bound = Union[int, float, str, None]
@@ -94,6 +95,9 @@ FIELDS: tuple[Field, ...] = (
     Field("inpainting_fill", str, "original", choices=MASKED_CONTENT, label="Masked content",
           infotext="Masked content", api="inpainting_fill", api_default=0, cli=("--masked-content",),
           modes=("inpaint",), help="What the masked area starts from."),
+    Field("inpainting_mask_invert", str, MASK_MODES[0], choices=MASK_MODES, label="Mask mode", infotext="Mask mode",
+          api="inpainting_mask_invert", api_default=0, cli=("--mask-mode",), modes=("inpaint",),
+          help="Which part is redrawn: the painted (white) part, or everything else."),
     Field("upscaler", str, "Lanczos", label="Upscaler", infotext="Postprocess upscaler", api="upscaler_1",
           api_default="None", cli=("--upscaler",), modes=("upscale",),
           help="Lanczos, Nearest, 'SD x4 upscaler' or an ESRGAN model name."),

@@ -214,6 +214,7 @@ class GenerationRequest:
     mask: Any = None
     mask_blur: int = _d("mask_blur")
     inpainting_fill: str = _d("inpainting_fill")  # A1111 "Masked content"
+    inpainting_mask_invert: str = _d("inpainting_mask_invert")  # A1111 "Mask mode"
     # upscale
     upscaler: str = _d("upscaler")
     upscale_factor: float = _d("upscale_factor")

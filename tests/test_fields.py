@@ -93,7 +93,8 @@ def test_ui_upscale_factor_and_radios_follow_the_table(ui_components):
     factor = components["upscale_factor"]
     f = fields.BY_NAME["upscale_factor"]
     assert (factor.minimum, factor.maximum, factor.value) == (f.minimum, f.maximum, f.default)
-    for elem, name in (("img2img_resize_mode", "resize_mode"), ("img2img_inpainting_fill", "inpainting_fill")):
+    for elem, name in (("img2img_resize_mode", "resize_mode"), ("img2img_inpainting_fill", "inpainting_fill"),
+                       ("img2img_mask_mode", "inpainting_mask_invert")):
         radio = components[elem]
         assert [c[0] if isinstance(c, tuple) else c for c in radio.choices] == list(fields.BY_NAME[name].choices)
         assert radio.value == fields.default(name)
@@ -164,7 +165,8 @@ def test_every_infotext_key_of_the_table_round_trips():
 def test_the_engine_writes_infotext_keys_the_table_knows(make_engine):
     engine = make_engine()
     req = GenerationRequest(mode="inpaint", steps=9, cfg_scale=4.5, seed=3, denoising_strength=0.5, mask_blur=7,
-                            inpainting_fill="fill", init_image=Image.new("RGB", (64, 64)), mask=Image.new("L", (64, 64)))
+                            inpainting_fill="fill", inpainting_mask_invert="Inpaint not masked",
+                            init_image=Image.new("RGB", (64, 64)), mask=Image.new("L", (64, 64)))
     written = engine.infotext_params(req, 3, "m", "", 64, 64)
     for f in fields.FIELDS:
         if f.infotext and "inpaint" in f.modes and f.name not in ("negative_prompt", "scheduler"):

@@ -9,7 +9,7 @@ import time
 from typing import Any, Optional
 
 from .. import __version__, fields, samplers
-from ..fields import MASKED_CONTENT, RESIZE_MODES
+from ..fields import MASK_MODES, MASKED_CONTENT, RESIZE_MODES
 from ..images import infotext, uploads
 from ..jobs import Job
 from ..types import GenerationRequest, InvalidRequest, SduiError
@@ -70,6 +70,9 @@ def to_generation_request(req: schemas.Txt2ImgRequest, mode: str, model: Optiona
             if not 0 <= req.inpainting_fill < len(MASKED_CONTENT):
                 raise InvalidRequest("inpainting_fill", req.inpainting_fill, f"0 to {len(MASKED_CONTENT) - 1}")
             kw["inpainting_fill"] = MASKED_CONTENT[req.inpainting_fill]
+            if req.inpainting_mask_invert not in (0, 1):
+                raise InvalidRequest("inpainting_mask_invert", req.inpainting_mask_invert, "0 (inpaint masked) or 1 (not masked)")
+            kw["inpainting_mask_invert"] = MASK_MODES[req.inpainting_mask_invert]
     return GenerationRequest(**kw)
 
 

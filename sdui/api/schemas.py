@@ -153,7 +153,7 @@ UNIMPLEMENTED_DEFAULTS: dict[str, Any] = {
     "s_churn": (None, 0, 0.0), "s_tmax": (None, 0, 0.0), "s_tmin": (None, 0, 0.0), "s_noise": (None, 1, 1.0),
     "refiner_checkpoint": (None, ""), "enable_hr": (False,), "script_name": (None, ""), "script_args": ([],),
     "alwayson_scripts": ({},), "image_cfg_scale": (None,), "inpaint_full_res": (True, False, 0, 1),
-    "inpainting_mask_invert": (0,), "initial_noise_multiplier": (None, 1, 1.0), "latent_mask": (None,),
+"initial_noise_multiplier": (None, 1, 1.0), "latent_mask": (None,),
     "include_init_images": (False,), "hr_checkpoint_name": (None,), "hr_sampler_name": (None,), "hr_scheduler": (None,),
     "disable_extra_networks": (False,), "comments": (None,), "force_task_id": (None,),
 }

@@ -8,15 +8,21 @@ latent nothing (start from a flat grey, which encodes to latents near zero).
 
 from __future__ import annotations
 
-from PIL import Image, ImageFilter
+from PIL import Image, ImageFilter, ImageOps
+
+from ..fields import MASK_MODES
 
 from ..images.uploads import resize_for_request
 from .common import Job, StepTracker, generators
 
 
 
-def prepare_mask(mask: Image.Image, width: int, height: int, blur: int, resize_mode: str) -> Image.Image:
-    m = resize_for_request(mask.convert("L"), width, height, resize_mode)
+def prepare_mask(mask: Image.Image, width: int, height: int, blur: int, resize_mode: str,
+                 invert: bool = False) -> Image.Image:
+    m = mask.convert("L")
+    if invert:  # A1111 inverts first ("Inpaint not masked"), then resizes and blurs
+        m = ImageOps.invert(m)
+    m = resize_for_request(m, width, height, resize_mode)
     m = m.point(lambda v: 255 if v >= 128 else 0)
     if blur:
         m = m.filter(ImageFilter.GaussianBlur(blur))
@@ -39,8 +45,9 @@ def run(pipe, job: Job):
     req = job.request
     # 1. image and mask at the requested size; blurred mask for a soft seam
     image = resize_for_request(req.init_image.convert("RGB"), req.width, req.height, req.resize_mode)
-    hard_mask = prepare_mask(req.mask, req.width, req.height, 0, req.resize_mode)
-    soft_mask = prepare_mask(req.mask, req.width, req.height, req.mask_blur, req.resize_mode)
+    invert = req.inpainting_mask_invert == MASK_MODES[1]
+    hard_mask = prepare_mask(req.mask, req.width, req.height, 0, req.resize_mode, invert)
+    soft_mask = prepare_mask(req.mask, req.width, req.height, req.mask_blur, req.resize_mode, invert)
     # 2. masked content
     start = fill_masked(image, hard_mask, req.inpainting_fill)
     strength = 1.0 if req.inpainting_fill == "latent noise" else req.denoising_strength

@@ -34,11 +34,12 @@ def render(ctx: UIContext) -> SimpleNamespace:
             with gr.Row():
                 mask_blur = slider("mask_blur", ctx.engine.limits, "img2img_mask_blur")
                 fill = radio("inpainting_fill", "img2img_inpainting_fill")
+                mask_mode = radio("inpainting_mask_invert", "img2img_mask_mode")
             controls = render_controls("img2img", ctx.engine.limits)
         with gr.Column(scale=1):
             outputs = render_outputs("img2img")
     return SimpleNamespace(mode=mode, editor=editor, strength=strength, resize_mode=resize_mode, mask_blur=mask_blur,
-                           fill=fill, controls=controls, outputs=outputs)
+                           fill=fill, mask_mode=mask_mode, controls=controls, outputs=outputs)
 
 
 def editor_to_images(value, inpaint: bool):
@@ -74,7 +75,7 @@ def _flatten(img: Image.Image) -> Image.Image:
 
 def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
     extra = {"mode": tab.mode, "editor": tab.editor, "strength": tab.strength, "resize_mode": tab.resize_mode,
-             "mask_blur": tab.mask_blur, "fill": tab.fill}
+             "mask_blur": tab.mask_blur, "fill": tab.fill, "mask_mode": tab.mask_mode}
 
     def mode_fields(data: dict) -> dict:
         inpaint = data[tab.mode] == MODES[1]
@@ -83,7 +84,8 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
                   "denoising_strength": coerce("denoising_strength", data[tab.strength]),
                   "resize_mode": data[tab.resize_mode]}
         if inpaint:
-            fields.update(mask=mask, mask_blur=coerce("mask_blur", data[tab.mask_blur]), inpainting_fill=data[tab.fill])
+            fields.update(mask=mask, mask_blur=coerce("mask_blur", data[tab.mask_blur]), inpainting_fill=data[tab.fill],
+                          inpainting_mask_invert=data[tab.mask_mode])
         return fields
 
     wire_generation(ctx, tab.controls, mode_fields, extra, tab.outputs)
