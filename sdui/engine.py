@@ -267,7 +267,10 @@ class Engine:
                     prompt, lora_warnings = mgr.use_loras(loaded, pipe, req.prompt, req.negative_prompt)
                     job.warnings.extend(lora_warnings)
                     if not is_xl:
-                        cond = prompts.encode(pipe, prompt, req.negative_prompt, job.device)
+                        clip_skip = 1 if Architecture.of(arch).is_sd2 else req.clip_skip
+                        if clip_skip != req.clip_skip:  # A1111's OpenCLIP encoder ignores the setting too
+                            job.warnings.append("Clip skip does not apply to SD 2.x models (as in A1111); ignored")
+                        cond = prompts.encode(pipe, prompt, req.negative_prompt, job.device, clip_skip)
                         job.prompt_embeds, job.negative_prompt_embeds = cond.prompt_embeds, cond.negative_prompt_embeds
                         job.warnings.extend(cond.warnings)
                     elif prompts.token_count(pipe.tokenizer, req.prompt) > prompts.CHUNK or any(
@@ -353,6 +356,7 @@ class Engine:
             "VAE hash": vae.short_hash if vae else None,
             "VAE": vae.filename if vae else None,
             "Denoising strength": req.denoising_strength if req.mode in ("img2img", "inpaint") else None,
+            "Clip skip": req.clip_skip if req.clip_skip > 1 else None,  # A1111 writes it only when it is not 1
             "Mask blur": req.mask_blur if req.mode == "inpaint" else None,
             "Masked content": req.inpainting_fill if req.mode == "inpaint" else None,
             # A1111 writes the mask mode only when it is the inverted one

@@ -85,6 +85,10 @@ FIELDS: tuple[Field, ...] = (
           cli=("--n-samples", "--n_samples"), help="Images per batch."),
     Field("batch_count", int, 1, 1, "max_batch_count", step=1, label="Batch count", api="n_iter",
           cli=("--n-iter", "--n_iter"), help="Batches to run one after another."),
+    Field("clip_skip", int, 1, 1, 12, step=1, label="Clip skip", infotext="Clip skip", api="clip_skip", api_default=None,
+          cli=("--clip-skip",),
+          help="Stop the CLIP text encoder this many layers from the end (A1111's clip skip; 2 for many anime "
+               "models). Not for SD 2.x, as in A1111."),
     Field("denoising_strength", float, 0.75, 0.0, 1.0, step=0.01, label="Denoising strength",
           infotext="Denoising strength", api="denoising_strength", cli=("--strength",), modes=_I2I,
           help="How much of the image is redrawn (0-1)."),

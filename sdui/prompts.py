@@ -133,12 +133,19 @@ def tokenize(tokenizer, text: str) -> TokenChunks:
     return out
 
 
-def _encode_chunks(text_encoder, chunks: TokenChunks, device):
+def _encode_chunks(text_encoder, chunks: TokenChunks, device, clip_skip: int = 1):
     import torch
 
     ids = torch.tensor(chunks.ids, device=device)
     dtype = text_encoder.dtype
-    z = text_encoder(ids)[0]  # (chunks, 77, dim)
+    if clip_skip > 1:
+        # A1111 (sd_hijack_clip.encode_with_transformers): the hidden state clip_skip layers from the
+        # end, through the final layer norm; diffusers' clip_skip=k is A1111's k+1
+        hidden = text_encoder(ids, output_hidden_states=True).hidden_states[-clip_skip]
+        # transformers 5's CLIPTextModel holds the layer norm itself (4.x: under .text_model)
+        z = getattr(text_encoder, "text_model", text_encoder).final_layer_norm(hidden)
+    else:
+        z = text_encoder(ids)[0]  # (chunks, 77, dim)
     if chunks.emphasised:
         w = torch.tensor(chunks.weights, device=device, dtype=z.dtype).unsqueeze(-1)
         # A1111 (sd_hijack_clip.process_tokens) restores the mean chunk by chunk, so emphasis in
@@ -156,8 +163,9 @@ class Conditioning:
     warnings: list[str] = field(default_factory=list)
 
 
-def encode(pipe, prompt: str, negative_prompt: str, device) -> Conditioning:
-    """Positive and negative embeddings of equal length for an SD 1.x/2.x pipeline."""
+def encode(pipe, prompt: str, negative_prompt: str, device, clip_skip: int = 1) -> Conditioning:
+    """Positive and negative embeddings of equal length for an SD 1.x/2.x pipeline (``clip_skip`` as
+    A1111's: 1 = the last layer)."""
     import torch
 
     tok, enc = pipe.tokenizer, pipe.text_encoder
@@ -167,11 +175,11 @@ def encode(pipe, prompt: str, negative_prompt: str, device) -> Conditioning:
         if chunks.truncated_tokens:
             warnings.append(f"{label} was cut: {chunks.truncated_tokens} tokens past {MAX_CHUNKS * CHUNK} were ignored")
     with torch.no_grad():
-        c = _encode_chunks(enc, pos, device)
-        uc = _encode_chunks(enc, neg, device)
+        c = _encode_chunks(enc, pos, device, clip_skip)
+        uc = _encode_chunks(enc, neg, device, clip_skip)
         if c.shape[1] != uc.shape[1]:
             # as A1111: pad the shorter side with the empty prompt's encoding
-            empty = _encode_chunks(enc, tokenize(tok, ""), device)
+            empty = _encode_chunks(enc, tokenize(tok, ""), device, clip_skip)
             while c.shape[1] < uc.shape[1]:
                 c = torch.cat([c, empty], dim=1)
             while uc.shape[1] < c.shape[1]:

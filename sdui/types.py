@@ -207,6 +207,7 @@ class GenerationRequest:
     seed: int = _d("seed")
     batch_size: int = _d("batch_size")
     batch_count: int = _d("batch_count")
+    clip_skip: int = _d("clip_skip")  # A1111 "Clip skip" (CLIP_stop_at_last_layers)
     # img2img / inpaint
     init_image: Any = None
     denoising_strength: float = _d("denoising_strength")

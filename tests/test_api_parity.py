@@ -104,9 +104,8 @@ def test_post_answers_what_it_applied_and_what_it_ignored(client):
     r = c.post("/sdapi/v1/options", json={"samples_save": False, "send_seed": False, "CLIP_stop_at_last_layers": 2,
                                           "eta_noise_seed_delta": 31337, "forge_preset": "sd", "made_up": [1]})
     assert r.status_code == 200, r.text
-    assert r.json() == {"applied": ["samples_save"],
-                        "ignored": ["CLIP_stop_at_last_layers", "eta_noise_seed_delta", "forge_preset", "made_up",
-                                    "send_seed"],
+    assert r.json() == {"applied": ["CLIP_stop_at_last_layers", "samples_save"],
+                        "ignored": ["eta_noise_seed_delta", "forge_preset", "made_up", "send_seed"],
                         "unknown": ["forge_preset", "made_up"]}
     opts = c.get("/sdapi/v1/options").json()
     assert opts["CLIP_stop_at_last_layers"] == 2 and opts["eta_noise_seed_delta"] == 31337
@@ -194,15 +193,18 @@ def test_sd_checkpoint_hash_selects_the_model(client, models_root):
 
 
 # ---- options that act on generation --------------------------------------------------------------
-def test_clip_skip_and_ensd_are_stored_and_reported_as_not_applied(client):
+def test_clip_skip_is_applied_per_client_and_ensd_reported_as_not_applied(client):
     c = client("clipper")
     plain = c.post("/sdapi/v1/txt2img", json=TXT).json()
     assert json.loads(plain["info"])["ignored"] == []
-    assert c.post("/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 2}).json()["ignored"] == [
+    assert c.post("/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 2}).json()["applied"] == [
         "CLIP_stop_at_last_layers"]
     stored = c.post("/sdapi/v1/txt2img", json=TXT).json()
-    assert json.loads(stored["info"])["ignored"] == ["options.CLIP_stop_at_last_layers"]
-    assert stored["images"] == plain["images"]  # not applied: the same pixels
+    info = json.loads(stored["info"])
+    assert info["ignored"] == [] and info["clip_skip"] == 2 and "Clip skip: 2" in info["infotexts"][0]
+    assert stored["images"] != plain["images"]  # applied: other pixels
+    other = client("someone-else").post("/sdapi/v1/txt2img", json=TXT).json()
+    assert other["images"] == plain["images"]  # another client's clip skip is its own
     back = {**TXT, "override_settings": {"sd_model_checkpoint": "tiny", "CLIP_stop_at_last_layers": 1,
                                          "eta_noise_seed_delta": 31337, "forge_additional_modules": []}}
     info = json.loads(c.post("/sdapi/v1/txt2img", json=back).json()["info"])
@@ -619,7 +621,7 @@ def test_sillytavern_connects_lists_and_generates(client):
     assert img.size == (64, 64) and "Schedule type: Karras" in img.info["parameters"]
     info = json.loads(data["info"])
     assert info["sd_model_name"] == "tiny" and info["seed"] == 7
-    assert set(info["ignored"]) == {"auth", "clip_skip", "hr_additional_modules", "url"}
+    assert set(info["ignored"]) == {"auth", "hr_additional_modules", "url"}  # clip_skip is applied
     assert info["saved"]  # save_images: true
 
 

@@ -73,7 +73,7 @@ def ui_components(models_root, tmp_path_factory):
 
 
 UI_SLIDERS = [(prefix, name) for prefix in ("txt2img", "img2img")
-              for name in ("steps", "width", "height", "batch_count", "batch_size", "cfg_scale")]
+              for name in ("steps", "width", "height", "batch_count", "batch_size", "cfg_scale", "clip_skip")]
 UI_SLIDERS += [("img2img", "denoising_strength"), ("img2img", "mask_blur"), ("upscale", "noise_level"),
                ("upscale", "steps")]
 
@@ -165,7 +165,7 @@ def test_every_infotext_key_of_the_table_round_trips():
 def test_the_engine_writes_infotext_keys_the_table_knows(make_engine):
     engine = make_engine()
     req = GenerationRequest(mode="inpaint", steps=9, cfg_scale=4.5, seed=3, denoising_strength=0.5, mask_blur=7,
-                            inpainting_fill="fill", inpainting_mask_invert="Inpaint not masked",
+                            inpainting_fill="fill", inpainting_mask_invert="Inpaint not masked", clip_skip=2,
                             init_image=Image.new("RGB", (64, 64)), mask=Image.new("L", (64, 64)))
     written = engine.infotext_params(req, 3, "m", "", 64, 64)
     for f in fields.FIELDS:

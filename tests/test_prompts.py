@@ -167,3 +167,31 @@ def test_emphasis_reaches_the_image(make_engine):
     assert torch.allclose(others, others.mean(), rtol=1e-3)
     assert (scales[2] / others.mean()).item() == pytest.approx(1.8, rel=1e-3)
     assert a.tobytes() != b.tobytes()
+
+
+def test_clip_skip_is_a1111s_and_equals_diffusers_clip_skip_minus_one(tiny_pipe):
+    """A1111's clip skip N takes the hidden state N layers from the end through the final layer norm;
+    diffusers' ``clip_skip=k`` skips k layers, so A1111's 2 is diffusers' 1 (diffusers 0.42's own
+    clip_skip path reaches for ``text_model.final_layer_norm``, which transformers 5 no longer has, so
+    the reference is written out here as diffusers' encode_prompt computes it). 1 changes nothing."""
+    cpu = torch.device("cpu")
+    ours = prompts.encode(tiny_pipe, "a red cube", "", cpu, clip_skip=2).prompt_embeds
+    ids = tiny_pipe.tokenizer("a red cube", padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        hidden = tiny_pipe.text_encoder(ids, output_hidden_states=True)[-1][-(1 + 1)]  # diffusers, clip_skip=1
+        theirs = tiny_pipe.text_encoder.final_layer_norm(hidden)
+    assert torch.equal(ours, theirs)
+    plain = prompts.encode(tiny_pipe, "a red cube", "", cpu).prompt_embeds
+    assert torch.equal(prompts.encode(tiny_pipe, "a red cube", "", cpu, clip_skip=1).prompt_embeds, plain)
+    assert not torch.allclose(ours, plain)
+
+
+def test_clip_skip_reaches_the_image_and_the_infotext(make_engine):
+    from sdui.types import GenerationRequest
+
+    engine = make_engine()
+    base = dict(prompt="a red cube", steps=2, width=64, height=64, seed=9, save=False)
+    one = engine.generate(GenerationRequest(**base)).images[0]
+    two = engine.generate(GenerationRequest(**base, clip_skip=2)).images[0]
+    assert one.image.tobytes() != two.image.tobytes()
+    assert "Clip skip: 2" in two.infotext and "Clip skip" not in one.infotext

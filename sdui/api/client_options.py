@@ -13,10 +13,10 @@ client's own choices. ``POST`` takes the whole dict back (Open WebUI posts every
   back, as A1111's ``test_options_write`` expects) but changes nothing here, and the answer lists it
   under ``ignored``; keys A1111 does not have are not stored and are listed under ``unknown`` too.
 
-Clip skip (``CLIP_stop_at_last_layers``) and ``eta_noise_seed_delta`` are stored like that: sdui
-does not apply them yet, so the ``POST`` answer lists them as ignored, and every generation made
-while one of them (or another option in ``NOT_APPLIED_TO_IMAGES``) differs from sdui's value lists
-it in ``info.ignored``.
+Clip skip (``CLIP_stop_at_last_layers``) is applied to the client's generations. ``eta_noise_seed_delta``
+is stored like the ignored keys: sdui does not apply it yet, so the ``POST`` answer lists it as ignored,
+and every generation made while it (or another option in ``NOT_APPLIED_TO_IMAGES``) differs from
+sdui's value lists it in ``info.ignored``.
 """
 
 from __future__ import annotations
@@ -36,14 +36,14 @@ SDUI_KEYS: dict[str, Any] = {"invisible_watermark": True}
 KNOWN = {**A1111_DEFAULTS, **SDUI_KEYS}
 
 APPLIED = frozenset({"sd_model_checkpoint", "sd_checkpoint_hash", "sd_vae", "samples_save", "samples_format",
-                     "live_previews_enable", "show_progress_every_n_steps"})
+                     "live_previews_enable", "show_progress_every_n_steps", "CLIP_stop_at_last_layers"})
 
 OWNER_ONLY = frozenset(A1111_RESTRICTED | A1111_API_RESTRICTED | {k for k in A1111_DEFAULTS if k.startswith("outdir_")}
                        | {"temp_dir", "grid_zip_filename_pattern", "invisible_watermark"})
 
 # options that change A1111's images and that sdui does not apply (listed in info.ignored when set)
 NOT_APPLIED_TO_IMAGES = (
-    "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "randn_source", "eta_ddim", "eta_ancestral", "s_churn",
+    "eta_noise_seed_delta", "randn_source", "eta_ddim", "eta_ancestral", "s_churn",
     "s_tmin", "s_tmax", "s_noise", "s_min_uncond", "k_sched_type", "sigma_min", "sigma_max", "rho",
     "always_discard_next_to_last_sigma", "sgm_noise_multiplier", "uni_pc_variant", "uni_pc_skip_type", "uni_pc_order",
     "uni_pc_lower_order_final", "tiling", "enable_emphasis", "use_old_emphasis_implementation", "comma_padding_backtrack",

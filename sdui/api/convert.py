@@ -51,7 +51,8 @@ def to_generation_request(req: schemas.Txt2ImgRequest, mode: str, model: Optiona
     model = setting_text(override, "sd_model_checkpoint", "override_settings") or model
     vae = setting_text(override, "sd_vae", "override_settings") or vae
     # the A1111 names of the field table, then what needs converting
-    kw: dict[str, Any] = {f.name: getattr(req, f.api) for f in fields.for_mode("txt2img") if f.api}
+    kw: dict[str, Any] = {f.name: getattr(req, f.api) for f in fields.for_mode("txt2img")
+                          if f.api and getattr(req, f.api) is not None}
     kw.update(mode=mode, model=model, vae=vae, sampler=sampler, scheduler=schedule,
               save=bool(req.save_images and not req.do_not_save_samples))
     if isinstance(req, schemas.Img2ImgRequest):
@@ -102,7 +103,7 @@ def result_info(engine, job: Job, req: GenerationRequest, ignored: list[str]) ->
         # an interrupted job answers with its finished images and, as A1111, the current partial one
         # (never saved): these are the indices of such partial images
         "partial_images": [i for i, im in enumerate(imgs) if im.partial],
-        "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)), "clip_skip": 1,
+        "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)), "clip_skip": req.clip_skip,
         "is_using_inpainting_conditioning": req.mode == "inpaint", "version": f"sdui {__version__}",
         "ignored": ignored, "warnings": res.warnings if res else [], "memory_level": res.memory_level if res else 0,
         "saved": [im.path for im in imgs if im.path], "sd_model_sha256": entry.sha256 if entry else None,

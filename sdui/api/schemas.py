@@ -70,6 +70,7 @@ class Txt2ImgRequest(_Lenient):
     save_images: bool = False
     alwayson_scripts: dict = Field(default_factory=dict)
     infotext: Optional[str] = None
+    clip_skip: Optional[int] = None  # not A1111's own field, but SillyTavern sends it; else CLIP_stop_at_last_layers
 
 
 class Img2ImgRequest(Txt2ImgRequest):

@@ -202,7 +202,7 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
         out = {}
         names = {"prompt": target.prompt, "negative_prompt": target.negative_prompt, "steps": target.steps,
                  "sampler": target.sampler, "scheduler": target.scheduler, "cfg_scale": target.cfg_scale,
-                 "seed": target.seed, "width": target.width, "height": target.height}
+                 "seed": target.seed, "width": target.width, "height": target.height, "clip_skip": target.clip_skip}
         for name, comp in names.items():
             if name in fields:
                 out[comp] = fields[name]
@@ -232,7 +232,7 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
 
     tc, ic = t2i.controls, i2i.controls
     t2i_outputs = [tc.prompt, tc.negative_prompt, tc.steps, tc.sampler, tc.scheduler, tc.cfg_scale, tc.seed, tc.width,
-                   tc.height, ctx.model, ctx.vae, ctx.tabs]
+                   tc.height, tc.clip_skip, ctx.model, ctx.vae, ctx.tabs]
     png.to_txt2img.click(lambda parsed: {**fill(tc, parsed), ctx.tabs: gr.Tabs(selected="txt2img")},
                          inputs=[png.parsed], outputs=t2i_outputs)
 
@@ -244,4 +244,4 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
 
     png.to_img2img.click(to_i2i, inputs=[png.parsed, png.shown],
                          outputs=[ic.prompt, ic.negative_prompt, ic.steps, ic.sampler, ic.scheduler, ic.cfg_scale,
-                                  ic.seed, ic.width, ic.height, ctx.model, ctx.vae, ctx.tabs, i2i.editor])
+                                  ic.seed, ic.width, ic.height, ic.clip_skip, ctx.model, ctx.vae, ctx.tabs, i2i.editor])

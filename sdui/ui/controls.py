@@ -36,6 +36,7 @@ class GenerationControls:
     batch_count: gr.Slider
     batch_size: gr.Slider
     cfg_scale: gr.Slider
+    clip_skip: gr.Slider
     seed: gr.Number
     dice: gr.Button
     recycle: gr.Button
@@ -47,7 +48,7 @@ class GenerationControls:
         return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "sampler": self.sampler,
                 "scheduler": self.scheduler, "steps": self.steps, "width": self.width, "height": self.height,
                 "batch_count": self.batch_count, "batch_size": self.batch_size, "cfg_scale": self.cfg_scale,
-                "seed": self.seed}
+                "clip_skip": self.clip_skip, "seed": self.seed}
 
 
 def render_prompts(prefix: str) -> tuple[gr.Textbox, gr.Textbox]:
@@ -86,13 +87,14 @@ def render_controls(prefix: str, limits) -> GenerationControls:
         batch_count = slider("batch_count", limits, f"{prefix}_batch_count")
         batch_size = slider("batch_size", limits, f"{prefix}_batch_size")
         cfg_scale = slider("cfg_scale", limits, f"{prefix}_cfg_scale")
+        clip_skip = slider("clip_skip", limits, f"{prefix}_clip_skip")
     with gr.Row():
         seed = gr.Number(value=fields.default("seed"), precision=0, label=fields.BY_NAME["seed"].label,
                          elem_id=f"{prefix}_seed", scale=4)
         dice = gr.Button("Random", elem_id=f"{prefix}_random_seed", scale=0, min_width=80)
         recycle = gr.Button("Reuse last", elem_id=f"{prefix}_reuse_seed", scale=0, min_width=80)
     return GenerationControls(prompt, negative, sampler, scheduler, steps, width, height, batch_count, batch_size,
-                              cfg_scale, seed, dice, recycle, generate, interrupt)
+                              cfg_scale, clip_skip, seed, dice, recycle, generate, interrupt)
 
 
 def render_outputs(prefix: str) -> dict:
