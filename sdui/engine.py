@@ -386,7 +386,7 @@ class Engine:
         path = None
         if req.save and not partial:
             folder = outputs.output_folder(self.settings.outputs_dir, req.mode)
-            path = str(outputs.save_png(img, folder, seed, text))
+            path = str(outputs.save_image(img, folder, seed, text, req.output_format))
         return GeneratedImage(image=img, seed=seed if seed is not None else -1, infotext=text, path=path,
                               watermarked=marked, partial=partial)
 

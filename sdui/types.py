@@ -222,6 +222,7 @@ class GenerationRequest:
     noise_level: int = _d("noise_level")
     # output
     save: bool = True
+    output_format: str = _d("output_format")  # png, jpg or webp (A1111 samples_format)
     watermark: Optional[bool] = None  # None = the server's setting
     notes: list = field(default_factory=list)  # what prepare() changed (a size rounded down), told with the result
 

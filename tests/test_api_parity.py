@@ -143,13 +143,22 @@ def test_whole_floats_pass_for_integers_and_null_leaves_a_key_alone(client):
     assert opts["jpeg_quality"] == 90 and opts["img_downscale_threshold"] == 3 and opts["sd_vae"] == "Automatic"
 
 
-def test_samples_format_is_png_only(client):
+def test_samples_format_saves_png_jpg_and_webp_with_the_infotext_in_each(client):
+    from sdui.images.infotext import read_infotext
+
     c = client("formats")
-    for fmt in ("jpg", "webp", "jpeg"):
-        r = c.post("/sdapi/v1/options", json={"samples_format": fmt})
-        assert r.status_code == 422 and "options.samples_format" in r.json()["detail"] and "png" in r.json()["detail"]
-    assert c.post("/sdapi/v1/options", json={"samples_format": "png"}).status_code == 200
-    r = c.post("/sdapi/v1/txt2img", json={**TXT, "override_settings": {"samples_format": "webp"}})
+    for fmt, suffix in (("jpg", ".jpg"), ("jpeg", ".jpg"), ("webp", ".webp"), ("png", ".png")):
+        assert c.post("/sdapi/v1/options", json={"samples_format": fmt}).status_code == 200
+        info = json.loads(c.post("/sdapi/v1/txt2img", json={**TXT, "save_images": True}).json()["info"])
+        (saved,) = info["saved"]
+        assert saved.endswith(suffix)
+        assert read_infotext(Image.open(saved)) == info["infotexts"][0]  # A1111: EXIF UserComment for jpg/webp
+        if suffix != ".png":
+            assert Image.open(saved).format == {".jpg": "JPEG", ".webp": "WEBP"}[suffix]
+    for bad in ("gif", "bmp"):
+        r = c.post("/sdapi/v1/options", json={"samples_format": bad})
+        assert r.status_code == 422 and "options.samples_format" in r.json()["detail"] and "webp" in r.json()["detail"]
+    r = c.post("/sdapi/v1/txt2img", json={**TXT, "override_settings": {"samples_format": "tiff"}})
     assert r.status_code == 422 and "override_settings.samples_format" in r.json()["detail"]
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from ..images.outputs import FORMATS
 from ..types import InvalidRequest, SduiError
 from .a1111_options import A1111_API_RESTRICTED, A1111_DEFAULTS, A1111_RESTRICTED
 from .state import ApiState
@@ -128,10 +129,11 @@ def check_value(key: str, value: Any, where: str) -> Any:
 
 
 def _check_meaning(key: str, value: Any, name: str) -> Any:
-    if key == "samples_format" and value.lower() != "png":
-        raise InvalidRequest(name, value, "png (sdui saves PNG only: the infotext and the invisible watermark need it)")
     if key == "samples_format":
-        return "png"
+        fmt = {"jpeg": "jpg"}.get(value.lower(), value.lower())
+        if fmt not in FORMATS:
+            raise InvalidRequest(name, value, f"one of {', '.join(FORMATS)} (the infotext is written into each)")
+        return fmt
     if key == "show_progress_every_n_steps" and not -1 <= value <= 1000:
         raise InvalidRequest(name, value, "-1 (only finished images) to 1000 steps")
     if key == "CLIP_stop_at_last_layers" and not 1 <= value <= 12:

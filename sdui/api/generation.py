@@ -44,6 +44,7 @@ def _generate(body: schemas.Txt2ImgRequest, mode: str, state: ApiState, owner: s
     ignored = sorted(set(schemas.ignored_fields(body)) | set(options.ignored))
     request = to_generation_request(body, mode, options.model_by_hash or state.model_for(owner), state.vae_for(owner))
     request.save = request.save and options.values["samples_save"]
+    request.output_format = options.values["samples_format"]
     # clip skip: the client's option / override_settings, or SillyTavern's top-level clip_skip
     request.clip_skip = body.clip_skip or options.values["CLIP_stop_at_last_layers"]
     note(http, f"{request.mode} {request.width}x{request.height}, {request.steps} steps, "

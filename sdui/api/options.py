@@ -32,7 +32,7 @@ def set_options(http: Request, body: dict, state: ApiState = Depends(api_state),
                 owner: str = Depends(owner_of)):
     """Change this client's options; the whole dict ``GET options`` gave may be sent back. Applied
     here: ``sd_model_checkpoint`` (or ``sd_checkpoint_hash``), ``sd_vae``, ``samples_save``,
-    ``samples_format`` (png only), ``live_previews_enable`` and ``show_progress_every_n_steps``.
+    ``samples_format`` (png, jpg, webp), ``live_previews_enable`` and ``show_progress_every_n_steps``.
     Other A1111 keys are stored (``GET`` shows them) but change nothing here, and are listed in
     ``ignored`` (clip skip and ``eta_noise_seed_delta`` among them); keys A1111 does not have are
     listed in ``ignored`` and ``unknown`` and not stored. Every value must have its A1111 type (422);

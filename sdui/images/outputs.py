@@ -27,21 +27,30 @@ def output_folder(outputs_dir: str, mode: str, day: date | None = None) -> Path:
     return Path(outputs_dir) / sub / (day or date.today()).isoformat()
 
 
-_TEMPORARY = re.compile(r"^\.tmp-(\d+)-\d+-\d+\.png$")  # save_png's own naming, nothing else
+_TEMPORARY = re.compile(r"^\.tmp-(\d+)-\d+-\d+\.(?:png|jpg|webp)$")  # save_image's own naming, nothing else
 STALE_TEMPORARY_SECONDS = 3600
+FORMATS = ("png", "jpg", "webp")  # A1111's samples_format values sdui writes
+JPEG_WEBP_QUALITY = 80  # A1111's jpeg_quality default
 
 
 def save_png(img: Image.Image, folder: Path, seed: Optional[int], infotext: Optional[str]) -> Path:
-    """Atomically save as ``NNNNN-<seed>.png`` (A1111 numbering): temporary file, fsync, then a hard
+    return save_image(img, folder, seed, infotext, "png")
+
+
+def save_image(img: Image.Image, folder: Path, seed: Optional[int], infotext: Optional[str], fmt: str = "png") -> Path:
+    """Atomically save as ``NNNNN-<seed>.<fmt>`` (A1111 numbering): temporary file, fsync, then a hard
     link to the final name, which fails instead of overwriting if another job took the number.
-    Whatever fails (a full disk mid-write included), no temporary or partial file is left behind;
-    a full disk raises DiskFull. (PIL keeps encoder state on the Image object, so one object must
-    not be saved by two threads at once; every job makes its own images.)"""
-    tmp = folder / f".tmp-{os.getpid()}-{threading.get_ident()}-{id(img)}.png"
+    PNG keeps the infotext in its ``parameters`` chunk; JPEG and WebP in EXIF UserComment, as A1111
+    writes them. Whatever fails (a full disk mid-write included), no temporary or partial file is
+    left behind; a full disk raises DiskFull. (PIL keeps encoder state on the Image object, so one
+    object must not be saved by two threads at once; every job makes its own images.)"""
+    if fmt not in FORMATS:
+        raise ValueError(f"image format {fmt!r}: one of {', '.join(FORMATS)}")
+    tmp = folder / f".tmp-{os.getpid()}-{threading.get_ident()}-{id(img)}.{fmt}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            img.save(f, format="PNG", pnginfo=png_text(infotext))
+            _write(img, f, fmt, infotext)
             f.flush()
             os.fsync(f.fileno())
         final = _claim_number(tmp, folder, seed)
@@ -55,6 +64,16 @@ def save_png(img: Image.Image, folder: Path, seed: Optional[int], infotext: Opti
         tmp.unlink(missing_ok=True)
 
 
+def _write(img: Image.Image, f, fmt: str, infotext: Optional[str]) -> None:
+    if fmt == "png":
+        img.save(f, format="PNG", pnginfo=png_text(infotext))
+        return
+    exif = Image.Exif()
+    if infotext:  # EXIF UserComment in the Exif IFD, UTF-16 with the UNICODE marker, as A1111 (piexif) writes it
+        exif.get_ifd(0x8769)[0x9286] = b"UNICODE\0" + infotext.encode("utf-16-be")
+    img.convert("RGB").save(f, format="JPEG" if fmt == "jpg" else "WEBP", quality=JPEG_WEBP_QUALITY, exif=exif.tobytes())
+
+
 def _claim_number(tmp: Path, folder: Path, seed: Optional[int]) -> Path:
     """Give ``tmp`` the next free ``NNNNN-seed.png`` name without ever overwriting a file."""
     suffix = f"-{seed}" if seed is not None else ""
@@ -62,7 +81,7 @@ def _claim_number(tmp: Path, folder: Path, seed: Optional[int]) -> Path:
         numbers = [int(m.group(1)) for p in os.listdir(folder) if (m := _NUMBERED.match(p))]
         n = max(numbers, default=-1) + 1
         while True:
-            final = folder / f"{n:05d}{suffix}.png"
+            final = folder / f"{n:05d}{suffix}{tmp.suffix}"
             try:
                 os.link(tmp, final)
                 return final
