@@ -125,7 +125,7 @@ class Engine:
         """The files in ``models/Lora/`` as A1111's ``/sdapi/v1/loras`` lists them: ``name`` (what a
         ``<lora:name:weight>`` tag uses), ``alias`` (``ss_output_name``, also accepted), ``path`` and
         ``metadata`` (the safetensors header's ``__metadata__``)."""
-        return self.manager.lora_listing()
+        return self.manager.loras.listing()
 
     def model_listing(self, hash_files: bool = False) -> list[registry.ModelEntry]:
         """Every model of every kind, looked up afresh, with SHA-256 where cached (or computed for
@@ -264,7 +264,7 @@ class Engine:
                     job.warnings.extend(plan.warnings)
                     pipe.set_progress_bar_config(disable=True)
                     # A1111's <lora:...> tags: out of the text the encoder sees, onto the model (SD 1.x/2.x)
-                    prompt, lora_warnings = mgr.use_loras(loaded, pipe, req.prompt, req.negative_prompt)
+                    prompt, lora_warnings = mgr.loras.use(loaded, pipe, req.prompt, req.negative_prompt)
                     job.warnings.extend(lora_warnings)
                     if not is_xl:
                         clip_skip = 1 if Architecture.of(arch).is_sd2 else req.clip_skip
@@ -362,7 +362,7 @@ class Engine:
             # A1111 writes the mask mode only when it is the inverted one
             "Mask mode": req.inpainting_mask_invert if req.mode == "inpaint" and req.inpainting_mask_invert != MASK_MODES[0]
             else None,
-            "Lora hashes": self.manager.lora_hashes(req.prompt, model_name),  # A1111: "name: 0123456789ab, ..."
+            "Lora hashes": self.manager.loras.hashes(req.prompt, model_name),  # A1111: "name: 0123456789ab, ..."
         }
         return p
 

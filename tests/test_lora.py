@@ -263,7 +263,7 @@ def test_switching_lora_sets_loads_each_file_once_and_never_the_checkpoint(lora_
     engine.generate(GenerationRequest(prompt=PROMPT, **COMMON))  # the checkpoint, before any LoRA
     for label, tag in sets:
         t0 = time.perf_counter()
-        prompt, _ = engine.manager.use_loras(engine.manager.current, engine.manager.current.pipe, f"{PROMPT} {tag}")
+        prompt, _ = engine.manager.loras.use(engine.manager.current, engine.manager.current.pipe, f"{PROMPT} {tag}")
         timings[label] = time.perf_counter() - t0
         assert prompt.strip() == PROMPT
         engine.generate(GenerationRequest(prompt=f"{PROMPT} {tag}", **COMMON))
@@ -279,7 +279,7 @@ def test_unloading_leaves_every_base_weight_byte_identical(lora_engine):
     before = {c: _params(getattr(pipe, c)) for c in ("unet", "text_encoder")}
     engine.generate(GenerationRequest(prompt=f"{PROMPT} <lora:tiny-lora:1> <lora:second:-0.5>", **COMMON))
     assert any("lora_A" in n for n in _params(pipe.unet))
-    engine.manager.unload_loras()
+    engine.manager.loras.unload()
     after = {c: _params(getattr(pipe, c)) for c in ("unet", "text_encoder")}
     assert after == before  # the same names (no peft wrapper left) and the same bytes
     again = engine.generate(GenerationRequest(prompt=PROMPT, **COMMON))
