@@ -11,6 +11,7 @@ Nothing starts at import: ``JobQueue.start()`` starts the worker.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import threading
@@ -189,7 +190,7 @@ class JobQueue:
                 self._running = job
                 job.state, job.started = JobState.RUNNING, time.time()
             try:
-                result = self.engine.generate(job.request, on_progress=lambda p, j=job: setattr(j, "progress", p),
+                result = self.engine.generate(job.request, on_progress=lambda p, j=job: _record_progress(j, p),
                                               cancel=job.cancel_event)
                 job.result = result
                 self._finish(job, JobState.DONE)
@@ -217,3 +218,13 @@ class JobQueue:
         finished = sorted((j for j in self._jobs.values() if j.state.finished), key=lambda j: j.finished or 0)
         for j in finished[:-KEEP_FINISHED]:
             self._jobs.pop(j.id, None)
+
+
+def _record_progress(job: Job, p: Progress) -> None:
+    """A job's latest progress, carrying the last preview forward: previews are made every few steps,
+    and a client polling between two of them should still see the latest one."""
+    last = job.progress
+    if p.preview is None and last is not None and last.preview is not None:
+        p = dataclasses.replace(p, preview=last.preview,
+                                preview_step=last.preview_step if last.preview_step is not None else last.step)
+    job.progress = p

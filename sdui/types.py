@@ -312,7 +312,8 @@ class Progress:
     eta: float
     image_index: int = 0
     image_total: int = 1
-    preview: Any = None  # a small PIL image every N steps, else None
+    preview: Any = None  # a small PIL image every N steps, else None (the queue keeps the last one)
+    preview_step: Optional[int] = None  # the step the preview was made at; None = this step
     stage: str = "sampling"
 
 

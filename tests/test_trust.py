@@ -363,3 +363,19 @@ def test_broken_uploads_are_4xx_and_the_server_keeps_serving(api, payload):
     r = c.post("/sdapi/v1/png-info", json={"image": payload})
     assert r.status_code == 422, r.text
     assert c.get("/sdapi/v1/sd-models").status_code == 200
+
+
+def test_the_queue_keeps_the_last_preview_between_preview_steps():
+    """Previews are made every few steps; a client polling in between still gets the latest one, with
+    the step it was made at."""
+    from sdui.jobs import Job, _record_progress
+    from sdui.types import Progress
+
+    job = Job(request=GenerationRequest(), owner="o")
+    img = Image.new("RGB", (8, 8))
+    _record_progress(job, Progress(step=4, total=20, elapsed=1, eta=4, preview=img))
+    _record_progress(job, Progress(step=5, total=20, elapsed=1, eta=4))
+    assert job.progress.step == 5 and job.progress.preview is img and job.progress.preview_step == 4
+    newer = Image.new("RGB", (8, 8), (255, 0, 0))
+    _record_progress(job, Progress(step=8, total=20, elapsed=1, eta=4, preview=newer))
+    assert job.progress.preview is newer and job.progress.preview_step is None  # made at this step

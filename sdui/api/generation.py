@@ -168,8 +168,9 @@ def progress(skip_current_image: bool = False, state: ApiState = Depends(api_sta
     active = job is not None and job.state.active
     p = job.progress if job else None
     current_image = None
+    made_at = (p.preview_step if p.preview_step is not None else p.step) if p else 0
     if (active and p is not None and p.preview is not None and not skip_current_image
-            and _shows_preview(state, owner, p.step, p.total)):
+            and _shows_preview(state, owner, made_at, p.total)):
         current_image = uploads.encode_png_base64(p.preview)
     return {
         "progress": job.fraction if active else 0.0,
