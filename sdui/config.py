@@ -36,6 +36,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("ckpt", "Checkpoint to load at start: a name from the list, a file path, a diffusers folder or a Hub id."),
     Option("vae_path", "VAE used when a request does not choose one (A1111 --vae-path): a file, or a name "
            "from models/VAE/. Default: Automatic (VAE/<checkpoint stem>.* if present, else the checkpoint's own)."),
+    Option("embeddings_dir", "Folder of textual-inversion embeddings (.pt, .bin, .safetensors), searched with its "
+           "subfolders (A1111 --embeddings-dir); a file's name is the word prompts use for it. A relative path is taken "
+           "from the folder sdui was started in, like --models-dir (A1111 keeps embeddings/ in its install folder, "
+           "beside models/)."),
     Option("outputs_dir", "Where generated images are saved (A1111 layout: txt2img-images/DATE/...)."),
     # device and precision
     Option("use_cpu", "'all' runs every model on the CPU, as in A1111.", choices=("all",)),
@@ -90,6 +94,7 @@ class Settings:
     ckpt_dir: Optional[str] = None
     ckpt: Optional[str] = None
     vae_path: Optional[str] = None
+    embeddings_dir: str = "embeddings"
     outputs_dir: str = "outputs"
     use_cpu: Optional[str] = None
     device: str = "auto"

@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import __version__, prompts, samplers
-from .fields import MASK_MODES
+from . import __version__, prompt_schedule, prompts, samplers
+from .fields import LATENT_UPSCALE_MODES, MASK_MODES
 from .images import infotext, outputs, watermark
 from .config import Settings
 from .models import detect, devices, download, registry
 from .models.manager import AUTOMATIC_VAE, NO_VAE, ModelManager
-from .pipelines import img2img, inpaint, txt2img, upscale
+from .pipelines import hires, img2img, inpaint, txt2img, upscale
 from .pipelines.common import Job, decode_partial, is_cancelled
 from .types import (Architecture, Cancelled, GeneratedImage, GenerationRequest, GenerationResult, InvalidRequest, Limits,
                     MemoryLevel, ModelKind, Progress, UnknownModelError)
@@ -121,11 +121,24 @@ class Engine:
         names += [e.name for e in self.models(ModelKind.UPSCALER) if not e.error]
         return names
 
+    def hires_upscaler_names(self) -> list[str]:
+        """Hires. fix upscalers in A1111's order: the latent modes, then None, Lanczos, Nearest and the
+        ESRGAN-family models (the SD x4 upscaler is a checkpoint, not one of them)."""
+        return [*LATENT_UPSCALE_MODES, hires.NONE, upscale.LANCZOS, upscale.NEAREST,
+                *(e.name for e in self.models(ModelKind.UPSCALER) if not e.error)]
+
     def lora_listing(self) -> list[dict]:
         """The files in ``models/Lora/`` as A1111's ``/sdapi/v1/loras`` lists them: ``name`` (what a
         ``<lora:name:weight>`` tag uses), ``alias`` (``ss_output_name``, also accepted), ``path`` and
         ``metadata`` (the safetensors header's ``__metadata__``)."""
         return self.manager.loras.listing()
+
+    def embedding_listing(self, model: Optional[str] = None) -> dict:
+        """The files in the embeddings folder as A1111's ``/sdapi/v1/embeddings`` lists them for the
+        checkpoint ``model`` (a listed name; None: the loaded one, else the server's default):
+        ``{"loaded": {name: {step, sd_checkpoint, sd_checkpoint_name, shape, vectors}}, "skipped": {...}}``,
+        skipped = made for another text-encoder width (or not usable on that model yet)."""
+        return self.manager.embeddings.listing(model)
 
     def model_listing(self, hash_files: bool = False) -> list[registry.ModelEntry]:
         """Every model of every kind, looked up afresh, with SHA-256 where cached (or computed for
@@ -179,6 +192,8 @@ class Engine:
         if req.mode != "upscale" or req.upscaler == upscale.SD_X4:
             sampler, schedule = samplers.resolve(req.sampler, req.scheduler)
             req.sampler, req.scheduler = sampler.name, schedule
+        if req.mode == "txt2img" and req.enable_hr:
+            self._check_hires(req)
         if req.mode != "upscale":
             self._check_model_choice(req)
         return self._check_seed(req)
@@ -245,6 +260,8 @@ class Engine:
                                      "an inpainting model (use inpaint mode)")
             cls = getattr(diffusers, _CLASSES[mode][1 if is_xl else 0])
             task = _TASKS[mode]
+            if mode == "txt2img" and req.enable_hr:  # Hires. fix: keep the latents; one progress count for both passes
+                task, on_progress = hires, hires.combined_progress(on_progress, req)
             result = GenerationResult(images=[], request=req, model_name=loaded.name, model_hash=model_hash or "",
                                       vae_name=vae.filename if vae else None, vae_hash=vae.short_hash if vae else None,
                                       warnings=list(req.notes))
@@ -254,7 +271,7 @@ class Engine:
                     raise _cancelled(result)
                 seeds = [req.seed + n * req.batch_size + i for i in range(req.batch_size)]
 
-                def run_batch(pipe, loaded, seeds=seeds, n=n):
+                def run_batch(pipe, loaded, seeds=seeds, n=n, req=req, task=task):  # Hires. fix: another req, task
                     job = Job(request=req, seeds=seeds, device=loaded.execution_device, on_progress=on_progress,
                               cancel=cancel, image_index=n * req.batch_size, image_total=total)
                     noise_seed = seeds[0] if len(seeds) == 1 else list(seeds)
@@ -266,17 +283,28 @@ class Engine:
                     # A1111's <lora:...> tags: out of the text the encoder sees, onto the model (SD 1.x/2.x)
                     prompt, lora_warnings = mgr.loras.use(loaded, pipe, req.prompt, req.negative_prompt)
                     job.warnings.extend(lora_warnings)
+                    # A1111's textual-inversion embeddings: each name becomes its vectors' tokens (SD 1.x/2.x)
+                    prompt, negative_prompt, ti_warnings = mgr.embeddings.use(loaded, pipe, prompt, req.negative_prompt)
+                    job.warnings.extend(ti_warnings)
                     if not is_xl:
                         clip_skip = 1 if Architecture.of(arch).is_sd2 else req.clip_skip
                         if clip_skip != req.clip_skip:  # A1111's OpenCLIP encoder ignores the setting too
                             job.warnings.append("Clip skip does not apply to SD 2.x models (as in A1111); ignored")
-                        cond = prompts.encode(pipe, prompt, req.negative_prompt, job.device, clip_skip)
+                        # A1111's prompt editing [from:to:when] and alternation [a|b]: each text encoded once;
+                        # the StepTracker swaps the embeddings at the steps job.cond_schedule says
+                        cond = prompt_schedule.encode_schedule(
+                            lambda p, n: prompts.encode(pipe, p, n, job.device, clip_skip), prompt, negative_prompt,
+                            prompt_schedule.total_steps(req.sampler, req.steps))
                         job.prompt_embeds, job.negative_prompt_embeds = cond.prompt_embeds, cond.negative_prompt_embeds
+                        job.cond_schedule = cond.schedule
                         job.warnings.extend(cond.warnings)
                     elif prompts.token_count(pipe.tokenizer, req.prompt) > prompts.CHUNK or any(
                             w != 1.0 for _, w in prompts.parse_attention(req.prompt)):
                         job.warnings.append("SDXL: emphasis and prompts over 75 tokens are not applied yet; "
                                             "the prompt was used as plain text and cut at 75 tokens")
+                    if is_xl and any(prompt_schedule.is_edited(t, req.steps) for t in (req.prompt, req.negative_prompt)):
+                        job.warnings.append("SDXL: prompt editing [from:to:when] and alternation [a|b] are not applied "
+                                            "yet; the prompt was used as written")
                     try:
                         return task.run(pipe, job), job.warnings
                     except Cancelled as stop:
@@ -286,6 +314,9 @@ class Engine:
                 try:
                     (pil_images, warnings), level = mgr.run(run_batch, size=(req.width, req.height), pipeline_cls=cls,
                                                             model=loaded.name)
+                    if mode == "txt2img" and req.enable_hr:  # A1111's Hires. fix: upscale, then img2img at the target size
+                        (pil_images, hr_warnings), hr_level = self._hires_fix(pil_images, req, run_batch, loaded, cancel)
+                        warnings, level = warnings + hr_warnings, max(level, hr_level)
                 except Cancelled as stop:
                     for img, seed in zip(getattr(stop, "partial_images", []), seeds, strict=False):
                         result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch,
@@ -298,6 +329,63 @@ class Engine:
                 for img, seed in zip(pil_images, seeds, strict=False):
                     result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch, level, vae))
         return result
+
+    def _hires_fix(self, first, req: GenerationRequest, run_batch, loaded, cancel):
+        """A1111's Hires. fix for one batch (``sample_hr_pass``): the first pass's latents (latent
+        modes) or images (pixel upscalers) upscaled to the target size, then ``run_batch`` again as an
+        img2img pass there, with the same seeds, on the memory ladder at the target size. Returns
+        ``((images, warnings), memory level)``; interrupted before the second pass's first step, the
+        first pass's images are the partial ones."""
+        import diffusers
+
+        target = req.hires_target()
+        try:
+            if is_cancelled(cancel):
+                raise Cancelled("interrupted")
+            if hires.is_latent(req.hr_upscaler):
+                start = hires.upscale_latents(first.latents, target, req.hr_upscaler)
+            else:
+                once = self._pixel_upscaler(req.hr_upscaler, cancel)
+                start = [hires.upscale_pixels(img, target, once) for img in first]
+            second = hires.second_pass_request(req, start)
+            is_xl = isinstance(loaded.pipe, diffusers.StableDiffusionXLPipeline)
+            cls = getattr(diffusers, _CLASSES["img2img"][1 if is_xl else 0])
+            return self.manager.run(lambda pipe, model: run_batch(pipe, model, req=second, task=hires),
+                                    size=(target.width, target.height), pipeline_cls=cls, model=loaded.name)
+        except Cancelled as stop:
+            if not getattr(stop, "partial_images", None):
+                stop.partial_images = list(first)
+            raise
+
+    def _pixel_upscaler(self, name: str, cancel):
+        """One pass of the pixel upscaler ``name`` as ``(image, scale) -> image``: A1111's None, Lanczos
+        and Nearest, or an ESRGAN-family model at its own scale (loaded and placed by the manager)."""
+        if name in (hires.NONE, upscale.LANCZOS, upscale.NEAREST):
+            return hires.simple_upscaler(name)
+
+        def once(img, scale):
+            def fn(model, device):
+                job = Job(request=GenerationRequest(mode="upscale", init_image=img, upscale_factor=float(model.scale)),
+                          seeds=[0], device=device, cancel=cancel)
+                return upscale.run_esrgan(model, job, device)[0]
+
+            return self.manager.run_upscaler(name, fn)[0]
+
+        return once
+
+    def _check_hires(self, req: GenerationRequest) -> None:
+        """The Hires. fix upscaler is one the server lists; its sampler and schedule type are A1111's."""
+        hires.normalize(req)
+        names = self.hires_upscaler_names()
+        if req.hr_upscaler not in names:
+            raise InvalidRequest("hr_upscaler", req.hr_upscaler, f"one of {', '.join(names)}")
+        if req.hr_sampler or req.hr_scheduler:
+            try:
+                sampler, schedule = samplers.resolve(req.hr_sampler or req.sampler, req.hr_scheduler or req.scheduler)
+            except InvalidRequest as e:
+                raise InvalidRequest(f"hr_{e.field}", e.value, e.allowed) from None
+            req.hr_sampler = sampler.name if sampler.name != req.sampler else ""
+            req.hr_scheduler = schedule if schedule != req.scheduler else ""
 
     def _upscale(self, req: GenerationRequest, on_progress, cancel) -> GenerationResult:
         result = GenerationResult(images=[], request=req)
@@ -343,6 +431,9 @@ class Engine:
                 p.update({"Steps": req.steps, "Sampler": req.sampler, "CFG scale": req.cfg_scale, "Seed": seed,
                           "Noise level": req.noise_level, "Model": model_name or None})
             return p
+        hires_fix = req.mode == "txt2img" and req.enable_hr
+        if hires_fix:  # A1111: Size is the first pass's; the Hires keys say the rest
+            width, height = req.width, req.height
         p = {
             "Steps": req.steps,
             "Sampler": req.sampler,
@@ -355,14 +446,17 @@ class Engine:
             # A1111: "VAE hash: xxxxxxxxxx, VAE: name.safetensors" when a VAE file is used
             "VAE hash": vae.short_hash if vae else None,
             "VAE": vae.filename if vae else None,
-            "Denoising strength": req.denoising_strength if req.mode in ("img2img", "inpaint") else None,
+            "Denoising strength": req.denoising_strength if req.mode in ("img2img", "inpaint") or hires_fix else None,
             "Clip skip": req.clip_skip if req.clip_skip > 1 else None,  # A1111 writes it only when it is not 1
             "Mask blur": req.mask_blur if req.mode == "inpaint" else None,
             "Masked content": req.inpainting_fill if req.mode == "inpaint" else None,
             # A1111 writes the mask mode only when it is the inverted one
             "Mask mode": req.inpainting_mask_invert if req.mode == "inpaint" and req.inpainting_mask_invert != MASK_MODES[0]
             else None,
+            **(hires.infotext(req) if hires_fix else {}),  # A1111's extra_generation_params order
             "Lora hashes": self.manager.loras.hashes(req.prompt, model_name),  # A1111: "name: 0123456789ab, ..."
+            # A1111: "name: 0123456789ab, ..." for the embeddings the prompt, then the negative prompt, used
+            "TI hashes": self.manager.embeddings.hashes(req.prompt, req.negative_prompt, model_name),
         }
         return p
 

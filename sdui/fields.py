@@ -17,6 +17,18 @@ from typing import Any, Optional, Union
 MASKED_CONTENT = ("original", "fill", "latent noise", "latent nothing")
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill")
 MASK_MODES = ("Inpaint masked", "Inpaint not masked")  # A1111's "Mask mode"; API inpainting_mask_invert 0/1
+# Hires. fix: A1111's shared.latent_upscale_modes (name -> torch interpolate mode, antialias), in its order;
+# "Latent" is its latent_upscale_default_mode. The pixel upscalers (None, Lanczos, Nearest, ESRGAN) follow.
+LATENT_UPSCALE_MODES = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+HR_SAME_SAMPLER = "Use same sampler"  # A1111's hires sampler / schedule type choices meaning "as the first pass"
+HR_SAME_SCHEDULER = "Use same scheduler"
 MAX_SEED = 2**32 - 1
 _SAME = object()
 Bound = Union[int, float, str, None]
@@ -25,7 +37,7 @@ Bound = Union[int, float, str, None]
 @dataclass(frozen=True)
 class Field:
     name: str  # GenerationRequest attribute
-    kind: type  # int, float or str
+    kind: type  # int, float, str or bool
     default: Any
     minimum: Bound = None  # a number, or the name of a Limits attribute
     maximum: Bound = None
@@ -51,6 +63,8 @@ class Field:
         lo, hi = self.bounds(limits)
         if self.choices:
             return "one of " + ", ".join(self.choices)
+        if self.kind is bool:
+            return "true or false"
         what = "an integer" if self.kind is int else "a number"
         return f"{what} from {self.kind(lo)} to {self.kind(hi)}"
 
@@ -61,6 +75,7 @@ def _resolve(bound: Bound, limits):
 
 _GEN = ("txt2img", "img2img", "inpaint")
 _I2I = ("img2img", "inpaint")
+_T2I = ("txt2img",)
 FIELDS: tuple[Field, ...] = (
     Field("prompt", str, "", label="Prompt", api="prompt", cli=("--prompt",), modes=_GEN + ("upscale",),
           help="What to draw (A1111 syntax: (word:1.2), [word], BREAK)."),
@@ -90,8 +105,8 @@ FIELDS: tuple[Field, ...] = (
           help="Stop the CLIP text encoder this many layers from the end (A1111's clip skip; 2 for many anime "
                "models). Not for SD 2.x, as in A1111."),
     Field("denoising_strength", float, 0.75, 0.0, 1.0, step=0.01, label="Denoising strength",
-          infotext="Denoising strength", api="denoising_strength", cli=("--strength",), modes=_I2I,
-          help="How much of the image is redrawn (0-1)."),
+          infotext="Denoising strength", api="denoising_strength", cli=("--strength",), modes=_GEN,
+          help="How much of the image is redrawn (0-1); in txt2img, by the Hires. fix second pass."),
     Field("resize_mode", str, "Just resize", choices=RESIZE_MODES, label="Resize mode", api="resize_mode",
           api_default=0, cli=("--resize-mode",), modes=_I2I, help="How the image is fitted to the size."),
     Field("mask_blur", int, 4, 0, 64, step=1, label="Mask blur", infotext="Mask blur", api="mask_blur",
@@ -102,6 +117,32 @@ FIELDS: tuple[Field, ...] = (
     Field("inpainting_mask_invert", str, MASK_MODES[0], choices=MASK_MODES, label="Mask mode", infotext="Mask mode",
           api="inpainting_mask_invert", api_default=0, cli=("--mask-mode",), modes=("inpaint",),
           help="Which part is redrawn: the painted (white) part, or everything else."),
+    # Hires. fix (txt2img): A1111's StableDiffusionProcessingTxt2Img fields, its UI's labels and ranges
+    Field("enable_hr", bool, False, label="Hires. fix", api="enable_hr", modes=_T2I,
+          help="Make the image at width x height, upscale it, then redraw it at the larger size (img2img) with "
+               "the same seed (A1111's Hires. fix)."),
+    Field("hr_upscaler", str, "Latent", label="Upscaler", infotext="Hires upscaler", api="hr_upscaler",
+          api_default=None, modes=_T2I,
+          help="A latent mode (Latent, Latent (bicubic), ...) or a pixel upscaler (None, Lanczos, Nearest, an "
+               "ESRGAN model)."),
+    Field("hr_second_pass_steps", int, 0, 0, "max_steps", step=1, label="Hires steps", infotext="Hires steps",
+          api="hr_second_pass_steps", modes=_T2I, help="Steps of the second pass; 0: the same as Sampling steps."),
+    Field("hr_scale", float, 2.0, 1.0, 4.0, step=0.05, label="Upscale by", infotext="Hires upscale", api="hr_scale",
+          modes=_T2I, help="Hires. fix size: width and height times this (when no Resize width/height to is given)."),
+    Field("hr_resize_x", int, 0, 0, "max_size", step=8, label="Resize width to", infotext="Hires resize-1",
+          api="hr_resize_x", modes=_T2I, help="Hires. fix width; 0: from Upscale by (or from the height, keeping "
+                                               "the aspect ratio)."),
+    Field("hr_resize_y", int, 0, 0, "max_size", step=8, label="Resize height to", infotext="Hires resize-2",
+          api="hr_resize_y", modes=_T2I, help="Hires. fix height; 0: from Upscale by (or from the width, keeping "
+                                               "the aspect ratio)."),
+    Field("hr_sampler", str, "", label="Hires sampling method", infotext="Hires sampler", api="hr_sampler_name",
+          api_default=None, modes=_T2I, help="Sampler of the second pass; empty: the same as the first."),
+    Field("hr_scheduler", str, "", label="Hires schedule type", infotext="Hires schedule type", api="hr_scheduler",
+          api_default=None, modes=_T2I, help="Schedule type of the second pass; empty: the same as the first."),
+    Field("hr_prompt", str, "", label="Hires prompt", infotext="Hires prompt", api="hr_prompt", modes=_T2I,
+          help="Prompt of the second pass; empty: the same as the first."),
+    Field("hr_negative_prompt", str, "", label="Hires negative prompt", infotext="Hires negative prompt",
+          api="hr_negative_prompt", modes=_T2I, help="Negative prompt of the second pass; empty: the same as the first."),
     Field("output_format", str, "png", choices=("png", "jpg", "webp"), label="File format for images",
           modes=("txt2img", "img2img", "inpaint", "upscale"),
           help="How saved images are written (A1111's samples_format); the infotext goes into each."),
@@ -131,3 +172,10 @@ def slider(name: str, limits) -> dict:
     f = BY_NAME[name]
     lo, hi = f.bounds(limits)
     return {"minimum": lo, "maximum": hi, "value": f.default, "step": f.step, "label": f.label}
+
+
+def hires_in_infotext(params: dict) -> bool:
+    """Whether a parsed infotext is of a Hires. fix image: A1111's paste rule (``ui.py``, the
+    ``enable_hr`` paste field): a denoising strength and one of its Hires upscale/upscaler/resize keys."""
+    return "Denoising strength" in params and any(k in params for k in ("Hires upscale", "Hires upscaler",
+                                                                          "Hires resize-1"))

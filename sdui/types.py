@@ -58,6 +58,7 @@ class ModelKind(_Name):
     VAE = "vae"
     LORA = "lora"
     UPSCALER = "upscaler"
+    EMBEDDING = "embedding"  # textual inversion (A1111 embeddings/)
 
 
 class Architecture(_Name):
@@ -220,6 +221,17 @@ class GenerationRequest:
     upscaler: str = _d("upscaler")
     upscale_factor: float = _d("upscale_factor")
     noise_level: int = _d("noise_level")
+    # txt2img: Hires. fix (A1111's enable_hr and hr_* fields)
+    enable_hr: bool = _d("enable_hr")
+    hr_upscaler: str = _d("hr_upscaler")
+    hr_second_pass_steps: int = _d("hr_second_pass_steps")  # 0 = the same as steps
+    hr_scale: float = _d("hr_scale")
+    hr_resize_x: int = _d("hr_resize_x")  # 0 = from hr_scale (or from hr_resize_y, keeping the aspect ratio)
+    hr_resize_y: int = _d("hr_resize_y")
+    hr_sampler: str = _d("hr_sampler")  # "" = the first pass's sampler
+    hr_scheduler: str = _d("hr_scheduler")  # "" = the first pass's schedule type
+    hr_prompt: str = _d("hr_prompt")  # "" = the first pass's prompt
+    hr_negative_prompt: str = _d("hr_negative_prompt")
     # output
     save: bool = True
     output_format: str = _d("output_format")  # png, jpg or webp (A1111 samples_format)
@@ -259,14 +271,75 @@ class GenerationRequest:
                                      f"at least {1 / self.steps:.3g} with {self.steps} steps (one step must run)")
         if self.mode == Mode.INPAINT and self.mask is None:
             raise InvalidRequest("mask", None, "a mask image is required for inpaint")
+        if self.mode == Mode.TXT2IMG and self.enable_hr:
+            self._check_hires(lim)
         if self.mode == Mode.UPSCALE:
             w, h = self.init_image.size
             if max(w, h) > lim.max_upscale_input:
                 raise InvalidRequest("init_image", f"{w}x{h}", f"at most {lim.max_upscale_input} px per side")
         return self
 
+    def hires_target(self) -> "HiresTarget":
+        """The Hires. fix size of this request (A1111's calculate_target_resolution)."""
+        return hires_target(self.width, self.height, self.hr_scale, self.hr_resize_x, self.hr_resize_y)
+
+    def _check_hires(self, lim: "Limits") -> None:
+        t = self.hires_target()
+        if not (lim.min_size <= t.width <= lim.max_size and lim.min_size <= t.height <= lim.max_size):
+            by_scale = not (self.hr_resize_x or self.hr_resize_y)
+            raise InvalidRequest("hr_scale" if by_scale else "hr_resize_x",
+                                 self.hr_scale if by_scale else f"{self.hr_resize_x}x{self.hr_resize_y}",
+                                 f"a Hires. fix size from {lim.min_size} to {lim.max_size} px per side (this gives "
+                                 f"{t.width}x{t.height} from {self.width}x{self.height})")
+        steps = self.hr_second_pass_steps or self.steps
+        if int(steps * self.denoising_strength) < 1:  # the second pass runs steps x strength steps, as img2img
+            raise InvalidRequest("denoising_strength", self.denoising_strength,
+                                 f"at least {1 / steps:.3g} with {steps} hires steps (one step must run)")
+
+
+@dataclass(frozen=True)
+class HiresTarget:
+    """Where A1111's Hires. fix takes the first pass (processing.py ``calculate_target_resolution``):
+    upscaled to ``upscale_width`` x ``upscale_height`` (its hr_upscale_to_x/y), then ``truncate_x`` /
+    ``truncate_y`` latent cells (8 px each) cropped away, half on each side, when both a resize
+    width and height were asked for (the upscale covers them, keeping the aspect ratio). ``width`` x
+    ``height`` is the final size: the latent grid's, a multiple of 8."""
+
+    upscale_width: int
+    upscale_height: int
+    truncate_x: int = 0
+    truncate_y: int = 0
+
+    @property
+    def width(self) -> int:
+        return 8 * (self.upscale_width // 8 - self.truncate_x)
+
+    @property
+    def height(self) -> int:
+        return 8 * (self.upscale_height // 8 - self.truncate_y)
+
+
+def hires_target(width: int, height: int, scale: float, resize_x: int = 0, resize_y: int = 0) -> HiresTarget:
+    """A1111's rules: no resize given: the size times ``scale`` (truncated to whole pixels); one of
+    them given: that one, and the other from the aspect ratio; both: cover them, then crop."""
+    if resize_x == 0 and resize_y == 0:
+        return HiresTarget(int(width * scale), int(height * scale))
+    if resize_y == 0:
+        return HiresTarget(resize_x, resize_x * height // width)
+    if resize_x == 0:
+        return HiresTarget(resize_y * width // height, resize_y)
+    if width / height < resize_x / resize_y:
+        up_w, up_h = resize_x, resize_x * height // width
+    else:
+        up_w, up_h = resize_y * width // height, resize_y
+    return HiresTarget(up_w, up_h, (up_w - resize_x) // 8, (up_h - resize_y) // 8)
+
 
 def _check_field(req: GenerationRequest, f: "_fields.Field", lim: "Limits") -> None:
+    if f.kind is bool:
+        if not isinstance(getattr(req, f.name), bool):
+            raise InvalidRequest(f.name, getattr(req, f.name), f.range_text(lim))
+        return
     if f.kind is str:
         value = getattr(req, f.name)
         if not isinstance(value, str):

@@ -292,7 +292,7 @@ def test_a1111s_own_test_get_api_url_passes(client, url):
 
 def test_lists_sdui_does_not_have_are_empty_in_a1111s_shape(client):
     c = client()
-    for route in ("latent-upscale-modes", "hypernetworks", "face-restorers", "realesrgan-models"):
+    for route in ("hypernetworks", "face-restorers", "realesrgan-models"):
         r = c.get(f"/sdapi/v1/{route}")
         assert r.status_code == 200 and r.json() == [], route
     assert c.get("/sdapi/v1/embeddings").json() == {"loaded": {}, "skipped": {}}

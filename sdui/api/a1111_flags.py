@@ -149,6 +149,7 @@ def flags(settings, max_batch_count: int) -> dict[str, Any]:
         "gradio_auth": settings.gradio_auth, "gradio_auth_path": settings.gradio_auth_path,
         "api_auth": settings.api_auth, "cors_allow_origins": settings.cors_allow_origins,
         "styles_file": settings.styles_file, "autolaunch": settings.open_browser, "models_dir": settings.models_dir,
+        "embeddings_dir": settings.embeddings_dir,
         "api_server_stop": settings.api_server_stop, "loglevel": settings.log_level.upper(),
         "api_log": True,  # sdui logs every API request (see --log-level)
         "hide_ui_dir_config": True,  # clients may not change output folders here

@@ -26,10 +26,13 @@ def _apply_infotext(req: schemas.Txt2ImgRequest) -> None:
     """A1111 1.7+: ``infotext`` fills every field the request did not set itself."""
     if not req.infotext:
         return
-    found = infotext.infotext_to_request_fields(infotext.parse_infotext(req.infotext))
+    parsed = infotext.parse_infotext(req.infotext)
+    found = infotext.infotext_to_request_fields(parsed)
     for f in fields.FIELDS:
         if f.name in found and f.api in req.model_fields and f.api not in req.model_fields_set:
             setattr(req, f.api, found[f.name])
+    if "enable_hr" not in req.model_fields_set and not isinstance(req, schemas.Img2ImgRequest):
+        req.enable_hr = fields.hires_in_infotext(parsed)  # A1111's paste rule for its Hires. fix checkbox
 
 
 def setting_text(settings: dict, key: str, where: str) -> Optional[str]:
@@ -59,6 +62,7 @@ def to_generation_request(req: schemas.Txt2ImgRequest, mode: str, model: Optiona
         if not req.init_images:
             raise InvalidRequest("init_images", None, "a list with one base64 image")
         kw["init_image"] = uploads.decode_image(req.init_images[0], "init_images")
+        kw["enable_hr"] = False  # txt2img's (listed in info.ignored when asked for)
         if req.denoising_strength is not None:
             kw["denoising_strength"] = req.denoising_strength
         if not 0 <= req.resize_mode < len(RESIZE_MODES):
@@ -97,7 +101,7 @@ def result_info(engine, job: Job, req: GenerationRequest, ignored: list[str]) ->
         "sd_model_hash": res.model_hash if res else None, "sd_vae_name": res.vae_name if res else None,
         "sd_vae_hash": res.vae_hash if res else None,
         "seed_resize_from_w": -1, "seed_resize_from_h": -1,
-        "denoising_strength": req.denoising_strength if req.mode in ("img2img", "inpaint") else None,
+        "denoising_strength": req.denoising_strength if req.mode in ("img2img", "inpaint") or req.enable_hr else None,
         "extra_generation_params": {"Memory level": res.memory_level} if res and res.memory_level else {},
         "index_of_first_image": 0, "infotexts": [im.infotext for im in imgs], "styles": [],
         # an interrupted job answers with its finished images and, as A1111, the current partial one

@@ -1,8 +1,8 @@
 """What the server has: checkpoints, VAEs, LoRAs, upscalers, samplers, schedule types, styles,
 memory; looking at the folders again, and loading or freeing the model.
 
-Lists of things sdui does not have (hypernetworks, face restorers, latent upscale modes,
-embeddings) answer empty in A1111's shape, never 404, so clients that ask for them go on working."""
+Lists of things sdui does not have (hypernetworks, face restorers) answer
+empty in A1111's shape, never 404, so clients that ask for them go on working."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, Request
 
 from .. import samplers
+from ..fields import LATENT_UPSCALE_MODES
 from ..types import ModelKind
 from .request_log import LoggedRoute, note
 from .state import ApiState, api_state, owner_of
@@ -45,8 +46,10 @@ def refresh_loras(state: ApiState = Depends(api_state)):
 
 
 @router.post("/refresh-embeddings")
-def refresh_embeddings():
-    """Nothing to look at: sdui does not load textual-inversion embeddings yet."""
+def refresh_embeddings(state: ApiState = Depends(api_state)):
+    """Look at the folders again (the embeddings folder among them; it is also looked at before every
+    job when files were added or removed, as A1111 does)."""
+    state.engine.refresh()
 
 
 @router.post("/unload-checkpoint")
@@ -105,9 +108,9 @@ def sd_modules(state: ApiState = Depends(api_state)):
 
 @router.get("/latent-upscale-modes")
 def latent_upscale_modes():
-    """Latent upscale modes for hires fix: none (hires fix is not implemented; ``enable_hr`` is listed
-    in ``info.ignored``)."""
-    return []
+    """The latent upscale modes Hires. fix (``hr_upscaler``) takes, as A1111 lists them: ``[{"name":
+    "Latent"}, ...]``; its pixel upscalers are the ``upscalers`` list."""
+    return [{"name": name} for name in LATENT_UPSCALE_MODES]
 
 
 @router.get("/realesrgan-models")
@@ -130,9 +133,13 @@ def face_restorers():
 
 
 @router.get("/embeddings")
-def embeddings():
-    """Textual-inversion embeddings in A1111's shape: none loaded (sdui has no embeddings folder yet)."""
-    return {"loaded": {}, "skipped": {}}
+def embeddings(state: ApiState = Depends(api_state), owner: str = Depends(owner_of)):
+    """Textual-inversion embeddings of ``--embeddings-dir`` in A1111's shape, for this client's
+    checkpoint (else the loaded one, else the server's default): ``loaded`` (they fit its text encoder;
+    the name is the word prompts use) and ``skipped`` (made for another model family, or SDXL for now),
+    each ``{name: {step, sd_checkpoint, sd_checkpoint_name, shape, vectors}}``. Unreadable or refused
+    files are in neither."""
+    return state.engine.embedding_listing(state.model_for(owner))
 
 
 @router.get("/prompt-styles")

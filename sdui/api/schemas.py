@@ -38,7 +38,7 @@ class Txt2ImgRequest(_Lenient):
     do_not_save_samples: bool = False
     do_not_save_grid: bool = False
     eta: Optional[float] = None
-    denoising_strength: Optional[float] = None
+    denoising_strength: Optional[float] = 0.75  # A1111's txt2img default (the Hires. fix second pass)
     s_min_uncond: Optional[float] = None
     s_churn: Optional[float] = None
     s_tmax: Optional[float] = None
@@ -152,10 +152,11 @@ UNIMPLEMENTED_DEFAULTS: dict[str, Any] = {
     "styles": (None, []), "subseed_strength": (0, 0.0), "seed_resize_from_h": (-1, 0), "seed_resize_from_w": (-1, 0),
     "restore_faces": (None, False), "tiling": (None, False), "eta": (None,), "s_min_uncond": (None, 0, 0.0),
     "s_churn": (None, 0, 0.0), "s_tmax": (None, 0, 0.0), "s_tmin": (None, 0, 0.0), "s_noise": (None, 1, 1.0),
-    "refiner_checkpoint": (None, ""), "enable_hr": (False,), "script_name": (None, ""), "script_args": ([],),
+    "refiner_checkpoint": (None, ""), "script_name": (None, ""), "script_args": ([],),
     "alwayson_scripts": ({},), "image_cfg_scale": (None,), "inpaint_full_res": (True, False, 0, 1),
 "initial_noise_multiplier": (None, 1, 1.0), "latent_mask": (None,),
-    "include_init_images": (False,), "hr_checkpoint_name": (None,), "hr_sampler_name": (None,), "hr_scheduler": (None,),
+    "include_init_images": (False,), "hr_checkpoint_name": (None, "", "Use same checkpoint"),
+    "firstphase_width": (0,), "firstphase_height": (0,),  # A1111's old Hires. fix first-pass size: not applied
     "disable_extra_networks": (False,), "comments": (None,), "force_task_id": (None,),
 }
 
@@ -166,5 +167,7 @@ def ignored_fields(req: BaseModel) -> list[str]:
     for name in req.model_fields_set:
         if name in UNIMPLEMENTED_DEFAULTS and getattr(req, name) not in UNIMPLEMENTED_DEFAULTS[name]:
             out.append(name)
+    if isinstance(req, Img2ImgRequest) and req.enable_hr:
+        out.append("enable_hr")  # Hires. fix is txt2img's (A1111's img2img has none)
     out += sorted((req.model_extra or {}).keys())
     return sorted(set(out))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from . import detect, devices, formats, loader, registry
+from .embeddings import ModelEmbeddings
 from .lora_adapters import ModelLoras
 from ..config import Settings
 from ..types import Architecture, MemoryLevel, ModelLoadError, UnknownModelError
@@ -94,6 +95,7 @@ class ModelManager:
         self._levels: dict[tuple, MemoryLevel] = {}
         self._upscalers: "OrderedDict[str, Any]" = OrderedDict()  # path -> spandrel descriptor, LRU
         self.loras = ModelLoras(self)  # A1111's <lora:...> tags on the cached models
+        self.embeddings = ModelEmbeddings(self)  # textual-inversion files a prompt names, on the cached models
         gb = self.settings.ram_cache_gb
         self.cache_budget = int(gb * 1024**3) if gb is not None else devices.total_ram_bytes() // 4
 
@@ -113,7 +115,7 @@ class ModelManager:
     # ---- what is on disk ----------------------------------------------------------------------
     def refresh(self) -> dict[str, list[registry.ModelEntry]]:
         s = self.settings
-        found = registry.scan(s.models_dir, s.ckpt_dir, s.ckpt)
+        found = registry.scan(s.models_dir, s.ckpt_dir, s.ckpt, embeddings_dir=s.embeddings_dir)
         for entry in found[registry.CHECKPOINT]:
             if entry.is_file and not entry.error:
                 entry.sha256 = self.hashes.cached(entry.path)

@@ -22,7 +22,8 @@ from ..types import Architecture, ModelKind, ModelLoadError
 
 CHECKPOINT_EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 UPSCALER_EXTS = (".pth", ".pt", ".safetensors")
-CHECKPOINT, VAE_KIND, LORA_KIND, UPSCALER_KIND = ModelKind  # the kinds of model on disk (types.ModelKind)
+CHECKPOINT, VAE_KIND, LORA_KIND, UPSCALER_KIND, EMBEDDING_KIND = ModelKind  # the kinds of model on disk (types.ModelKind)
+EMBEDDING_EXTS = (".pt", ".bin", ".safetensors")  # A1111 also reads embeddings hidden in PNG/WebP images; sdui does not
 
 
 def cache_dir() -> Path:
@@ -238,9 +239,11 @@ def looks_like_hub_id(text: str) -> bool:
 
 
 def scan(models_dir: str | None = None, ckpt_dir: str | None = None, ckpt: str | None = None,
-         include_hub_cache: bool = True) -> dict[str, list[ModelEntry]]:
-    """Everything found, by kind: {"checkpoint": [...], "vae": [...], "lora": [...], "upscaler": [...]}."""
-    found: dict[str, list[ModelEntry]] = {CHECKPOINT: [], VAE_KIND: [], LORA_KIND: [], UPSCALER_KIND: []}
+         include_hub_cache: bool = True, embeddings_dir: str | None = None) -> dict[str, list[ModelEntry]]:
+    """Everything found, by kind: {"checkpoint": [...], "vae": [...], "lora": [...], "upscaler": [...],
+    "embedding": [...]}."""
+    found: dict[str, list[ModelEntry]] = {CHECKPOINT: [], VAE_KIND: [], LORA_KIND: [], UPSCALER_KIND: [],
+                                          EMBEDDING_KIND: []}
     taken: set = set()
     seen_paths: set = set()
 
@@ -298,7 +301,32 @@ def scan(models_dir: str | None = None, ckpt_dir: str | None = None, ckpt: str |
                         rel = str(p.relative_to(folder).with_suffix("")).replace(os.sep, "/")
                         found[kind].append(describe_file(p, rel if p.stem in names else p.stem, kind))
                         names.add(p.stem)
+    if embeddings_dir:
+        found[EMBEDDING_KIND] = scan_embeddings(Path(embeddings_dir))
     return found
+
+
+def scan_embeddings(folder: Path) -> list[ModelEntry]:
+    """Textual-inversion files anywhere under ``folder`` (A1111's ``embeddings/``): the file's stem is
+    its name (the word prompts use); a second file with a stem already taken is named by its path
+    inside the folder. Empty files are passed over, as A1111 does; pickles are checked here without
+    being unpickled, like every other kind."""
+    out: list[ModelEntry] = []
+    if not _is_dir(folder):
+        return out
+    names: set = set()
+    for p in sorted(folder.rglob("*")):
+        if not p.name.lower().endswith(EMBEDDING_EXTS) or _is_dir(p):
+            continue
+        try:
+            if p.stat().st_size == 0:
+                continue
+        except OSError:
+            pass  # described below with the reason
+        rel = str(p.relative_to(folder).with_suffix("")).replace(os.sep, "/")
+        out.append(describe_file(p, rel if p.stem in names else p.stem, EMBEDDING_KIND))
+        names.add(p.stem)
+    return out
 
 
 def _is_dir(p: Path) -> bool:

@@ -57,6 +57,9 @@ class Job:
     warnings: list[str] = field(default_factory=list)
     last_latents: Any = None  # the latents after the last finished step (the partial image on interrupt)
     sigmas: Optional[list[float]] = None  # a computed schedule type (samplers.plan_sampling); None: the scheduler's own
+    # prompt editing / alternation (prompt_schedule.ConditioningSchedule): the embeddings of each model call;
+    # None: prompt_embeds at every step
+    cond_schedule: Any = None
 
     def prompt_kwargs(self) -> dict:
         """Embeddings when the engine encoded the prompt (SD 1.x/2.x); else the text itself (SDXL)."""
@@ -94,6 +97,14 @@ class StepTracker:
         self.job.last_latents = callback_kwargs.get("latents")  # an interrupt decodes these (partial image)
         total = self.total or getattr(pipe, "num_timesteps", None) or self.job.request.steps  # diffusers' public property
         self.report(step_index + 1, total, callback_kwargs.get("latents"))
+        schedule = self.job.cond_schedule
+        if schedule is not None and schedule.indexes(step_index + 1) != schedule.indexes(step_index):
+            # this runs after model call step_index: hand the pipeline the next call's embeddings, as it holds
+            # them in its loop (with CFG, cat([negative, positive]), each repeated per image)
+            latents = callback_kwargs.get("latents")
+            images = latents.shape[0] if latents is not None else len(self.job.seeds)
+            callback_kwargs["prompt_embeds"] = schedule.pipeline_embeds(step_index + 1, images,
+                                                                        pipe.do_classifier_free_guidance)
         return callback_kwargs
 
 

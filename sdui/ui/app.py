@@ -233,8 +233,10 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
     tc, ic = t2i.controls, i2i.controls
     t2i_outputs = [tc.prompt, tc.negative_prompt, tc.steps, tc.sampler, tc.scheduler, tc.cfg_scale, tc.seed, tc.width,
                    tc.height, tc.clip_skip, ctx.model, ctx.vae, ctx.tabs]
-    png.to_txt2img.click(lambda parsed: {**fill(tc, parsed), ctx.tabs: gr.Tabs(selected="txt2img")},
-                         inputs=[png.parsed], outputs=t2i_outputs)
+    hires_names = ctx.engine.hires_upscaler_names()  # the Hires. fix accordion's choices, as it was built
+    png.to_txt2img.click(lambda parsed: {**fill(tc, parsed), **txt2img.fill_hires(t2i.hires, parsed, hires_names),
+                                         ctx.tabs: gr.Tabs(selected="txt2img")},
+                         inputs=[png.parsed], outputs=t2i_outputs + list(t2i.hires.values()))
 
     def to_i2i(parsed, shown):
         out = {**fill(ic, parsed), ctx.tabs: gr.Tabs(selected="img2img")}
