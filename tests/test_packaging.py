@@ -228,3 +228,29 @@ def test_zipped_package_extracts_its_assets_once_into_the_cache(installed, tmp_p
     for name in ("configs/sd15/unet/config.json", "tokenizer/vocab.json", "tokenizer/merges.txt"):
         assert (extracted / name).read_bytes() == (installed / "sdui" / "assets" / name).read_bytes()
     assert not list(extracted.rglob("*.py"))
+
+
+BUILD_FROM_CONFIGS = """
+import json
+from accelerate import init_empty_weights
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+from sdui.assets_path import CONFIGS_DIR
+counts = {}
+with init_empty_weights():  # full-size architectures on the meta device: no memory, no weights
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(CONFIGS_DIR / "sd15" / "unet")))
+    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(str(CONFIGS_DIR / "sd15" / "vae")))
+    text = CLIPTextModel(CLIPTextConfig.from_pretrained(str(CONFIGS_DIR / "sd15" / "text_encoder")))
+for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text)):
+    counts[name] = sum(p.numel() for p in module.parameters())
+print(json.dumps({"configs": str(CONFIGS_DIR), "counts": counts}))
+"""
+
+
+def test_installed_wheel_builds_the_full_sd15_model_from_its_shipped_configs(installed, tmp_path):
+    """The wheel's own architecture configs make the real SD 1.5 model (parameter counts of the
+    published v1-5 UNet, VAE and CLIP ViT-L text encoder), built on the meta device so no weights are
+    needed."""
+    facts = _last_json_line(_python(BUILD_FROM_CONFIGS, cwd=tmp_path, pythonpath=str(installed)).stdout)
+    assert _is_under(facts["configs"], installed / "sdui" / "assets")
+    assert facts["counts"] == {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480}
