@@ -14,7 +14,7 @@ from PIL import Image
 
 from sdui import fields
 from sdui.images import infotext
-from sdui.pipelines import hires, txt2img
+from sdui.pipelines import hires, img2img, txt2img
 from sdui.types import GenerationRequest, InvalidRequest, hires_target
 from tests import tiny
 
@@ -107,7 +107,7 @@ def test_the_second_pass_uses_fresh_generators_of_the_same_seeds(engine, monkeyp
         return make
 
     monkeypatch.setattr(txt2img, "generators", recording("first", txt2img.generators))
-    monkeypatch.setattr(hires, "generators", recording("second", hires.generators))
+    monkeypatch.setattr(img2img, "generators", recording("second", img2img.generators))  # the second pass denoises as img2img
     r = engine.generate(GenerationRequest(**dict(HIRES, steps=2, batch_size=2, batch_count=2)))
     assert seen["first"] == seen["second"] == [[11, 12], [13, 14]]
     assert r.seeds == [11, 12, 13, 14] and all(im.image.size == (128, 128) for im in r.images)

@@ -17,8 +17,8 @@ from PIL import Image
 
 from ..fields import HR_SAME_SAMPLER, HR_SAME_SCHEDULER, LATENT_UPSCALE_MODES
 from ..types import GenerationRequest, HiresTarget, Progress
-from . import txt2img
-from .common import Job, StepTracker, generators
+from . import img2img, txt2img
+from .common import Job
 
 NONE = "None"  # A1111's "None" upscaler: a plain Lanczos resize
 STAGE = "hires"  # Progress.stage of the second pass (the first reports "sampling")
@@ -117,20 +117,8 @@ def second_pass(pipe, job: Job) -> list:
     start = req.init_image
     # 1. the start: latents go in as they are (diffusers takes a 4-channel tensor as latents), images are encoded
     image = start.to(job.device) if hasattr(start, "shape") else list(start)
-    # 2. noise to strength, denoise, decode
-    out = pipe(
-        **job.prompt_kwargs(),
-        image=image,
-        strength=req.denoising_strength,
-        num_images_per_prompt=len(job.seeds),
-        num_inference_steps=req.steps,
-        sigmas=job.sigmas,
-        guidance_scale=req.cfg_scale,
-        generator=generators(job.seeds),
-        callback_on_step_end=StepTracker(job, stage=STAGE),
-        output_type="pil",
-    )
-    return list(out.images)
+    # 2. noise to strength, denoise, decode, as img2img does
+    return img2img.denoise(pipe, job, image, stage=STAGE)
 
 
 # ---- progress and infotext -----------------------------------------------------------------------------

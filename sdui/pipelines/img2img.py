@@ -10,9 +10,15 @@ def run(pipe, job: Job):
     req = job.request
     # 1. init image at the requested size (A1111 resize modes)
     image = resize_for_request(req.init_image.convert("RGB"), req.width, req.height, req.resize_mode)
-    # 2. seeded generators (they also draw the VAE-encoding noise of each image)
-    gens = generators(job.seeds)
-    # 3. noise to strength, denoise, decode
+    # 2. noise to strength, denoise, decode
+    return denoise(pipe, job, image)
+
+
+def denoise(pipe, job: Job, image, stage: str = "sampling") -> list:
+    """``image`` (PIL images, or 4-channel latents) noised to the request's strength, denoised and
+    decoded; each image gets a fresh generator of its own seed (it also draws the VAE-encoding noise).
+    Shared by img2img and the Hires. fix second pass."""
+    req = job.request
     out = pipe(
         **job.prompt_kwargs(),
         image=image,
@@ -21,8 +27,8 @@ def run(pipe, job: Job):
         num_inference_steps=req.steps,
         sigmas=job.sigmas,
         guidance_scale=req.cfg_scale,
-        generator=gens,
-        callback_on_step_end=StepTracker(job),
+        generator=generators(job.seeds),
+        callback_on_step_end=StepTracker(job, stage=stage),
         output_type="pil",
     )
     return list(out.images)
