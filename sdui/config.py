@@ -49,6 +49,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("half_dtype", "Half type on a GPU: fp16 or bf16.", choices=("fp16", "bf16")),
     Option("medvram", "Start at memory level 3 (model CPU offload) on a GPU, as A1111 --medvram.", type=bool),
     Option("lowvram", "Start at memory level 4 (sequential CPU offload) on a GPU, as A1111 --lowvram.", type=bool),
+    Option("devices", "Run one worker per device, e.g. cuda:0,cuda:1: each has its own model manager and memory "
+           "ladder, and a waiting job goes to a free one (the one that has its model loaded first). Default: every "
+           "CUDA device when there are several, else one worker on --device. On a CPU, cpu,cpu makes two workers "
+           "(they share the cores, so nothing gets faster).", group="server"),
+    Option("ray_address", "Run the workers as Ray actors, one per GPU of the Ray cluster at this address (host:port, "
+           "or 'auto' for the cluster `ray start` made on this machine); this process keeps the queue, the UI/API and "
+           "the saved images. Needs `pip install sdui[cluster]`. With --devices, one actor per entry instead.",
+           group="server"),
     Option("ram_cache_gb", "RAM budget in GB for recently used models (default: a quarter of total RAM).", type=float),
     # output
     Option("no_watermark", "Do not embed the invisible watermark in saved images.", type=bool),
@@ -103,6 +111,8 @@ class Settings:
     half_dtype: str = "fp16"
     medvram: bool = False
     lowvram: bool = False
+    devices: Optional[str] = None
+    ray_address: Optional[str] = None
     ram_cache_gb: Optional[float] = None
     no_watermark: bool = False
     max_size: int = 2048

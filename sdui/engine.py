@@ -175,6 +175,31 @@ class Engine:
     def device_name(self) -> str:
         return str(self.manager.device)
 
+    # ---- one Engine per device (sdui.workers) ---------------------------------------------------
+    def for_device(self, device: str) -> "Engine":
+        """An Engine like this one on ``device``: its own model manager and memory ladder, the same
+        models, outputs folder and hash cache."""
+        settings = self.settings.replace(device=device, use_cpu="all" if device == "cpu" else None, devices=None)
+        return Engine(settings, ModelManager(settings, hash_cache=self.manager.hashes))
+
+    def current_model_name(self) -> Optional[str]:
+        """The checkpoint on the device now (no lock: the queue asks while it dispatches)."""
+        return self.manager.current.name if self.manager.current else None
+
+    def loaded_model_names(self) -> list[str]:
+        """Checkpoints in memory: on the device or in the RAM cache."""
+        return self.manager.cached_names()
+
+    def file_sha256(self, path: str) -> str:
+        """SHA-256 of a model file (from the hash cache when the file has not changed)."""
+        return self.manager.hashes.sha256(path)
+
+    def cache_budget(self) -> int:
+        return self.manager.cache_budget
+
+    def set_cache_budget(self, nbytes: int) -> None:
+        self.manager.cache_budget = int(nbytes)
+
     def memory_report(self) -> dict:
         """RAM (and VRAM on CUDA) in bytes: ``ram_rss_bytes``, ``ram_total_bytes``, ``vram_*``."""
         return devices.memory_report(self.manager.device)

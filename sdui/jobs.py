@@ -1,12 +1,19 @@
 """The job queue shared by the web UI, the REST API and the CLI's server mode.
 
-One worker thread runs jobs one at a time (GPU work does not overlap); every job has an
+One thread per worker (by default one worker: the engine, so GPU work does not overlap; with
+``--devices`` or ``--ray-address`` one per device, see ``sdui.workers``) runs jobs one at a time;
+a waiting job goes to a free worker as soon as there is one, preferring a worker that already has
+its model loaded (model affinity), then the least-loaded one. Every job has an
 owner (a browser session, an API credential or client id). Cancel and skip act only on the owner's
 jobs unless the caller is an admin. The queue is bounded: a full queue refuses at once (QueueFull)
 instead of making the client wait with no answer. A job whose client goes away still finishes and
 saves its images; the worker does not depend on the request that submitted it.
 
-Nothing starts at import: ``JobQueue.start()`` starts the worker.
+A worker that is lost mid-job (a Ray actor whose process or machine died) has its job run again,
+once, on another worker with the same seed, and the result says so in one line; a second loss
+fails the job with the reason.
+
+Nothing starts at import: ``JobQueue.start()`` starts the workers' threads.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Optional
 
+from .workers import EngineWorker, Worker, WorkerLost
 from .types import Cancelled, GenerationRequest, GenerationResult, JobState, Progress, QueueFull, SduiError, redact_paths
 
 log = logging.getLogger(__name__)
@@ -42,6 +50,9 @@ class Job:
     started: Optional[float] = None
     finished: Optional[float] = None
     skipped: bool = False
+    worker: Optional[str] = None  # the name of the worker running (or that ran) it
+    attempts: int = 0  # runs started; a job whose worker was lost runs once more elsewhere
+    notes: list = field(default_factory=list)  # one-line notes for the user (a retry on another worker)
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
     done_event: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -59,7 +70,8 @@ class Job:
 
 
 class JobQueue:
-    def __init__(self, engine, max_queue: int = 16, admins: tuple[str, ...] = ()):
+    def __init__(self, engine, max_queue: int = 16, admins: tuple[str, ...] = (),
+                 workers: Optional[list[Worker]] = None):
         self.engine = engine
         self.max_queue = max_queue
         self.admins = set(admins)
@@ -67,27 +79,74 @@ class JobQueue:
         self._pending: list[tuple[int, int, Job]] = []  # (-priority, seq, job)
         self._seq = itertools.count()
         self._jobs: dict[str, Job] = {}
-        self._running: Optional[Job] = None
-        self._thread: Optional[threading.Thread] = None
+        self._workers: list[Worker] = list(workers) if workers else [EngineWorker(engine)]
+        self._assigned: dict[int, Job] = {}  # id(worker) -> the job handed to it, not yet picked up
+        self._threads: dict[int, threading.Thread] = {}  # id(worker) -> its thread
+        self._started = False
         self._stop = False
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "JobQueue":
-        if self._thread is None:
-            self._stop = False
-            self._thread = threading.Thread(target=self._work, name="sdui-worker", daemon=True)
-            self._thread.start()
+        with self._lock:
+            if not self._started:
+                self._stop, self._started = False, True
+                for w in self._workers:
+                    self._start_thread(w)
+                self._dispatch()
         return self
 
     def stop(self, timeout: float = 10) -> None:
         with self._lock:
             self._stop = True
             self._lock.notify_all()
-        if self._running:
-            self._running.cancel_event.set()
-        if self._thread:
-            self._thread.join(timeout)
-            self._thread = None
+            threads = list(self._threads.values())
+            running = self._running_jobs()
+        for job in running:
+            job.cancel_event.set()
+        for t in threads:
+            t.join(timeout)
+        with self._lock:
+            self._threads.clear()
+            self._started = False
+        for w in list(self._workers):
+            w.close()
+
+    def add_worker(self, worker: Worker) -> None:
+        """A worker that joined later (another GPU, a Ray actor on a new machine): it takes jobs at once."""
+        with self._lock:
+            self._workers.append(worker)
+            if self._started and not self._stop:
+                self._start_thread(worker)
+            self._dispatch()
+
+    def remove_worker(self, worker: Worker) -> None:
+        """An idle worker that is gone (its machine left the cluster) leaves the pool."""
+        with self._lock:
+            worker.alive = False
+            if worker in self._workers:
+                self._workers.remove(worker)
+            self._threads.pop(id(worker), None)
+            self._lock.notify_all()
+
+    @property
+    def workers(self) -> list[Worker]:
+        with self._lock:
+            return list(self._workers)
+
+    def worker_status(self) -> list[dict]:
+        """Each worker as the Models panel shows it: name, device, model loaded, job running, memory."""
+        out = []
+        for w in self.workers:
+            job = w.job
+            out.append({**w.status(), "name": w.name, "alive": w.alive, "jobs_done": w.jobs_done,
+                        "job": job.id if job else None, "job_owner": job.owner if job else None})
+        return out
+
+    def _start_thread(self, worker: Worker) -> None:
+        name = "sdui-worker" if len(self._workers) == 1 else f"sdui-worker-{worker.name}"
+        t = threading.Thread(target=self._work, args=(worker,), name=name, daemon=True)
+        self._threads[id(worker)] = t
+        t.start()
 
     # ---- submitting and looking up ------------------------------------------------------------
     def submit(self, request: GenerationRequest, owner: str, priority: int = 0) -> Job:
@@ -103,7 +162,7 @@ class JobQueue:
             self._jobs[job.id] = job
             self._pending.append((-priority, next(self._seq), job))
             self._pending.sort(key=lambda t: (t[0], t[1]))
-            self._lock.notify_all()
+            self._dispatch()
         return job
 
     def get(self, job_id: str, owner: Optional[str] = None) -> Optional[Job]:
@@ -130,10 +189,10 @@ class JobQueue:
 
     def current_for(self, owner: str) -> Optional[Job]:
         """The owner's running job, else their oldest queued one, else their latest finished one."""
-        running = self._running
-        if running and running.owner == owner:
-            return running
         with self._lock:
+            for running in self._running_jobs():
+                if running.owner == owner:
+                    return running
             for _, _, j in self._pending:
                 if j.owner == owner:
                     return j
@@ -146,7 +205,17 @@ class JobQueue:
 
     @property
     def running(self) -> Optional[Job]:
-        return self._running
+        """The running job (the longest-running one when several workers are busy)."""
+        jobs = self._running_jobs()
+        return jobs[0] if jobs else None
+
+    def running_jobs(self) -> list[Job]:
+        with self._lock:
+            return self._running_jobs()
+
+    def _running_jobs(self) -> list[Job]:
+        jobs = [w.job for w in self._workers if w.job is not None]
+        return sorted(jobs, key=lambda j: j.started or 0)
 
     # ---- control ------------------------------------------------------------------------------
     def _may_control(self, job: Job, who: str) -> bool:
@@ -163,39 +232,61 @@ class JobQueue:
                     self._pending.remove(entry)
                     self._finish(j, JobState.CANCELLED, "cancelled before it started")
                     count += 1
-            running = self._running
-            if running and (job_id is None or running.id == job_id) and self._may_control(running, who):
-                running.cancel_event.set()
-                count += 1
+            for running in self._running_jobs():
+                if (job_id is None or running.id == job_id) and self._may_control(running, who):
+                    running.cancel_event.set()
+                    count += 1
         return count
 
     def skip(self, who: str) -> bool:
         """A1111's skip: stop the running job now but keep the images it has finished."""
-        running = self._running
-        if running and self._may_control(running, who):
+        with self._lock:
+            mine = [j for j in self._running_jobs() if self._may_control(j, who)]
+        for running in mine:
             running.skipped = True
             running.cancel_event.set()
-            return True
-        return False
+        return bool(mine)
 
-    # ---- the worker ---------------------------------------------------------------------------
-    def _work(self) -> None:
+    # ---- dispatch and the workers ----------------------------------------------------------
+    def _dispatch(self) -> None:
+        """Hand waiting jobs to free workers, in queue order (called with the lock held). A job goes to
+        a free worker that has its model loaded, else to the free worker that has done the least work;
+        no job waits while a worker is free."""
+        if self._stop or not self._started:
+            return
+        free = [w for w in self._workers if w.alive and w.job is None and id(w) not in self._assigned]
+        while self._pending and free:
+            _, _, job = self._pending.pop(0)
+            worker = pick_worker(free, job.request.model)
+            free.remove(worker)
+            worker.job = job
+            job.worker, job.attempts = worker.name, job.attempts + 1
+            job.state, job.started = JobState.RUNNING, time.time()
+            self._assigned[id(worker)] = job
+        self._lock.notify_all()
+
+    def _work(self, worker: Worker) -> None:
         while True:
             with self._lock:
-                while not self._pending and not self._stop:
+                while id(worker) not in self._assigned and not self._stop and worker.alive:
                     self._lock.wait()
-                if self._stop:
+                if self._stop or id(worker) not in self._assigned:
                     return
-                _, _, job = self._pending.pop(0)
-                self._running = job
-                job.state, job.started = JobState.RUNNING, time.time()
+                job = self._assigned.pop(id(worker))
+            lost = False
             try:
-                result = self.engine.generate(job.request, on_progress=lambda p, j=job: _record_progress(j, p),
-                                              cancel=job.cancel_event)
+                result = worker.generate(job.request, on_progress=lambda p, j=job: _record_progress(j, p),
+                                         cancel=job.cancel_event)
+                result.warnings[:0] = job.notes
                 job.result = result
                 self._finish(job, JobState.DONE)
+            except WorkerLost as e:
+                lost = True
+                self._worker_lost(worker, job, e)
             except Cancelled as e:
                 job.result = getattr(e, "partial", None)
+                if job.result is not None:
+                    job.result.warnings[:0] = job.notes
                 self._finish(job, JobState.DONE if job.skipped else JobState.CANCELLED, None if job.skipped else str(e))
             except SduiError as e:
                 job.error_kind = type(e).__name__
@@ -206,8 +297,36 @@ class JobQueue:
                 self._finish(job, JobState.FAILED, f"{type(e).__name__}: {e}")
             finally:
                 with self._lock:
-                    self._running = None
+                    worker.job = None
+                    worker.jobs_done += 0 if lost else 1
                     self._forget_old()
+                    self._dispatch()
+            if lost:
+                return
+
+    def _worker_lost(self, worker: Worker, job: Job, error: WorkerLost) -> None:
+        """The worker is gone: it leaves the pool; its job runs once more on another worker (same request,
+        same seed, so the same pixels), or fails with the reason when it was already retried or when
+        no worker is left."""
+        log.warning("worker %s lost during job %s: %s", worker.name, job.id, error)
+        with self._lock:
+            worker.alive = False
+            if worker in self._workers:
+                self._workers.remove(worker)
+            self._threads.pop(id(worker), None)
+            others = [w for w in self._workers if w.alive]
+            if job.attempts < 2 and others and not job.cancel_event.is_set():
+                job.notes.append(f"Worker {worker.name} was lost mid-job ({error}); the job was run again on another "
+                                 "worker with the same seed")
+                job.state, job.progress, job.worker = JobState.QUEUED, None, None
+                self._pending.insert(0, (-job.priority, -1, job))
+                return
+        why = "it was already retried once" if job.attempts >= 2 else "no other worker is left"
+        job.error_kind = "WorkerLost"
+        if job.cancel_event.is_set():
+            self._finish(job, JobState.CANCELLED, f"interrupted; worker {worker.name} was lost ({error})")
+        else:
+            self._finish(job, JobState.FAILED, f"worker {worker.name} was lost ({error}) and {why}")
 
     def _finish(self, job: Job, state: JobState, error: Optional[str] = None) -> None:
         # queue clients are remote (UI, API): they learn file names, never server paths
@@ -218,6 +337,16 @@ class JobQueue:
         finished = sorted((j for j in self._jobs.values() if j.state.finished), key=lambda j: j.finished or 0)
         for j in finished[:-KEEP_FINISHED]:
             self._jobs.pop(j.id, None)
+
+
+def pick_worker(free: list[Worker], model: Optional[str]) -> Worker:
+    """Model affinity first (a free worker with ``model`` on its device, then one with it in its RAM
+    cache), then the least-loaded free worker (fewest jobs done; ties go to the first listed)."""
+    if len(free) > 1 and model:
+        for having in ([w for w in free if w.current_model() == model], [w for w in free if model in w.loaded_models()]):
+            if having:
+                return min(having, key=lambda w: w.jobs_done)
+    return min(free, key=lambda w: w.jobs_done)
 
 
 def _record_progress(job: Job, p: Progress) -> None:

@@ -105,7 +105,13 @@ def create_app(settings: Settings, engine: Optional[Engine] = None, queue: Optio
     """The whole server as one app (tests get one from here, ``serve`` runs one)."""
     engine = engine or Engine(settings)
     admins = tuple(u for u, _ in api_credentials(settings))[:1]  # the first credential is the admin
-    queue = queue or JobQueue(engine, max_queue=settings.queue_size, admins=tuple(f"user:{a}" for a in admins))
+    if queue is None:
+        pool = make_workers(engine, settings)
+        queue = JobQueue(engine, max_queue=settings.queue_size, admins=tuple(f"user:{a}" for a in admins), workers=pool)
+        if any(w.remote for w in pool):
+            from . import cluster
+
+            cluster.watch(queue, engine, settings)  # actors that join the Ray cluster later take jobs too
     app = FastAPI(title="sdui", version=__version__,
                   description="A local Stable Diffusion studio. `/sdapi/v1/*` follows AUTOMATIC1111's API.")
     app.state.engine, app.state.queue, app.state.settings = engine, queue, settings
@@ -148,6 +154,21 @@ def create_app(settings: Settings, engine: Optional[Engine] = None, queue: Optio
 
     add_security(app, settings)
     return app
+
+
+def make_workers(engine: Engine, settings: Settings) -> list:
+    """The queue's workers: Ray actors with ``--ray-address`` (when Ray is installed), else one per
+    local device (``--devices``; by default the engine alone, as a single-device studio always ran)."""
+    from . import workers
+
+    if settings.ray_address:
+        try:
+            from . import cluster
+
+            return cluster.ray_workers(engine, settings)
+        except cluster.RayMissing as e:
+            log.warning("%s; running the embedded worker instead", e)
+    return workers.local_workers(engine, settings)
 
 
 def served_names(settings: Settings) -> list[str]:

@@ -178,4 +178,5 @@ def memory(state: ApiState = Depends(api_state)):
     else:
         out["cuda"] = {"error": f"no CUDA device (running on {engine.device_name})"}
     out["sdui"] = engine.status()
+    out["sdui"]["workers"] = state.queue.worker_status()  # each worker: device, model loaded, job running, memory
     return out

@@ -33,7 +33,21 @@ def status_markdown(ctx: UIContext) -> str:
         lines.append(f"**VRAM:** {s['vram_allocated_bytes'] / gb:.2f} GB allocated, "
                      f"{s['vram_free_bytes'] / gb:.2f} of {s['vram_total_bytes'] / gb:.1f} GB free")
     lines.append(f"**Queue:** {ctx.queue.pending_count} waiting")
+    workers = ctx.queue.worker_status()
+    if len(workers) > 1 or any(w.get("kind") == "ray" for w in workers):
+        lines.append("**Workers:**\n\n" + "\n".join(f"- {worker_line(w)}" for w in workers))
     return "\n\n".join(lines)
+
+
+def worker_line(w: dict) -> str:
+    """One worker as the Models panel lists it: name, device, model loaded, job running, memory."""
+    gb = 1024**3
+    memory = (f"VRAM {(w['vram_total_bytes'] - w['vram_free_bytes']) / gb:.1f} of {w['vram_total_bytes'] / gb:.1f} GB"
+              if "vram_total_bytes" in w else f"RAM {w['ram_rss_bytes'] / gb:.2f} GB" if "ram_rss_bytes" in w else "")
+    job = f"running {w['job']}" if w.get("job") else "idle"
+    where = f" on {w['host']}" if w.get("host") else ""
+    return (f"**{w['name']}**{where} · {w.get('device') or '?'} · model: {w.get('current') or 'none'} · {job} · "
+            f"{w['jobs_done']} done" + (f" · {memory}" if memory else ""))
 
 
 def render(ctx: UIContext) -> SimpleNamespace:
