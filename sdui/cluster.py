@@ -100,18 +100,19 @@ class WorkerActor:
         cancel = threading.Event()
         with self._lock:
             self._cancel[job_id], self._progress[job_id] = cancel, None
+        out: dict[str, Any]
         try:
             result = self.engine.generate(request.replace(save=False), on_progress=lambda p: self._record(job_id, p),
                                           cancel=cancel)
-            return {"state": "done", "result": _pack_result(result), "loaded": self.loaded()}
+            out = {"state": "done", "result": _pack_result(result)}
         except Cancelled as e:
             partial = getattr(e, "partial", None)
-            return {"state": "cancelled", "message": str(e), "result": _pack_result(partial) if partial else None,
-                    "loaded": self.loaded()}
+            out = {"state": "cancelled", "message": str(e), "result": _pack_result(partial) if partial else None}
         except Exception as e:  # noqa: BLE001 - the studio needs the reason, and the actor stays up
             kind = type(e).__name__
-            message = str(e) if isinstance(e, SduiError) else f"{kind}: {e}"
-            return {"state": "error", "kind": kind, "message": message, "loaded": self.loaded()}
+            out = {"state": "error", "kind": kind, "message": str(e) if isinstance(e, SduiError) else f"{kind}: {e}"}
+        try:  # the last progress too: the studio's last poll may have come before it
+            return {**out, "loaded": self.loaded(), "progress": self._progress.get(job_id)}
         finally:
             with self._lock:
                 self._cancel.pop(job_id, None)
@@ -240,6 +241,8 @@ class RayWorker(Worker):
             out = ray.get(ref)
         except lost as e:
             raise WorkerLost(_short(e)) from None
+        if out["progress"] is not None and out["progress"] != seen and on_progress:
+            on_progress(_unpack_progress(out["progress"]))
         self._current, loaded = out["loaded"]
         self._loaded = set(loaded)
         if out["state"] == "done":

@@ -68,11 +68,11 @@ def test_a_remote_job_returns_the_same_pixels_and_is_saved_by_the_studio(studio)
 
 def test_cancel_reaches_the_job_on_a_remote_worker(studio):
     engine, queue, _ = studio
-    job = queue.submit(_req(steps=400), "bob")
+    job = queue.submit(_req(steps=150, batch_count=4), "bob")
     _wait_for_progress(job, 2)
     assert queue.cancel("bob") == 1
     assert job.wait(120), "the remote job did not stop"
-    assert job.state == "cancelled" and job.progress.step < 400
+    assert job.state == "cancelled" and job.progress.image_index == 0
 
 
 def test_a_killed_workers_job_is_finished_by_the_other_with_identical_pixels(studio):
@@ -93,7 +93,7 @@ def test_a_worker_that_joins_later_takes_jobs(studio):
     engine, queue, settings = studio
     started = cluster.top_up(queue, engine, settings)  # --devices cpu,cpu wants two; one was killed above
     assert len(started) == 1 and len(queue.workers) == 2
-    busy = queue.submit(_req(steps=400, seed=1), "dave")
+    busy = queue.submit(_req(steps=150, seed=1, batch_count=4), "dave")
     _wait_for_progress(busy, 1)
     job = queue.submit(_req(steps=2, seed=2), "erin")
     assert job.wait(300) and job.state == "done", job.error
