@@ -48,6 +48,10 @@ class RayMissing(RuntimeError):
     """--ray-address was given but Ray is not installed."""
 
 
+class ClusterError(RuntimeError):
+    """The Ray cluster could not be joined, or gave no worker."""
+
+
 def _ray():
     try:
         import ray
@@ -60,7 +64,11 @@ def connect(address: Optional[str]) -> None:
     """Join the Ray cluster at ``address`` ('auto': the one `ray start` made here), once per process."""
     ray = _ray()
     if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise ClusterError(f"--ray-address {address}: could not join the Ray cluster ({_short(e)}); start one "
+                               "with `ray start --head` on this machine, or give the head's host:port") from None
 
 
 # ---- the actor (runs on a worker machine) -------------------------------------------------------
@@ -388,7 +396,10 @@ def wanted_devices(settings) -> list[str]:
 
 def ray_workers(engine, settings) -> list[Worker]:
     connect(settings.ray_address)
-    return [start_actor(engine, settings, d, next(_counter)) for d in wanted_devices(settings)]
+    try:
+        return [start_actor(engine, settings, d, next(_counter)) for d in wanted_devices(settings)]
+    except Exception as e:  # noqa: BLE001 - one sentence for the owner, not a Ray traceback
+        raise ClusterError(f"--ray-address {settings.ray_address}: could not start a worker ({_short(e)})") from None
 
 
 def top_up(queue, engine, settings) -> list[Worker]:

@@ -19,6 +19,7 @@ Nothing starts at import: ``JobQueue.start()`` starts the workers' threads.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import logging
 import threading
@@ -275,7 +276,7 @@ class JobQueue:
                 job = self._assigned.pop(id(worker))
             lost = False
             try:
-                result = worker.generate(job.request, on_progress=lambda p, j=job: _record_progress(j, p),
+                result = worker.generate(job.request, on_progress=functools.partial(_record_progress, job),
                                          cancel=job.cancel_event)
                 result.warnings[:0] = job.notes
                 job.result = result

@@ -248,7 +248,13 @@ def serve(settings: Settings) -> int:
         print(f"sdui: error: {e}", file=sys.stderr)
         return 2
     host = "0.0.0.0" if settings.listen else "127.0.0.1"
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except (ValueError, RuntimeError) as e:  # a bad --devices, a Ray cluster that is not there
+        if type(e).__name__ not in ("ValueError", "ClusterError"):
+            raise
+        print(f"sdui: error: {e}", file=sys.stderr)
+        return 2
     print(f"sdui {__version__}: open http://127.0.0.1:{settings.port}/ in your browser")
     if settings.listen:
         for addr in lan_addresses():

@@ -107,6 +107,20 @@ def parse_devices(text: Optional[str]) -> list[str]:
     return out
 
 
+def check_local(devices: list[str]) -> None:
+    """Every ``--devices`` entry exists on this machine (a ValueError naming the one that does not)."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for d in devices:
+        dev = torch.device(d)
+        if dev.type == "cuda" and (dev.index or 0) >= count:
+            raise ValueError(f"--devices: {d} is not on this machine (it has {count} CUDA device(s): "
+                             f"{', '.join(f'cuda:{i}' for i in range(count)) or 'none'})")
+        if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ValueError(f"--devices: {d}: MPS is not available on this machine")
+
+
 def default_devices() -> list[str]:
     """Without ``--devices``: every CUDA device when there are several, else nothing (one worker: the
     engine's own device). CPU-only machines keep one worker: two on the same cores only slow each other."""
@@ -116,10 +130,10 @@ def default_devices() -> list[str]:
     return [f"cuda:{i}" for i in range(n)] if n > 1 else []
 
 
-def _same_device(a, b: str) -> bool:
+def _same_device(first, second: str) -> bool:
     import torch
 
-    a, b = torch.device(str(a)), torch.device(b)
+    a, b = torch.device(str(first)), torch.device(second)
     if a.type != b.type:
         return False
     if a.type == "cuda":
@@ -134,6 +148,7 @@ def local_workers(engine: "Engine", settings: "Settings") -> list[Worker]:
     get their own Engine (own model manager, same models and outputs folders, same hash cache), and
     the RAM cache budget is shared out among them."""
     devices = parse_devices(settings.devices) if settings.devices else default_devices()
+    check_local(devices)
     if len(devices) <= 1 and (not devices or _same_device(engine.device_name, devices[0])):
         return [EngineWorker(engine)]
     workers: list[Worker] = []

@@ -166,3 +166,26 @@ def test_a_worker_added_later_takes_waiting_jobs(make_engine):
     finally:
         release.set()
         queue.stop()
+
+
+def test_serve_refuses_a_device_this_machine_lacks_in_one_sentence(models_root, tmp_path, capsys):
+    """This machine has no GPU: a cuda device in --devices is an error at start, not at the first job."""
+    from sdui import server
+
+    code = server.main(["--models-dir", str(models_root), "--outputs-dir", str(tmp_path), "--devices", "cpu,cuda:3"])
+    assert code == 2
+    assert "--devices: cuda:3 is not on this machine" in capsys.readouterr().err
+
+
+def test_ray_address_without_ray_runs_the_embedded_worker(make_engine, monkeypatch, caplog):
+    """Ray missing is simulated (it may be installed here): the studio warns and runs as without the flag."""
+    from sdui import cluster, server
+
+    def missing():
+        raise cluster.RayMissing("--ray-address needs Ray: pip install 'sdui[cluster]'")
+
+    monkeypatch.setattr(cluster, "_ray", missing)
+    engine = make_engine(ray_address="auto")
+    (worker,) = server.make_workers(engine, engine.settings)
+    assert isinstance(worker, EngineWorker) and worker.engine is engine
+    assert "needs Ray" in caplog.text
