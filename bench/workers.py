@@ -33,31 +33,52 @@ def tiny_models() -> Path:
     return root
 
 
-def run_queue(workers, engine, n_jobs: int, steps: int) -> dict:
-    from sdui.jobs import JobQueue
-    from sdui.types import GenerationRequest
+class Setup:
+    """A started queue on a set of workers, warmed up: every worker has loaded the model."""
 
-    queue = JobQueue(engine, workers=workers, max_queue=n_jobs + 1).start()
-    try:
-        warm = [queue.submit(GenerationRequest(prompt="warm", model="tiny", steps=1, width=64, height=64, seed=i), f"w{i}")
-                for i in range(len(workers))]  # every worker loads the model before the clock starts
+    def __init__(self, kind: str, workers, engine, max_queue: int):
+        from sdui.jobs import JobQueue
+        from sdui.types import GenerationRequest
+
+        self.kind, self.n = kind, len(workers)
+        self.queue = JobQueue(engine, workers=workers, max_queue=max_queue).start()
+        warm = [self.queue.submit(GenerationRequest(prompt="warm", model="tiny", steps=1, width=64, height=64, seed=i),
+                                  f"w{i}") for i in range(len(workers))]
         for j in warm:
             j.wait(600)
+
+    def measure(self, n_jobs: int, steps: int) -> dict:
+        from sdui.types import GenerationRequest
+
         t0 = time.perf_counter()
-        jobs = [queue.submit(GenerationRequest(prompt="a cat", model="tiny", steps=steps, width=64, height=64, seed=i),
-                             f"user{i}") for i in range(n_jobs)]
+        jobs = [self.queue.submit(GenerationRequest(prompt="a cat", model="tiny", steps=steps, width=64, height=64,
+                                                    seed=i), f"user{i}") for i in range(n_jobs)]
         for j in jobs:
             j.wait(600)
         wall = time.perf_counter() - t0
         failed = [j.error for j in jobs if j.state != "done"]
         if failed:
             raise RuntimeError(f"jobs failed: {failed[:3]}")
-        per_job = sum((j.finished or 0) - (j.started or 0) for j in jobs) / n_jobs
-        return {"workers": len(workers), "jobs": n_jobs, "wall_s": round(wall, 3),
-                "jobs_per_min": round(60 * n_jobs / wall, 1), "per_job_s": round(per_job, 3),
+        return {"wall_s": wall, "per_job_s": sum((j.finished or 0) - (j.started or 0) for j in jobs) / n_jobs,
                 "by_worker": sorted({j.worker for j in jobs})}
-    finally:
-        queue.stop()
+
+
+def measure_interleaved(setups: list, n_jobs: int, steps: int, rounds: int) -> list[dict]:
+    """Each setup ``rounds`` times, in turn (this VM's speed drifts between minutes); the median run."""
+    runs: dict[int, list[dict]] = {i: [] for i in range(len(setups))}
+    for _ in range(rounds):
+        for i, setup in enumerate(setups):
+            runs[i].append(setup.measure(n_jobs, steps))
+    rows = []
+    for i, setup in enumerate(setups):
+        best = sorted(runs[i], key=lambda r: r["wall_s"])[len(runs[i]) // 2]
+        rows.append({"kind": setup.kind, "workers": setup.n, "jobs": n_jobs, "wall_s": round(best["wall_s"], 3),
+                     "jobs_per_min": round(60 * n_jobs / best["wall_s"], 1), "per_job_s": round(best["per_job_s"], 3),
+                     "all_wall_s": [round(r["wall_s"], 3) for r in runs[i]], "by_worker": best["by_worker"]})
+        print(rows[-1], flush=True)
+    for setup in setups:
+        setup.queue.stop()
+    return rows
 
 
 def main(argv=None) -> int:
@@ -67,6 +88,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.workers", description=__doc__)
     parser.add_argument("--jobs", type=int, default=8, help="Jobs per measurement. Default: 8.")
     parser.add_argument("--steps", type=int, default=2, help="Sampling steps per job. Default: 2.")
+    parser.add_argument("--rounds", type=int, default=3, help="Runs of each setup, interleaved; the median is kept. "
+                        "Default: 3.")
     parser.add_argument("--ray", action="store_true", help="Also measure 1 and 2 Ray CPU actors (needs ray).")
     args = parser.parse_args(argv)
 
@@ -80,12 +103,12 @@ def main(argv=None) -> int:
 
     models = tiny_models()
     outputs = tempfile.mkdtemp(prefix="sdui-bench-out-")
-    rows = []
+    setups = []
     for devices in ("cpu", "cpu,cpu"):
         settings = Settings(models_dir=str(models), outputs_dir=outputs, use_cpu="all", devices=devices, no_watermark=True)
         engine = Engine(settings)
-        rows.append({"kind": "local", **run_queue(local_workers(engine, settings), engine, args.jobs, args.steps)})
-        print(rows[-1], flush=True)
+        setups.append(Setup("local", local_workers(engine, settings), engine, args.jobs + 1))
+    rows = measure_interleaved(setups, args.jobs, args.steps, args.rounds)
     if args.ray:
         import ray
 
@@ -93,12 +116,13 @@ def main(argv=None) -> int:
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
+            setups = []
             for n in (1, 2):
                 settings = Settings(models_dir=str(models), outputs_dir=outputs, use_cpu="all", no_watermark=True)
                 engine = Engine(settings)
-                workers = [cluster.start_actor(engine, settings, "cpu", i, num_cpus=1) for i in range(n)]
-                rows.append({"kind": "ray", **run_queue(workers, engine, args.jobs, args.steps)})
-                print(rows[-1], flush=True)
+                workers = [cluster.start_actor(engine, settings, "cpu", 10 * n + i, num_cpus=0.5) for i in range(n)]
+                setups.append(Setup("ray", workers, engine, args.jobs + 1))
+            rows += measure_interleaved(setups, args.jobs, args.steps, args.rounds)
         finally:
             ray.shutdown()
     base = {r["kind"]: r["jobs_per_min"] for r in rows if r["workers"] == 1}
@@ -107,11 +131,12 @@ def main(argv=None) -> int:
         print(f"| {r['workers']} | {r['kind']} | {r['jobs_per_min']} | {r['jobs_per_min'] / base[r['kind']]:.2f} | "
               f"{r['per_job_s']} |")
     print(f"\nmachine: {machine_info()}; torch threads {torch.get_num_threads()}; {args.jobs} jobs of 64x64, "
-          f"{args.steps} steps")
+          f"{args.steps} steps, median of {args.rounds} interleaved runs")
     print("GPU estimate (not measured): N GPU workers ~ N x one GPU's jobs/min while >= N jobs wait; "
           "e.g. SD 1.5 512x512 20 steps at ~2 s/job on one card -> ~30 jobs/min, two cards ~55-60 jobs/min.")
     out = Path(__file__).resolve().parent / "results" / "workers.json"
-    out.write_text(json.dumps({"machine": machine_info(), "jobs": args.jobs, "steps": args.steps, "rows": rows}, indent=1))
+    out.write_text(json.dumps({"machine": machine_info(), "jobs": args.jobs, "steps": args.steps, "rounds": args.rounds,
+                               "rows": rows}, indent=1))
     print(f"wrote {out}")
     return 0
 
