@@ -89,6 +89,7 @@ class WorkerActor:
         self._progress: dict[str, Any] = {}
         self._cancel: dict[str, threading.Event] = {}
         self._parts: dict[str, Path] = {}
+        self._early: set[str] = set()  # jobs cancelled before their generate call started here
 
     def info(self) -> dict:
         import socket
@@ -108,6 +109,9 @@ class WorkerActor:
         cancel = threading.Event()
         with self._lock:
             self._cancel[job_id], self._progress[job_id] = cancel, None
+            if job_id in self._early:  # the studio's cancel came before this call ran
+                self._early.discard(job_id)
+                cancel.set()
         out: dict[str, Any]
         try:
             result = self.engine.generate(request.replace(save=False), on_progress=lambda p: self._record(job_id, p),
@@ -141,6 +145,8 @@ class WorkerActor:
     def cancel(self, job_id: str) -> bool:
         with self._lock:
             event = self._cancel.get(job_id)
+            if event is None:
+                self._early.add(job_id)
         if event is not None:
             event.set()
         return event is not None

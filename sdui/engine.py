@@ -41,6 +41,7 @@ class Engine:
         self.manager = manager or ModelManager(self.settings)
         self.limits = Limits(max_size=self.settings.max_size)
         outputs.clean_stale_temporaries(self.settings.outputs_dir)  # debris of a killed earlier run
+        self._siblings: list[Engine] = []  # the other devices' engines (for_device), refreshed and unloaded with this one
 
     # ---- what the front ends may ask: the only door to the model manager ----------------------
     def checkpoints(self) -> list[registry.ModelEntry]:
@@ -66,6 +67,8 @@ class Engine:
     def refresh(self) -> None:
         """Look at the models folders again."""
         self.manager.refresh()
+        for other in self._siblings:
+            other.refresh()
 
     def vae_choices(self) -> list[str]:
         """A1111's "SD VAE" choices: Automatic, None, then the VAE files (``--vae-path`` included)."""
@@ -104,6 +107,8 @@ class Engine:
         """Free every loaded checkpoint (A1111's unload-checkpoint); waits for a running job, and the
         next job loads its model again."""
         self.manager.release_all()
+        for other in self._siblings:
+            other.unload_checkpoints()
 
     def reload_checkpoint(self, name: Optional[str] = None) -> str:
         """Load ``name`` (a listed checkpoint; None: the loaded one, else the server's default) now, so
@@ -180,7 +185,9 @@ class Engine:
         """An Engine like this one on ``device``: its own model manager and memory ladder, the same
         models, outputs folder and hash cache."""
         settings = self.settings.replace(device=device, use_cpu="all" if device == "cpu" else None, devices=None)
-        return Engine(settings, ModelManager(settings, hash_cache=self.manager.hashes))
+        other = Engine(settings, ModelManager(settings, hash_cache=self.manager.hashes))
+        self._siblings.append(other)
+        return other
 
     def current_model_name(self) -> Optional[str]:
         """The checkpoint on the device now (no lock: the queue asks while it dispatches)."""

@@ -120,3 +120,11 @@ def test_a_worker_without_the_file_receives_it_verified_by_sha256(studio, tmp_pa
         assert not list(empty.rglob("*.part"))
     finally:
         queue.stop()
+
+
+def test_a_cancel_that_arrives_before_the_actor_starts_the_job_still_stops_it(studio):
+    engine, queue, _ = studio
+    actor = queue.workers[0].actor
+    assert ray.get(actor.cancel.remote("early-job")) is False  # nothing running under that id yet
+    out = ray.get(actor.generate.remote("early-job", engine.prepare(_req(steps=150))))
+    assert out["state"] == "cancelled" and "before start" in out["message"]

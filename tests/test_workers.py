@@ -95,6 +95,30 @@ def test_the_models_panel_lists_each_worker(pool):
     assert "**Workers:**" in text and "**1:cpu** · cpu · model: other · idle" in text
 
 
+def test_the_api_lists_workers_and_unload_reaches_every_device(models_root, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from sdui.config import Settings
+    from sdui.server import create_app
+
+    app = create_app(Settings(models_dir=str(models_root), outputs_dir=str(tmp_path), api=True, use_cpu="all",
+                              devices="cpu,cpu"), with_ui=False)
+    queue = app.state.queue
+    try:
+        client = TestClient(app, base_url="http://127.0.0.1:7860")
+        r = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 2, "width": 64, "height": 64})
+        assert r.status_code == 200, r.text
+        workers = client.get("/sdapi/v1/memory").json()["sdui"]["workers"]
+        assert [w["name"] for w in workers] == ["0:cpu", "1:cpu"] and sum(w["jobs_done"] for w in workers) == 1
+        assert any(w["current"] for w in workers)
+        queue.workers[1].engine.reload_checkpoint("other")
+        assert all(w.loaded_models() for w in queue.workers)
+        assert client.post("/sdapi/v1/unload-checkpoint").status_code == 200
+        assert all(not w.loaded_models() for w in queue.workers)  # the second device's engine let go too
+    finally:
+        queue.stop()
+
+
 class _Fake(Worker):
     """Simulated worker (a dying process needs Ray, see test_ray_workers): answers from ``behaviour``."""
 
