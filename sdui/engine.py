@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from . import __version__, prompt_schedule, prompts, samplers
-from .fields import LATENT_UPSCALE_MODES, MASK_MODES
+from .fields import INPAINT_AREAS, LATENT_UPSCALE_MODES, MASK_MODES
 from .images import infotext, outputs, watermark
 from .config import Settings
 from .models import detect, devices, download, registry
@@ -453,6 +453,9 @@ class Engine:
             # A1111 writes the mask mode only when it is the inverted one
             "Mask mode": req.inpainting_mask_invert if req.mode == "inpaint" and req.inpainting_mask_invert != MASK_MODES[0]
             else None,
+            # A1111 writes these two only for "Only masked"
+            **({"Inpaint area": req.inpaint_full_res, "Masked area padding": req.inpaint_full_res_padding}
+               if req.mode == "inpaint" and req.inpaint_full_res == INPAINT_AREAS[1] else {}),
             **(hires.infotext(req) if hires_fix else {}),  # A1111's extra_generation_params order
             "Lora hashes": self.manager.loras.hashes(req.prompt, model_name),  # A1111: "name: 0123456789ab, ..."
             # A1111: "name: 0123456789ab, ..." for the embeddings the prompt, then the negative prompt, used

@@ -17,6 +17,7 @@ from typing import Any, Optional, Union
 MASKED_CONTENT = ("original", "fill", "latent noise", "latent nothing")
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill")
 MASK_MODES = ("Inpaint masked", "Inpaint not masked")  # A1111's "Mask mode"; API inpainting_mask_invert 0/1
+INPAINT_AREAS = ("Whole picture", "Only masked")  # A1111's "Inpaint area"; API inpaint_full_res false/true
 # Hires. fix: A1111's shared.latent_upscale_modes (name -> torch interpolate mode, antialias), in its order;
 # "Latent" is its latent_upscale_default_mode. The pixel upscalers (None, Lanczos, Nearest, ESRGAN) follow.
 LATENT_UPSCALE_MODES = {
@@ -117,6 +118,16 @@ FIELDS: tuple[Field, ...] = (
     Field("inpainting_mask_invert", str, MASK_MODES[0], choices=MASK_MODES, label="Mask mode", infotext="Mask mode",
           api="inpainting_mask_invert", api_default=0, cli=("--mask-mode",), modes=("inpaint",),
           help="Which part is redrawn: the painted (white) part, or everything else."),
+    # A1111's UI starts at "Whole picture" with 32 px padding; its API (StableDiffusionProcessingImg2Img) defaults
+    # to inpaint_full_res=True with 0 px padding. Each front end gets A1111's own default (README, "Inpaint area").
+    Field("inpaint_full_res", str, INPAINT_AREAS[0], choices=INPAINT_AREAS, label="Inpaint area", infotext="Inpaint area",
+          api="inpaint_full_res", api_default=True, cli=("--inpaint-area",), modes=("inpaint",),
+          help="Whole picture: inpaint the image at width x height. Only masked: inpaint the masked part plus the "
+               "padding at width x height, then paste it back into the image at its own size."),
+    Field("inpaint_full_res_padding", int, 32, 0, 256, step=4, label="Only masked padding, pixels",
+          infotext="Masked area padding", api="inpaint_full_res_padding", api_default=0,
+          cli=("--masked-area-padding",), modes=("inpaint",),
+          help="Only masked: pixels of context around the masked part that are inpainted with it."),
     # Hires. fix (txt2img): A1111's StableDiffusionProcessingTxt2Img fields, its UI's labels and ranges
     Field("enable_hr", bool, False, label="Hires. fix", api="enable_hr", modes=_T2I,
           help="Make the image at width x height, upscale it, then redraw it at the larger size (img2img) with "

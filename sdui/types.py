@@ -217,6 +217,8 @@ class GenerationRequest:
     mask_blur: int = _d("mask_blur")
     inpainting_fill: str = _d("inpainting_fill")  # A1111 "Masked content"
     inpainting_mask_invert: str = _d("inpainting_mask_invert")  # A1111 "Mask mode"
+    inpaint_full_res: str = _d("inpaint_full_res")  # A1111 "Inpaint area": Whole picture / Only masked
+    inpaint_full_res_padding: int = _d("inpaint_full_res_padding")  # A1111 "Only masked padding, pixels"
     # upscale
     upscaler: str = _d("upscaler")
     upscale_factor: float = _d("upscale_factor")

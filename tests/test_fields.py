@@ -74,7 +74,8 @@ def ui_components(models_root, tmp_path_factory):
 
 UI_SLIDERS = [(prefix, name) for prefix in ("txt2img", "img2img")
               for name in ("steps", "width", "height", "batch_count", "batch_size", "cfg_scale", "clip_skip")]
-UI_SLIDERS += [("img2img", "denoising_strength"), ("img2img", "mask_blur"), ("upscale", "noise_level"),
+UI_SLIDERS += [("img2img", "denoising_strength"), ("img2img", "mask_blur"), ("img2img", "inpaint_full_res_padding"),
+               ("upscale", "noise_level"),
                ("upscale", "steps")]
 
 
@@ -94,7 +95,7 @@ def test_ui_upscale_factor_and_radios_follow_the_table(ui_components):
     f = fields.BY_NAME["upscale_factor"]
     assert (factor.minimum, factor.maximum, factor.value) == (f.minimum, f.maximum, f.default)
     for elem, name in (("img2img_resize_mode", "resize_mode"), ("img2img_inpainting_fill", "inpainting_fill"),
-                       ("img2img_mask_mode", "inpainting_mask_invert")):
+                       ("img2img_mask_mode", "inpainting_mask_invert"), ("img2img_inpaint_full_res", "inpaint_full_res")):
         radio = components[elem]
         assert [c[0] if isinstance(c, tuple) else c for c in radio.choices] == list(fields.BY_NAME[name].choices)
         assert radio.value == fields.default(name)
@@ -166,6 +167,7 @@ def test_the_engine_writes_infotext_keys_the_table_knows(make_engine):
     engine = make_engine()
     req = GenerationRequest(mode="inpaint", steps=9, cfg_scale=4.5, seed=3, denoising_strength=0.5, mask_blur=7,
                             inpainting_fill="fill", inpainting_mask_invert="Inpaint not masked", clip_skip=2,
+                            inpaint_full_res="Only masked", inpaint_full_res_padding=48,
                             init_image=Image.new("RGB", (64, 64)), mask=Image.new("L", (64, 64)))
     written = engine.infotext_params(req, 3, "m", "", 64, 64)
     for f in fields.FIELDS:

@@ -9,7 +9,7 @@ import time
 from typing import Any, Optional
 
 from .. import __version__, fields, samplers
-from ..fields import MASK_MODES, MASKED_CONTENT, RESIZE_MODES
+from ..fields import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES
 from ..images import infotext, uploads
 from ..jobs import Job
 from ..types import GenerationRequest, InvalidRequest, SduiError
@@ -78,6 +78,8 @@ def to_generation_request(req: schemas.Txt2ImgRequest, mode: str, model: Optiona
             if req.inpainting_mask_invert not in (0, 1):
                 raise InvalidRequest("inpainting_mask_invert", req.inpainting_mask_invert, "0 (inpaint masked) or 1 (not masked)")
             kw["inpainting_mask_invert"] = MASK_MODES[req.inpainting_mask_invert]
+            kw["inpaint_full_res"] = INPAINT_AREAS[int(bool(req.inpaint_full_res))]  # A1111's API default: True
+            kw["inpaint_full_res_padding"] = req.inpaint_full_res_padding
     return GenerationRequest(**kw)
 
 
