@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from . import __version__, prompt_schedule, prompts, samplers
-from .fields import INPAINT_AREAS, LATENT_UPSCALE_MODES, MASK_MODES
+from .fields import INPAINT_AREAS, LATENT_UPSCALE_MODES, MASK_MODES, UPSCALE_MODES
 from .images import infotext, outputs, watermark
 from .config import Settings
 from .models import detect, devices, download, registry
@@ -388,45 +388,72 @@ class Engine:
             req.hr_scheduler = schedule if schedule != req.scheduler else ""
 
     def _upscale(self, req: GenerationRequest, on_progress, cancel) -> GenerationResult:
+        """A1111's extras upscale: ``upscaler`` by the factor (or to cover Width x Height), blended with
+        ``upscaler_2`` at its visibility, then (Scale to, Crop to fit) the centre cropped to Width x Height."""
         result = GenerationResult(images=[], request=req)
-        job = Job(request=req, seeds=[req.seed], device=self.manager.device, on_progress=on_progress, cancel=cancel)
-        name = req.upscaler
+        second = req.upscaler_2 not in ("", hires.NONE) and req.upscaler_2_visibility > 0
+        if req.upscaler_2 not in ("", hires.NONE) and req.upscaler_2 not in self.upscaler_names():
+            raise InvalidRequest("upscaler_2", req.upscaler_2, f"None or one of {', '.join(self.upscaler_names())}")
+        factor = upscale.factor_of(req)
+        job = Job(request=req.replace(upscale_factor=factor), seeds=[req.seed], device=self.manager.device,
+                  on_progress=on_progress, cancel=cancel)
         arch = Architecture.SD1
         try:
-            if name in (upscale.LANCZOS, upscale.NEAREST):
-                out = upscale.run_simple(job, name)
-            elif name == upscale.SD_X4 or name in {e.name for e in self._x4_models()}:
-                models = self._x4_models()
-                if not models:
-                    raise InvalidRequest("upscaler", name, f"one of {', '.join(self.upscaler_names())} "
-                                                           "(no SD x4 upscaler checkpoint found)")
-                target = name if name != upscale.SD_X4 else models[0].name
-                with self.manager.lock:
-                    (out, level) = self.manager.run(lambda pipe, loaded: upscale.run_sd_x4(pipe, job),
-                                                    size=("x4",) + req.init_image.size, model=target)
-                result.memory_level = level
-                result.model_name = target
-                arch = detect.X4_UPSCALER
-            else:
-                entries = {e.name: e for e in self.models(ModelKind.UPSCALER)}
-                if name not in entries:
-                    raise InvalidRequest("upscaler", name, f"one of {', '.join(self.upscaler_names())}")
-                problem = entries[name].error
-                if problem:
-                    raise InvalidRequest("upscaler", name, problem)
-                out, result.memory_level = self.manager.run_upscaler(
-                    name, lambda model, device: upscale.run_esrgan(model, job, device))
+            out, arch = self._upscale_with(req.upscaler, "upscaler", job, result)
+            if second:
+                job.request = job.request.replace(upscaler=req.upscaler_2)
+                out2, arch2 = self._upscale_with(req.upscaler_2, "upscaler_2", job, result)
+                out = [upscale.blend(a, b, req.upscaler_2_visibility) for a, b in zip(out, out2, strict=True)]
+                arch = arch if arch == detect.X4_UPSCALER else arch2
         except Cancelled:
             raise _cancelled(result) from None
+        out = [upscale.crop_to_fit(img, req) for img in out]
         for img in out:
             result.images.append(self._finish(img, req, None, result.model_name, "", arch, result.memory_level))
         return result
+
+    def _upscale_with(self, name: str, field_name: str, job: Job, result: GenerationResult):
+        """``job``'s image through the upscaler ``name`` (at ``job.request.upscale_factor``):
+        ``(images, architecture)``; the memory level and an SD x4 model's name go into ``result``."""
+        req = job.request
+        arch = Architecture.SD1
+        if name in (upscale.LANCZOS, upscale.NEAREST):
+            return upscale.run_simple(job, name), arch
+        if name == upscale.SD_X4 or name in {e.name for e in self._x4_models()}:
+            models = self._x4_models()
+            if not models:
+                raise InvalidRequest(field_name, name, f"one of {', '.join(self.upscaler_names())} "
+                                                       "(no SD x4 upscaler checkpoint found)")
+            target = name if name != upscale.SD_X4 else models[0].name
+            with self.manager.lock:
+                (out, level) = self.manager.run(lambda pipe, loaded: upscale.run_sd_x4(pipe, job),
+                                                size=("x4",) + req.init_image.size, model=target)
+            result.memory_level = max(result.memory_level, level)
+            result.model_name = target
+            return out, detect.X4_UPSCALER
+        entries = {e.name: e for e in self.models(ModelKind.UPSCALER)}
+        if name not in entries:
+            raise InvalidRequest(field_name, name, f"one of {', '.join(self.upscaler_names())}")
+        problem = entries[name].error
+        if problem:
+            raise InvalidRequest(field_name, name, problem)
+        out, level = self.manager.run_upscaler(name, lambda model, device: upscale.run_esrgan(model, job, device))
+        result.memory_level = max(result.memory_level, level)
+        return out, arch
 
     # ---- outputs ------------------------------------------------------------------------------
     def infotext_params(self, req: GenerationRequest, seed, model_name: str, model_hash: str, width: int,
                         height: int, vae: Optional[registry.ModelEntry] = None) -> dict:
         if req.mode == "upscale":
-            p = {"Postprocess upscale by": req.upscale_factor, "Postprocess upscaler": req.upscaler}
+            # A1111's keys (scripts/postprocessing_upscale.py), in its order
+            if req.upscale_mode == UPSCALE_MODES[1]:
+                to = f"{req.upscale_to_width}x{req.upscale_to_height}"
+                p = {"Postprocess upscale to": to, "Postprocess crop to": to if req.upscale_crop else None}
+            else:
+                p = {"Postprocess upscale by": req.upscale_factor}
+            p["Postprocess upscaler"] = req.upscaler
+            if req.upscaler_2 not in ("", hires.NONE) and req.upscaler_2_visibility > 0:
+                p["Postprocess upscaler 2"] = req.upscaler_2
             if req.upscaler == upscale.SD_X4 or model_name:
                 p.update({"Steps": req.steps, "Sampler": req.sampler, "CFG scale": req.cfg_scale, "Seed": seed,
                           "Noise level": req.noise_level, "Model": model_name or None})

@@ -223,6 +223,12 @@ class GenerationRequest:
     upscaler: str = _d("upscaler")
     upscale_factor: float = _d("upscale_factor")
     noise_level: int = _d("noise_level")
+    upscale_mode: str = _d("upscale_mode")  # A1111 extras: "Scale by" / "Scale to"
+    upscale_to_width: int = _d("upscale_to_width")
+    upscale_to_height: int = _d("upscale_to_height")
+    upscale_crop: bool = _d("upscale_crop")  # A1111 "Crop to fit"
+    upscaler_2: str = _d("upscaler_2")  # "None" = off
+    upscaler_2_visibility: float = _d("upscaler_2_visibility")
     # txt2img: Hires. fix (A1111's enable_hr and hr_* fields)
     enable_hr: bool = _d("enable_hr")
     hr_upscaler: str = _d("hr_upscaler")
