@@ -271,7 +271,8 @@ class Engine:
                     raise _cancelled(result)
                 seeds = [req.seed + n * req.batch_size + i for i in range(req.batch_size)]
 
-                def run_batch(pipe, loaded, seeds=seeds, n=n, req=req, task=task):  # Hires. fix: another req, task
+                # Hires. fix: the second pass runs this with its own req and task, and first_pass=the first's req
+                def run_batch(pipe, loaded, seeds=seeds, n=n, req=req, task=task, first_pass=None):
                     job = Job(request=req, seeds=seeds, device=loaded.execution_device, on_progress=on_progress,
                               cancel=cancel, image_index=n * req.batch_size, image_total=total)
                     noise_seed = seeds[0] if len(seeds) == 1 else list(seeds)
@@ -292,9 +293,12 @@ class Engine:
                             job.warnings.append("Clip skip does not apply to SD 2.x models (as in A1111); ignored")
                         # A1111's prompt editing [from:to:when] and alternation [a|b]: each text encoded once;
                         # the StepTracker swaps the embeddings at the steps job.cond_schedule says
+                        span, hires_span = prompt_schedule.total_steps(req.sampler, req.steps), None
+                        if first_pass is not None:  # A1111's hires timeline: on from the first pass's steps
+                            span, hires_span = prompt_schedule.total_steps(first_pass.sampler, first_pass.steps), span
                         cond = prompt_schedule.encode_schedule(
                             lambda p, n: prompts.encode(pipe, p, n, job.device, clip_skip), prompt, negative_prompt,
-                            prompt_schedule.total_steps(req.sampler, req.steps))
+                            span, hires_span)
                         job.prompt_embeds, job.negative_prompt_embeds = cond.prompt_embeds, cond.negative_prompt_embeds
                         job.cond_schedule = cond.schedule
                         job.warnings.extend(cond.warnings)
@@ -350,7 +354,7 @@ class Engine:
             second = hires.second_pass_request(req, start)
             is_xl = isinstance(loaded.pipe, diffusers.StableDiffusionXLPipeline)
             cls = getattr(diffusers, _CLASSES["img2img"][1 if is_xl else 0])
-            return self.manager.run(lambda pipe, model: run_batch(pipe, model, req=second, task=hires),
+            return self.manager.run(lambda pipe, model: run_batch(pipe, model, req=second, task=hires, first_pass=req),
                                     size=(target.width, target.height), pipeline_cls=cls, model=loaded.name)
         except Cancelled as stop:
             if not getattr(stop, "partial_images", None):
