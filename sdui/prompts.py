@@ -188,7 +188,9 @@ def encode(pipe, prompt: str, negative_prompt: str, device, clip_skip: int = 1) 
 
 
 def token_count(tokenizer, text: str) -> int:
-    """Tokens in the prompt (what the UI shows as 'n/75')."""
+    """Tokens in the prompt (what the UI shows as 'n/75'), without its ``<lora:...>`` (and any other
+    extra-network) tags, which never reach the encoder (A1111's token counter strips them too)."""
+    text = EXTRA_NETWORK_TAG.sub("", text)
     return sum(len(ids) for ids in tokenizer([t for t, w in parse_attention(text) if w != -1],
                                              add_special_tokens=False)["input_ids"])
 
