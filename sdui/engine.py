@@ -133,6 +133,18 @@ class Engine:
         ``metadata`` (the safetensors header's ``__metadata__``)."""
         return self.manager.loras.listing()
 
+    def lora_names(self, model: Optional[str] = None) -> list[str]:
+        """The names of the LoRAs that fit the checkpoint ``model`` (a listed name; None or unknown: the
+        server's default), for a picker that inserts ``<lora:name:1>`` into the prompt."""
+        entry = None
+        if model:
+            try:
+                entry = self.manager.find(model)
+            except UnknownModelError:
+                entry = None
+        entry = entry or self.manager.default_checkpoint()
+        return self.manager.loras.names_for(entry.architecture if entry else None)
+
     def embedding_listing(self, model: Optional[str] = None) -> dict:
         """The files in the embeddings folder as A1111's ``/sdapi/v1/embeddings`` lists them for the
         checkpoint ``model`` (a listed name; None: the loaded one, else the server's default):

@@ -15,6 +15,7 @@ from PIL import Image
 
 from ...types import InvalidRequest
 from ..controls import UIContext, coerce, radio, render_controls, render_outputs, slider
+from .. import lora_picker
 from .generate import wire_generation
 
 MODES = ("img2img (sketch or photo)", "Inpaint (paint the mask)")
@@ -39,6 +40,7 @@ def render(ctx: UIContext) -> SimpleNamespace:
                 inpaint_area = radio("inpaint_full_res", "img2img_inpaint_full_res")
                 padding = slider("inpaint_full_res_padding", ctx.engine.limits, "img2img_inpaint_full_res_padding")
             controls = render_controls("img2img", ctx.engine.limits)
+            lora_picker.add(ctx, "img2img", controls.prompt)
         with gr.Column(scale=1):
             outputs = render_outputs("img2img")
     return SimpleNamespace(mode=mode, editor=editor, strength=strength, resize_mode=resize_mode, mask_blur=mask_blur,
