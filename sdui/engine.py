@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from . import __version__, prompt_schedule, prompts, samplers
 from .fields import INPAINT_AREAS, LATENT_UPSCALE_MODES, MASK_MODES, UPSCALE_MODES
@@ -462,6 +462,7 @@ class Engine:
                         height: int, vae: Optional[registry.ModelEntry] = None) -> dict:
         if req.mode == "upscale":
             # A1111's keys (scripts/postprocessing_upscale.py), in its order
+            p: dict[str, Any]
             if req.upscale_mode == UPSCALE_MODES[1]:
                 to = f"{req.upscale_to_width}x{req.upscale_to_height}"
                 p = {"Postprocess upscale to": to, "Postprocess crop to": to if req.upscale_crop else None}
