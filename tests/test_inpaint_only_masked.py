@@ -123,3 +123,26 @@ def test_the_api_follows_a1111s_default_only_masked_and_reports_nothing_ignored(
         assert bad.status_code == 422 and "inpaint_full_res_padding" in bad.text and "0 to 256" in bad.text
     finally:
         app.state.queue.stop()
+
+
+def test_an_a1111_infotext_sets_the_inpaint_area_and_mask_mode_by_name(models_root, tmp_path):
+    """A1111 1.7+'s ``infotext`` field fills what the request leaves out; its inpaint keys are names
+    ("Only masked", "Inpaint not masked"), not the API's 0/1."""
+    def b64(img):
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return base64.b64encode(buf.getvalue()).decode()
+
+    app = create_app(Settings(models_dir=str(models_root), outputs_dir=str(tmp_path), api=True), with_ui=False)
+    try:
+        c = TestClient(app, base_url="http://127.0.0.1:7860")
+        text = ("x\nSteps: 2, Sampler: Euler, CFG scale: 7, Seed: 4, Size: 64x64, Denoising strength: 0.9, Mask blur: 0, "
+                "Mask mode: Inpaint not masked, Inpaint area: Only masked, Masked area padding: 8")
+        body = {"init_images": [b64(_init(W, H))], "mask": b64(_mask(W, H, BOX)), "infotext": text}
+        r = c.post("/sdapi/v1/img2img", json=body)
+        assert r.status_code == 200, r.text
+        written = json.loads(r.json()["info"])["infotexts"][0]
+        for key in ("Mask mode: Inpaint not masked", "Inpaint area: Only masked", "Masked area padding: 8"):
+            assert key in written, key
+    finally:
+        app.state.queue.stop()
