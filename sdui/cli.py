@@ -31,6 +31,10 @@ def _add_generation_flags(p: argparse.ArgumentParser, mode: str) -> None:
     for f in fields.for_mode(mode):
         if not f.cli:
             continue
+        if f.kind is bool:  # --flag / --no-flag
+            g.add_argument(*f.cli, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
+                           help=f"{f.help} Default: {'on' if f.default else 'off'}.")
+            continue
         if f.kind is str:
             shown = f"{f.help} Default: {f.default}." if f.default else f.help
         else:

@@ -12,10 +12,10 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from . import __version__, prompt_schedule, prompts, samplers
-from .fields import LATENT_UPSCALE_MODES, MASK_MODES
+from .fields import INPAINT_AREAS, LATENT_UPSCALE_MODES, MASK_MODES, UPSCALE_MODES
 from .images import infotext, outputs, watermark
 from .config import Settings
 from .models import detect, devices, download, registry
@@ -137,6 +137,18 @@ class Engine:
         ``<lora:name:weight>`` tag uses), ``alias`` (``ss_output_name``, also accepted), ``path`` and
         ``metadata`` (the safetensors header's ``__metadata__``)."""
         return self.manager.loras.listing()
+
+    def lora_names(self, model: Optional[str] = None) -> list[str]:
+        """The names of the LoRAs that fit the checkpoint ``model`` (a listed name; None or unknown: the
+        server's default), for a picker that inserts ``<lora:name:1>`` into the prompt."""
+        entry = None
+        if model:
+            try:
+                entry = self.manager.find(model)
+            except UnknownModelError:
+                entry = None
+        entry = entry or self.manager.default_checkpoint()
+        return self.manager.loras.names_for(entry.architecture if entry else None)
 
     def embedding_listing(self, model: Optional[str] = None) -> dict:
         """The files in the embeddings folder as A1111's ``/sdapi/v1/embeddings`` lists them for the
@@ -303,7 +315,8 @@ class Engine:
                     raise _cancelled(result)
                 seeds = [req.seed + n * req.batch_size + i for i in range(req.batch_size)]
 
-                def run_batch(pipe, loaded, seeds=seeds, n=n, req=req, task=task):  # Hires. fix: another req, task
+                # Hires. fix: the second pass runs this with its own req and task, and first_pass=the first's req
+                def run_batch(pipe, loaded, seeds=seeds, n=n, req=req, task=task, first_pass=None):
                     job = Job(request=req, seeds=seeds, device=loaded.execution_device, on_progress=on_progress,
                               cancel=cancel, image_index=n * req.batch_size, image_total=total)
                     noise_seed = seeds[0] if len(seeds) == 1 else list(seeds)
@@ -324,9 +337,12 @@ class Engine:
                             job.warnings.append("Clip skip does not apply to SD 2.x models (as in A1111); ignored")
                         # A1111's prompt editing [from:to:when] and alternation [a|b]: each text encoded once;
                         # the StepTracker swaps the embeddings at the steps job.cond_schedule says
+                        span, hires_span = prompt_schedule.total_steps(req.sampler, req.steps), None
+                        if first_pass is not None:  # A1111's hires timeline: on from the first pass's steps
+                            span, hires_span = prompt_schedule.total_steps(first_pass.sampler, first_pass.steps), span
                         cond = prompt_schedule.encode_schedule(
                             lambda p, n: prompts.encode(pipe, p, n, job.device, clip_skip), prompt, negative_prompt,
-                            prompt_schedule.total_steps(req.sampler, req.steps))
+                            span, hires_span)
                         job.prompt_embeds, job.negative_prompt_embeds = cond.prompt_embeds, cond.negative_prompt_embeds
                         job.cond_schedule = cond.schedule
                         job.warnings.extend(cond.warnings)
@@ -382,7 +398,7 @@ class Engine:
             second = hires.second_pass_request(req, start)
             is_xl = isinstance(loaded.pipe, diffusers.StableDiffusionXLPipeline)
             cls = getattr(diffusers, _CLASSES["img2img"][1 if is_xl else 0])
-            return self.manager.run(lambda pipe, model: run_batch(pipe, model, req=second, task=hires),
+            return self.manager.run(lambda pipe, model: run_batch(pipe, model, req=second, task=hires, first_pass=req),
                                     size=(target.width, target.height), pipeline_cls=cls, model=loaded.name)
         except Cancelled as stop:
             if not getattr(stop, "partial_images", None):
@@ -420,45 +436,73 @@ class Engine:
             req.hr_scheduler = schedule if schedule != req.scheduler else ""
 
     def _upscale(self, req: GenerationRequest, on_progress, cancel) -> GenerationResult:
+        """A1111's extras upscale: ``upscaler`` by the factor (or to cover Width x Height), blended with
+        ``upscaler_2`` at its visibility, then (Scale to, Crop to fit) the centre cropped to Width x Height."""
         result = GenerationResult(images=[], request=req)
-        job = Job(request=req, seeds=[req.seed], device=self.manager.device, on_progress=on_progress, cancel=cancel)
-        name = req.upscaler
+        second = req.upscaler_2 not in ("", hires.NONE) and req.upscaler_2_visibility > 0
+        if req.upscaler_2 not in ("", hires.NONE) and req.upscaler_2 not in self.upscaler_names():
+            raise InvalidRequest("upscaler_2", req.upscaler_2, f"None or one of {', '.join(self.upscaler_names())}")
+        factor = upscale.factor_of(req)
+        job = Job(request=req.replace(upscale_factor=factor), seeds=[req.seed], device=self.manager.device,
+                  on_progress=on_progress, cancel=cancel)
         arch = Architecture.SD1
         try:
-            if name in (upscale.LANCZOS, upscale.NEAREST):
-                out = upscale.run_simple(job, name)
-            elif name == upscale.SD_X4 or name in {e.name for e in self._x4_models()}:
-                models = self._x4_models()
-                if not models:
-                    raise InvalidRequest("upscaler", name, f"one of {', '.join(self.upscaler_names())} "
-                                                           "(no SD x4 upscaler checkpoint found)")
-                target = name if name != upscale.SD_X4 else models[0].name
-                with self.manager.lock:
-                    (out, level) = self.manager.run(lambda pipe, loaded: upscale.run_sd_x4(pipe, job),
-                                                    size=("x4",) + req.init_image.size, model=target)
-                result.memory_level = level
-                result.model_name = target
-                arch = detect.X4_UPSCALER
-            else:
-                entries = {e.name: e for e in self.models(ModelKind.UPSCALER)}
-                if name not in entries:
-                    raise InvalidRequest("upscaler", name, f"one of {', '.join(self.upscaler_names())}")
-                problem = entries[name].error
-                if problem:
-                    raise InvalidRequest("upscaler", name, problem)
-                out, result.memory_level = self.manager.run_upscaler(
-                    name, lambda model, device: upscale.run_esrgan(model, job, device))
+            out, arch = self._upscale_with(req.upscaler, "upscaler", job, result)
+            if second:
+                job.request = job.request.replace(upscaler=req.upscaler_2)
+                out2, arch2 = self._upscale_with(req.upscaler_2, "upscaler_2", job, result)
+                out = [upscale.blend(a, b, req.upscaler_2_visibility) for a, b in zip(out, out2, strict=True)]
+                arch = arch if arch == detect.X4_UPSCALER else arch2
         except Cancelled:
             raise _cancelled(result) from None
+        out = [upscale.crop_to_fit(img, req) for img in out]
         for img in out:
             result.images.append(self._finish(img, req, None, result.model_name, "", arch, result.memory_level))
         return result
+
+    def _upscale_with(self, name: str, field_name: str, job: Job, result: GenerationResult):
+        """``job``'s image through the upscaler ``name`` (at ``job.request.upscale_factor``):
+        ``(images, architecture)``; the memory level and an SD x4 model's name go into ``result``."""
+        req = job.request
+        arch = Architecture.SD1
+        if name in (upscale.LANCZOS, upscale.NEAREST):
+            return upscale.run_simple(job, name), arch
+        if name == upscale.SD_X4 or name in {e.name for e in self._x4_models()}:
+            models = self._x4_models()
+            if not models:
+                raise InvalidRequest(field_name, name, f"one of {', '.join(self.upscaler_names())} "
+                                                       "(no SD x4 upscaler checkpoint found)")
+            target = name if name != upscale.SD_X4 else models[0].name
+            with self.manager.lock:
+                (out, level) = self.manager.run(lambda pipe, loaded: upscale.run_sd_x4(pipe, job),
+                                                size=("x4",) + req.init_image.size, model=target)
+            result.memory_level = max(result.memory_level, level)
+            result.model_name = target
+            return out, detect.X4_UPSCALER
+        entries = {e.name: e for e in self.models(ModelKind.UPSCALER)}
+        if name not in entries:
+            raise InvalidRequest(field_name, name, f"one of {', '.join(self.upscaler_names())}")
+        problem = entries[name].error
+        if problem:
+            raise InvalidRequest(field_name, name, problem)
+        out, level = self.manager.run_upscaler(name, lambda model, device: upscale.run_esrgan(model, job, device))
+        result.memory_level = max(result.memory_level, level)
+        return out, arch
 
     # ---- outputs ------------------------------------------------------------------------------
     def infotext_params(self, req: GenerationRequest, seed, model_name: str, model_hash: str, width: int,
                         height: int, vae: Optional[registry.ModelEntry] = None) -> dict:
         if req.mode == "upscale":
-            p = {"Postprocess upscale by": req.upscale_factor, "Postprocess upscaler": req.upscaler}
+            # A1111's keys (scripts/postprocessing_upscale.py), in its order
+            p: dict[str, Any]
+            if req.upscale_mode == UPSCALE_MODES[1]:
+                to = f"{req.upscale_to_width}x{req.upscale_to_height}"
+                p = {"Postprocess upscale to": to, "Postprocess crop to": to if req.upscale_crop else None}
+            else:
+                p = {"Postprocess upscale by": req.upscale_factor}
+            p["Postprocess upscaler"] = req.upscaler
+            if req.upscaler_2 not in ("", hires.NONE) and req.upscaler_2_visibility > 0:
+                p["Postprocess upscaler 2"] = req.upscaler_2
             if req.upscaler == upscale.SD_X4 or model_name:
                 p.update({"Steps": req.steps, "Sampler": req.sampler, "CFG scale": req.cfg_scale, "Seed": seed,
                           "Noise level": req.noise_level, "Model": model_name or None})
@@ -485,6 +529,9 @@ class Engine:
             # A1111 writes the mask mode only when it is the inverted one
             "Mask mode": req.inpainting_mask_invert if req.mode == "inpaint" and req.inpainting_mask_invert != MASK_MODES[0]
             else None,
+            # A1111 writes these two only for "Only masked"
+            **({"Inpaint area": req.inpaint_full_res, "Masked area padding": req.inpaint_full_res_padding}
+               if req.mode == "inpaint" and req.inpaint_full_res == INPAINT_AREAS[1] else {}),
             **(hires.infotext(req) if hires_fix else {}),  # A1111's extra_generation_params order
             "Lora hashes": self.manager.loras.hashes(req.prompt, model_name),  # A1111: "name: 0123456789ab, ..."
             # A1111: "name: 0123456789ab, ..." for the embeddings the prompt, then the negative prompt, used

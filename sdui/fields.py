@@ -17,6 +17,8 @@ from typing import Any, Optional, Union
 MASKED_CONTENT = ("original", "fill", "latent noise", "latent nothing")
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill")
 MASK_MODES = ("Inpaint masked", "Inpaint not masked")  # A1111's "Mask mode"; API inpainting_mask_invert 0/1
+UPSCALE_MODES = ("Scale by", "Scale to")  # A1111's extras tabs; API resize_mode 0/1
+INPAINT_AREAS = ("Whole picture", "Only masked")  # A1111's "Inpaint area"; API inpaint_full_res false/true
 # Hires. fix: A1111's shared.latent_upscale_modes (name -> torch interpolate mode, antialias), in its order;
 # "Latent" is its latent_upscale_default_mode. The pixel upscalers (None, Lanczos, Nearest, ESRGAN) follow.
 LATENT_UPSCALE_MODES = {
@@ -105,7 +107,7 @@ FIELDS: tuple[Field, ...] = (
           help="Stop the CLIP text encoder this many layers from the end (A1111's clip skip; 2 for many anime "
                "models). Not for SD 2.x, as in A1111."),
     Field("denoising_strength", float, 0.75, 0.0, 1.0, step=0.01, label="Denoising strength",
-          infotext="Denoising strength", api="denoising_strength", cli=("--strength",), modes=_GEN,
+          infotext="Denoising strength", api="denoising_strength", cli=("--strength", "--denoising-strength"), modes=_GEN,
           help="How much of the image is redrawn (0-1); in txt2img, by the Hires. fix second pass."),
     Field("resize_mode", str, "Just resize", choices=RESIZE_MODES, label="Resize mode", api="resize_mode",
           api_default=0, cli=("--resize-mode",), modes=_I2I, help="How the image is fitted to the size."),
@@ -117,32 +119,47 @@ FIELDS: tuple[Field, ...] = (
     Field("inpainting_mask_invert", str, MASK_MODES[0], choices=MASK_MODES, label="Mask mode", infotext="Mask mode",
           api="inpainting_mask_invert", api_default=0, cli=("--mask-mode",), modes=("inpaint",),
           help="Which part is redrawn: the painted (white) part, or everything else."),
+    # A1111's UI starts at "Whole picture" with 32 px padding; its API (StableDiffusionProcessingImg2Img) defaults
+    # to inpaint_full_res=True with 0 px padding. Each front end gets A1111's own default (README, "Inpaint area").
+    Field("inpaint_full_res", str, INPAINT_AREAS[0], choices=INPAINT_AREAS, label="Inpaint area", infotext="Inpaint area",
+          api="inpaint_full_res", api_default=True, cli=("--inpaint-area",), modes=("inpaint",),
+          help="Whole picture: inpaint the image at width x height. Only masked: inpaint the masked part plus the "
+               "padding at width x height, then paste it back into the image at its own size."),
+    Field("inpaint_full_res_padding", int, 32, 0, 256, step=4, label="Only masked padding, pixels",
+          infotext="Masked area padding", api="inpaint_full_res_padding", api_default=0,
+          cli=("--masked-area-padding",), modes=("inpaint",),
+          help="Only masked: pixels of context around the masked part that are inpainted with it."),
     # Hires. fix (txt2img): A1111's StableDiffusionProcessingTxt2Img fields, its UI's labels and ranges
-    Field("enable_hr", bool, False, label="Hires. fix", api="enable_hr", modes=_T2I,
+    Field("enable_hr", bool, False, label="Hires. fix", api="enable_hr", cli=("--enable-hr",), modes=_T2I,
           help="Make the image at width x height, upscale it, then redraw it at the larger size (img2img) with "
                "the same seed (A1111's Hires. fix)."),
     Field("hr_upscaler", str, "Latent", label="Upscaler", infotext="Hires upscaler", api="hr_upscaler",
-          api_default=None, modes=_T2I,
+          api_default=None, cli=("--hr-upscaler",), modes=_T2I,
           help="A latent mode (Latent, Latent (bicubic), ...) or a pixel upscaler (None, Lanczos, Nearest, an "
                "ESRGAN model)."),
     Field("hr_second_pass_steps", int, 0, 0, "max_steps", step=1, label="Hires steps", infotext="Hires steps",
-          api="hr_second_pass_steps", modes=_T2I, help="Steps of the second pass; 0: the same as Sampling steps."),
+          api="hr_second_pass_steps", cli=("--hr-second-pass-steps",), modes=_T2I,
+          help="Steps of the second pass; 0: the same as Sampling steps."),
     Field("hr_scale", float, 2.0, 1.0, 4.0, step=0.05, label="Upscale by", infotext="Hires upscale", api="hr_scale",
-          modes=_T2I, help="Hires. fix size: width and height times this (when no Resize width/height to is given)."),
+          cli=("--hr-scale",), modes=_T2I,
+          help="Hires. fix size: width and height times this (when no Resize width/height to is given)."),
     Field("hr_resize_x", int, 0, 0, "max_size", step=8, label="Resize width to", infotext="Hires resize-1",
-          api="hr_resize_x", modes=_T2I, help="Hires. fix width; 0: from Upscale by (or from the height, keeping "
-                                               "the aspect ratio)."),
+          api="hr_resize_x", cli=("--hr-resize-x",), modes=_T2I,
+          help="Hires. fix width; 0: from Upscale by (or from the height, keeping the aspect ratio)."),
     Field("hr_resize_y", int, 0, 0, "max_size", step=8, label="Resize height to", infotext="Hires resize-2",
-          api="hr_resize_y", modes=_T2I, help="Hires. fix height; 0: from Upscale by (or from the width, keeping "
-                                               "the aspect ratio)."),
+          api="hr_resize_y", cli=("--hr-resize-y",), modes=_T2I,
+          help="Hires. fix height; 0: from Upscale by (or from the width, keeping the aspect ratio)."),
     Field("hr_sampler", str, "", label="Hires sampling method", infotext="Hires sampler", api="hr_sampler_name",
-          api_default=None, modes=_T2I, help="Sampler of the second pass; empty: the same as the first."),
+          api_default=None, cli=("--hr-sampler",), modes=_T2I, help="Sampler of the second pass; empty: the same as the first."),
     Field("hr_scheduler", str, "", label="Hires schedule type", infotext="Hires schedule type", api="hr_scheduler",
-          api_default=None, modes=_T2I, help="Schedule type of the second pass; empty: the same as the first."),
-    Field("hr_prompt", str, "", label="Hires prompt", infotext="Hires prompt", api="hr_prompt", modes=_T2I,
+          api_default=None, cli=("--hr-scheduler",), modes=_T2I,
+          help="Schedule type of the second pass; empty: the same as the first."),
+    Field("hr_prompt", str, "", label="Hires prompt", infotext="Hires prompt", api="hr_prompt", cli=("--hr-prompt",),
+          modes=_T2I,
           help="Prompt of the second pass; empty: the same as the first."),
     Field("hr_negative_prompt", str, "", label="Hires negative prompt", infotext="Hires negative prompt",
-          api="hr_negative_prompt", modes=_T2I, help="Negative prompt of the second pass; empty: the same as the first."),
+          api="hr_negative_prompt", cli=("--hr-negative-prompt",), modes=_T2I,
+          help="Negative prompt of the second pass; empty: the same as the first."),
     Field("output_format", str, "png", choices=("png", "jpg", "webp"), label="File format for images",
           modes=("txt2img", "img2img", "inpaint", "upscale"),
           help="How saved images are written (A1111's samples_format); the infotext goes into each."),
@@ -151,6 +168,22 @@ FIELDS: tuple[Field, ...] = (
           help="Lanczos, Nearest, 'SD x4 upscaler' or an ESRGAN model name."),
     Field("upscale_factor", float, 4.0, 1.0, 8.0, step=0.5, label="Scale by", infotext="Postprocess upscale by",
           api="upscaling_resize", api_default=2, cli=("--scale-factor",), modes=("upscale",), help="Enlargement factor."),
+    # Extras: A1111's "Scale to" tab (API resize_mode 1) and "Upscaler 2" (scripts/postprocessing_upscale.py)
+    Field("upscale_mode", str, UPSCALE_MODES[0], choices=UPSCALE_MODES, label="Resize mode", api="resize_mode",
+          api_default=0, cli=("--upscale-mode",), modes=("upscale",),
+          help="Scale by: times Scale by. Scale to: to Width x Height (cover the box, then crop it with Crop to fit)."),
+    Field("upscale_to_width", int, 512, 8, 8192, step=8, label="Width", api="upscaling_resize_w",
+          cli=("--upscale-to-width",), modes=("upscale",), help="Scale to: the width."),
+    Field("upscale_to_height", int, 512, 8, 8192, step=8, label="Height", api="upscaling_resize_h",
+          cli=("--upscale-to-height",), modes=("upscale",), help="Scale to: the height."),
+    Field("upscale_crop", bool, True, label="Crop to fit", api="upscaling_crop", cli=("--crop-to-fit",),
+          modes=("upscale",), help="Scale to: crop the centre to exactly Width x Height; off, the image keeps its "
+                                   "aspect ratio and covers the box (as A1111)."),
+    Field("upscaler_2", str, "None", label="Upscaler 2", infotext="Postprocess upscaler 2", api="upscaler_2",
+          cli=("--upscaler-2",), modes=("upscale",), help="A second upscaler blended over the first; None: off."),
+    Field("upscaler_2_visibility", float, 0.0, 0.0, 1.0, step=0.001, label="Upscaler 2 visibility",
+          api="extras_upscaler_2_visibility", cli=("--upscaler-2-visibility",), modes=("upscale",),
+          help="How much of Upscaler 2's image is blended in: 0 = only Upscaler 1, 1 = only Upscaler 2."),
     Field("noise_level", int, 20, 0, 350, step=1, label="Noise level", infotext="Noise level", cli=("--noise-level",),
           modes=("upscale",), help="SD x4 upscaler noise level."),
 )

@@ -33,8 +33,13 @@ into embeddings. At each denoising step the pipeline gets the embeddings of the 
   ``steps * denoising strength`` calls run, counted from 0 (A1111 does this too: an edit at
   ``0.5`` with strength 0.5 never happens).
 
-Not done here: ``AND`` (composable diffusion), SDXL pipelines (which get the prompt as text), and
-the engine does not yet give the Hires. fix pass its own schedule (``hires_steps=``, below).
+- the Hires. fix second pass (``calculate_hr_conds``): its own schedule over its own steps
+  (``hires_steps=``, doubled for a second-order hires sampler), on A1111's hires timeline: a
+  fraction above 1 or a step number past the first pass's steps lands in the second pass
+  (``[cat:dog:1.5]`` switches at half of the hires steps); an edit that ended in the first pass
+  is "to" all through the second (``[cat:dog:0.5]``). The ``hr_prompt`` takes the same syntax.
+
+Not done here: ``AND`` (composable diffusion), SDXL pipelines (which get the prompt as text).
 """
 
 from __future__ import annotations

@@ -96,8 +96,33 @@ class TokenChunks:
         return any(w != 1.0 for chunk in self.weights for w in chunk)
 
 
+# The tokens a textual-inversion embedding of ``count`` vectors is written as (models/embeddings.py adds
+# them to the model's tokenizer); ``tokenize`` reads them back to keep an embedding's vectors in one chunk.
+_EMBEDDING_TOKEN = re.compile(r"<ti-(\w+)-(\d+)>")
+
+
+def embedding_tokens(key: str, count: int) -> list[str]:
+    return [f"<ti-{key}-{i}>" for i in range(count)]
+
+
+def _embedding_starts(tokenizer) -> dict[int, int]:
+    """Token id of each multi-vector embedding's first vector -> how many vectors it has."""
+    added = getattr(tokenizer, "get_added_vocab", dict)()
+    counts: dict[str, int] = {}
+    firsts: dict[str, int] = {}
+    for token, token_id in added.items():
+        m = _EMBEDDING_TOKEN.fullmatch(token)
+        if m:
+            counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+            if m.group(2) == "0":
+                firsts[m.group(1)] = token_id
+    return {firsts[k]: n for k, n in counts.items() if k in firsts and n > 1}
+
+
 def tokenize(tokenizer, text: str) -> TokenChunks:
-    """A1111-style chunking of a prompt into 77-token windows with per-token weights."""
+    """A1111-style chunking of a prompt into 77-token windows with per-token weights. A multi-vector
+    embedding that would straddle a chunk boundary starts the next chunk whole, the current one padded
+    (A1111 ``sd_hijack_clip``: ``if len(chunk.tokens) + emb_len > chunk_length: next_chunk()``)."""
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     out = TokenChunks()
@@ -117,12 +142,13 @@ def tokenize(tokenizer, text: str) -> TokenChunks:
     texts = [t for t, w in fragments if w != -1]
     encoded = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"] if texts else []
     it = iter(encoded)
+    starts = _embedding_starts(tokenizer) if "<ti-" in text else {}
     for _text, weight in fragments:
         if weight == -1:
             close(force=True)
             continue
         for tok in next(it):
-            if len(cur_ids) == CHUNK:
+            if len(cur_ids) == CHUNK or (tok in starts and len(cur_ids) + starts[tok] > CHUNK):
                 close()
             cur_ids.append(tok)
             cur_w.append(weight)
@@ -188,7 +214,9 @@ def encode(pipe, prompt: str, negative_prompt: str, device, clip_skip: int = 1) 
 
 
 def token_count(tokenizer, text: str) -> int:
-    """Tokens in the prompt (what the UI shows as 'n/75')."""
+    """Tokens in the prompt (what the UI shows as 'n/75'), without its ``<lora:...>`` (and any other
+    extra-network) tags, which never reach the encoder (A1111's token counter strips them too)."""
+    text = EXTRA_NETWORK_TAG.sub("", text)
     return sum(len(ids) for ids in tokenizer([t for t, w in parse_attention(text) if w != -1],
                                              add_special_tokens=False)["input_ids"])
 

@@ -217,10 +217,18 @@ class GenerationRequest:
     mask_blur: int = _d("mask_blur")
     inpainting_fill: str = _d("inpainting_fill")  # A1111 "Masked content"
     inpainting_mask_invert: str = _d("inpainting_mask_invert")  # A1111 "Mask mode"
+    inpaint_full_res: str = _d("inpaint_full_res")  # A1111 "Inpaint area": Whole picture / Only masked
+    inpaint_full_res_padding: int = _d("inpaint_full_res_padding")  # A1111 "Only masked padding, pixels"
     # upscale
     upscaler: str = _d("upscaler")
     upscale_factor: float = _d("upscale_factor")
     noise_level: int = _d("noise_level")
+    upscale_mode: str = _d("upscale_mode")  # A1111 extras: "Scale by" / "Scale to"
+    upscale_to_width: int = _d("upscale_to_width")
+    upscale_to_height: int = _d("upscale_to_height")
+    upscale_crop: bool = _d("upscale_crop")  # A1111 "Crop to fit"
+    upscaler_2: str = _d("upscaler_2")  # "None" = off
+    upscaler_2_visibility: float = _d("upscaler_2_visibility")
     # txt2img: Hires. fix (A1111's enable_hr and hr_* fields)
     enable_hr: bool = _d("enable_hr")
     hr_upscaler: str = _d("hr_upscaler")

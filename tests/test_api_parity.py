@@ -351,8 +351,13 @@ def test_extra_batch_images_upscales_every_image(client):
     assert [im.size for im in out] == [(40, 20), (16, 24)]
     assert "Postprocess upscaler: tiny-esrgan" in r.json()["html_info"]
     assert out[0].convert("RGB").getpixel((20, 10))[0] > out[0].convert("RGB").getpixel((20, 10))[2]
-    r = c.post("/sdapi/v1/extra-batch-images", json={**body, "resize_mode": 1, "upscaling_resize_w": 40})
+    to = {**body, "resize_mode": 1, "upscaling_resize_w": 40, "upscaling_resize_h": 20}
+    r = c.post("/sdapi/v1/extra-batch-images", json=to)  # A1111: cover 40x20, crop the centre (upscaling_crop)
+    assert [_png(b).size for b in r.json()["images"]] == [(40, 20), (40, 20)]
+    r = c.post("/sdapi/v1/extra-batch-images", json={**to, "upscaling_crop": False})  # no crop: the covering size
     assert [_png(b).size for b in r.json()["images"]] == [(40, 20), (40, 60)]
+    r = c.post("/sdapi/v1/extra-batch-images", json={**body, "upscaler_2": "nope", "extras_upscaler_2_visibility": 0.5})
+    assert r.status_code == 422 and "upscaler_2" in r.json()["detail"]
     r = c.post("/sdapi/v1/extra-batch-images", json={**body, "imageList": []})
     assert r.status_code == 422 and "imageList" in r.json()["detail"]
     broken = {**body, "imageList": [body["imageList"][0], {"data": "aGVsbG8=", "name": "x.png"}]}

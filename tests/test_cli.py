@@ -74,6 +74,49 @@ def test_upscale_command(models_root, tmp_path, capsys):
     assert Image.open(out.split()[0]).size == (120, 80)
 
 
+def test_hires_fix_flags_reach_the_engine(models_root, tmp_path, capsys):
+    common = ["--prompt", "a castle", "--ckpt", "tiny", "--models-dir", models_root, "--outdir", tmp_path, "--steps", 2,
+              "--W", 64, "--H", 64, "--seed", 3, "--quiet", "--no-watermark"]
+    code, out, err = _run(capsys, "txt2img", *common, "--enable-hr", "--hr-scale", 2, "--hr-upscaler", "Lanczos",
+                          "--hr-second-pass-steps", 3, "--denoising-strength", 0.5)
+    assert code == 0, err
+    img = Image.open(out.split()[0])
+    assert img.size == (128, 128)
+    text = infotext.read_infotext(img)
+    for key in ("Size: 64x64", "Denoising strength: 0.5", "Hires upscale: 2", "Hires steps: 3",
+                "Hires upscaler: Lanczos"):
+        assert key in text, key
+    code, out, err = _run(capsys, "txt2img", *common, "--no-enable-hr", "--hr-scale", 2)
+    assert code == 0, err
+    assert Image.open(out.split()[0]).size == (64, 64)  # --no-enable-hr: one pass
+    code, _, err = _run(capsys, "txt2img", *common, "--enable-hr", "--hr-scale", 9)
+    assert code == 2 and "hr_scale=9.0 is not allowed" in err
+
+
+def test_only_masked_and_extras_scale_to_flags(models_root, tmp_path, capsys):
+    init, mask = tmp_path / "in.png", tmp_path / "mask.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(init)
+    m = Image.new("L", (70, 50), 0)
+    m.paste(255, (20, 10, 30, 20))
+    m.save(mask)
+    code, out, err = _run(capsys, "inpaint", "--init-img", init, "--mask", mask, "--inpaint-area", "Only masked",
+                          "--masked-area-padding", 8, "--prompt", "x", "--ckpt", "tiny", "--models-dir", models_root,
+                          "--outdir", tmp_path, "--steps", 2, "--W", 64, "--H", 64, "--quiet")
+    assert code == 0, err
+    img = Image.open(out.split()[0])
+    assert img.size == (70, 50) and "Masked area padding: 8" in infotext.read_infotext(img)
+    small = tmp_path / "small.png"
+    Image.new("RGB", (30, 20), (1, 2, 3)).save(small)
+    scale_to = ["upscale", "--image", small, "--upscaler", "Lanczos", "--upscale-mode", "Scale to", "--upscale-to-width",
+                40, "--upscale-to-height", 40, "--models-dir", models_root, "--outdir", tmp_path, "--quiet"]
+    code, out, err = _run(capsys, *scale_to)
+    assert code == 0, err
+    assert Image.open(out.split()[0]).size == (40, 40)
+    code, out, err = _run(capsys, *scale_to, "--no-crop-to-fit")
+    assert code == 0, err
+    assert Image.open(out.split()[0]).size == (60, 40)
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--W", "63"], "width=63 is not allowed: an integer from 64 to 2048"),
     (["--sampler", "Euler b"], "sampler='Euler b' is not allowed: one of Euler a"),

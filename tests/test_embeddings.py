@@ -189,6 +189,31 @@ def test_emphasis_weights_every_vector_of_the_embedding(engine):
     assert not torch.equal(emphasised.prompt_embeds, plain.prompt_embeds)
 
 
+def test_an_embedding_that_would_straddle_a_chunk_boundary_moves_whole_to_the_next_chunk(engine):
+    """A1111 (sd_hijack_clip): when a 3-vector embedding would take tokens 74-76, the 75-token chunk is
+    padded after token 73 and the embedding starts the next chunk; at tokens 73-75 it still fits."""
+    tok = None
+    for before, moved in ((73, True), (72, False)):
+        cond, text, _, warnings = _encode_ours(engine, " ".join(["cat"] * before) + " myembed dog")
+        tok = engine.manager.current.pipe.tokenizer
+        chunks = prompts.tokenize(tok, text)
+        new = list(range(49408, 49411))
+        cat, dog = tok.convert_tokens_to_ids("cat</w>"), tok.convert_tokens_to_ids("dog</w>")
+        assert warnings == [] and len(chunks.ids) == 2  # "dog" (or the embedding) opens the second chunk
+        first = chunks.ids[0]
+        assert first[1:before + 1] == [cat] * before
+        if moved:
+            assert first[before + 1] == tok.eos_token_id  # the chunk ends (padded) before the embedding
+            assert not set(new) & set(first)
+            assert chunks.ids[1][1:5] == new + [dog]  # all three vectors open the next chunk
+        else:
+            assert first[before + 1:before + 4] == new  # tokens 73-75: still the first chunk
+        assert cond.prompt_embeds.shape[1] == 77 * len(chunks.ids)
+    # a one-vector embedding is a plain token: it fills the chunk to 75 as any word does
+    _, text, _, _ = _encode_ours(engine, " ".join(["cat"] * 74) + " onevec")
+    assert len(prompts.tokenize(tok, text).ids) == 1
+
+
 def test_loading_changes_nothing_else_and_happens_once_per_model(make_engine, emb_dir):
     from sdui.models.tokenizer import load_clip_tokenizer
 

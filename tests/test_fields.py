@@ -74,7 +74,8 @@ def ui_components(models_root, tmp_path_factory):
 
 UI_SLIDERS = [(prefix, name) for prefix in ("txt2img", "img2img")
               for name in ("steps", "width", "height", "batch_count", "batch_size", "cfg_scale", "clip_skip")]
-UI_SLIDERS += [("img2img", "denoising_strength"), ("img2img", "mask_blur"), ("upscale", "noise_level"),
+UI_SLIDERS += [("img2img", "denoising_strength"), ("img2img", "mask_blur"), ("img2img", "inpaint_full_res_padding"),
+               ("upscale", "noise_level"),
                ("upscale", "steps")]
 
 
@@ -94,7 +95,8 @@ def test_ui_upscale_factor_and_radios_follow_the_table(ui_components):
     f = fields.BY_NAME["upscale_factor"]
     assert (factor.minimum, factor.maximum, factor.value) == (f.minimum, f.maximum, f.default)
     for elem, name in (("img2img_resize_mode", "resize_mode"), ("img2img_inpainting_fill", "inpainting_fill"),
-                       ("img2img_mask_mode", "inpainting_mask_invert")):
+                       ("img2img_mask_mode", "inpainting_mask_invert"), ("img2img_inpaint_full_res", "inpaint_full_res"),
+                       ("upscale_mode", "upscale_mode")):
         radio = components[elem]
         assert [c[0] if isinstance(c, tuple) else c for c in radio.choices] == list(fields.BY_NAME[name].choices)
         assert radio.value == fields.default(name)
@@ -111,6 +113,10 @@ def test_cli_flags_and_defaults_are_the_tables(mode):
         if f.cli and f.name != "prompt":
             assert getattr(args, f.name) == f.default, f.name
             for flag in f.cli:  # every alias sets the same field
+                if f.kind is bool:  # --flag / --no-flag
+                    assert getattr(parser.parse_args(argv + [flag]), f.name) is True, flag
+                    assert getattr(parser.parse_args(argv + ["--no-" + flag[2:]]), f.name) is False, flag
+                    continue
                 value = f.choices[-1] if f.choices else ("7" if f.kind is not str else "y")
                 assert getattr(parser.parse_args(argv + [flag, value]), f.name) == f.kind(value), flag
 
@@ -125,8 +131,8 @@ def test_cli_refuses_out_of_range_values_with_the_tables_range(models_root, tmp_
 # ---- the API ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("f", [f for f in fields.FIELDS if f.api], ids=lambda f: f.name)
 def test_api_schema_defaults_are_the_tables_a1111_defaults(f):
-    model = {"upscaler": schemas.ExtraSingleImageRequest, "upscale_factor": schemas.ExtraSingleImageRequest}.get(
-        f.name, schemas.Img2ImgRequest if set(f.modes) <= {"img2img", "inpaint"} else schemas.Txt2ImgRequest)
+    model = schemas.ExtraSingleImageRequest if f.modes == ("upscale",) else (
+        schemas.Img2ImgRequest if set(f.modes) <= {"img2img", "inpaint"} else schemas.Txt2ImgRequest)
     info = model.model_fields[f.api]
     default = info.default if info.default_factory is None else info.default_factory()
     if f.name == "denoising_strength":
@@ -166,6 +172,7 @@ def test_the_engine_writes_infotext_keys_the_table_knows(make_engine):
     engine = make_engine()
     req = GenerationRequest(mode="inpaint", steps=9, cfg_scale=4.5, seed=3, denoising_strength=0.5, mask_blur=7,
                             inpainting_fill="fill", inpainting_mask_invert="Inpaint not masked", clip_skip=2,
+                            inpaint_full_res="Only masked", inpaint_full_res_padding=48,
                             init_image=Image.new("RGB", (64, 64)), mask=Image.new("L", (64, 64)))
     written = engine.infotext_params(req, 3, "m", "", 64, 64)
     for f in fields.FIELDS:

@@ -306,3 +306,30 @@ def test_editing_changes_the_pixels_and_matches_a_plain_diffusers_swap(engine):
     # exact: the same operations in the same order (the tiny model's text has little effect on pixels,
     # so the 1/255 tolerance of other reference checks could not tell a swap one call early)
     assert np.array_equal(np.asarray(edited.image), np.asarray(ref))
+
+
+def test_hires_pass_has_its_own_schedule_on_a1111s_timeline(engine):
+    """Hires. fix: the second pass gets a schedule built for its own steps, on A1111's (>= 1.6) hires
+    timeline: a fraction above 1 (or a step number past the first pass's steps) lands in the second
+    pass, so ``[red:blue:1.5]`` switches at half of the hires steps; a fraction below 1 is the first
+    pass's, so ``[red:blue:0.5]`` is "blue" all through the second pass. A second pass that reused the
+    first pass's schedule would give red, red, red, blue for 0.5 and red throughout for 1.5."""
+    hires = dict(enable_hr=True, hr_upscaler="Lanczos", hr_scale=2.0, hr_second_pass_steps=4, denoising_strength=1.0)
+    texts = None
+    for prompt, expected in (("a [red:blue:1.5] cube", ["red"] * 4 + ["red", "red", "red", "blue"]),
+                             ("a [red:blue:6] cube", ["red"] * 4 + ["red", "red", "red", "blue"]),
+                             ("a [red:blue:0.5] cube", ["red", "red", "red", "blue"] + ["blue"] * 4)):
+        with unet_calls(engine) as calls:
+            engine.generate(request(prompt=prompt, **hires))
+        texts = texts or {"red": encoded(engine, "a red cube"), "blue": encoded(engine, "a blue cube")}
+        assert names(calls, texts) == expected, prompt
+
+
+def test_hires_prompt_editing_uses_the_hires_steps(engine):
+    """``hr_prompt`` takes the syntax too: at 6 hires steps ``[green:blue:1.5]`` is green for calls 0-3."""
+    with unet_calls(engine) as calls:
+        engine.generate(request(prompt="a red cube", enable_hr=True, hr_upscaler="Lanczos", hr_second_pass_steps=6,
+                                denoising_strength=1.0, hr_prompt="a [green:blue:1.5] cube"))
+    texts = {"red": encoded(engine, "a red cube"), "green": encoded(engine, "a green cube"),
+             "blue": encoded(engine, "a blue cube")}
+    assert names(calls, texts) == ["red"] * 4 + ["green"] * 4 + ["blue"] * 2

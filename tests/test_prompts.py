@@ -195,3 +195,14 @@ def test_clip_skip_reaches_the_image_and_the_infotext(make_engine):
     two = engine.generate(GenerationRequest(**base, clip_skip=2)).images[0]
     assert one.image.tobytes() != two.image.tobytes()
     assert "Clip skip: 2" in two.infotext and "Clip skip" not in one.infotext
+
+
+def test_token_count_leaves_out_lora_and_lyco_tags():
+    """A1111's token counter drops extra-network tags (they never reach the encoder): a prompt with
+    ``<lora:...>``/``<lyco:...>`` counts as the prompt without them."""
+    tok = load_clip_tokenizer()
+    plain = prompts.token_count(tok, "a red cube, (shiny:1.2)")
+    assert plain == prompts.token_count(tok, "a red cube, <lora:some_style_v2:0.8>(shiny:1.2)")
+    assert plain == prompts.token_count(tok, "<lyco:detail-tweaker:1:0.5>a red cube, (shiny:1.2)<lora:x:-1>")
+    assert prompts.token_count(tok, "<lora:name:1>") == 0
+    assert prompts.token_count(tok, "a red cube <lora") > prompts.token_count(tok, "a red cube")  # not a tag: counted

@@ -9,7 +9,7 @@ import time
 from typing import Any, Optional
 
 from .. import __version__, fields, samplers
-from ..fields import MASK_MODES, MASKED_CONTENT, RESIZE_MODES
+from ..fields import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES
 from ..images import infotext, uploads
 from ..jobs import Job
 from ..types import GenerationRequest, InvalidRequest, SduiError
@@ -75,10 +75,22 @@ def to_generation_request(req: schemas.Txt2ImgRequest, mode: str, model: Optiona
             if not 0 <= req.inpainting_fill < len(MASKED_CONTENT):
                 raise InvalidRequest("inpainting_fill", req.inpainting_fill, f"0 to {len(MASKED_CONTENT) - 1}")
             kw["inpainting_fill"] = MASKED_CONTENT[req.inpainting_fill]
-            if req.inpainting_mask_invert not in (0, 1):
-                raise InvalidRequest("inpainting_mask_invert", req.inpainting_mask_invert, "0 (inpaint masked) or 1 (not masked)")
-            kw["inpainting_mask_invert"] = MASK_MODES[req.inpainting_mask_invert]
+            kw["inpainting_mask_invert"] = _choice(req.inpainting_mask_invert, MASK_MODES, "inpainting_mask_invert",
+                                                   "0 (inpaint masked) or 1 (not masked)")
+            kw["inpaint_full_res"] = _choice(req.inpaint_full_res, INPAINT_AREAS, "inpaint_full_res",
+                                             "true (only masked) or false (whole picture)")  # A1111's default: true
+            kw["inpaint_full_res_padding"] = req.inpaint_full_res_padding
     return GenerationRequest(**kw)
+
+
+def _choice(value, names: tuple, field: str, allowed: str) -> str:
+    """An A1111 index or flag (0/1, false/true) as the field table's name; the name itself is taken too
+    (an ``infotext`` gives "Inpaint not masked", "Only masked")."""
+    if isinstance(value, str) and value in names:
+        return value
+    if isinstance(value, (bool, int)) and value in (0, 1):
+        return names[int(value)]
+    raise InvalidRequest(field, value, allowed)
 
 
 def result_info(engine, job: Job, req: GenerationRequest, ignored: list[str]) -> dict:

@@ -11,6 +11,7 @@ from typing import Optional
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from ..fields import UPSCALE_MODES
 from ..images import infotext, uploads
 from ..jobs import Job
 from ..types import GenerationRequest, InvalidRequest, JobState
@@ -81,9 +82,14 @@ def img2img(body: schemas.Img2ImgRequest, http: Request, state: ApiState = Depen
 def _upscale_request(body: schemas.ExtrasBaseRequest, img, save: bool) -> GenerationRequest:
     """One image of ``extra-single-image`` / ``extra-batch-images`` as an upscale job."""
     name = body.upscaler_1 if body.upscaler_1 and body.upscaler_1 != "None" else "Lanczos"
-    factor = body.upscaling_resize if body.resize_mode == 0 else body.upscaling_resize_w / img.width
-    return GenerationRequest(mode="upscale", init_image=img, upscaler=name, upscale_factor=float(factor), steps=20,
-                             save=save)
+    if body.resize_mode not in (0, 1):
+        raise InvalidRequest("resize_mode", body.resize_mode, "0 (scale by upscaling_resize) or 1 (scale to "
+                                                              "upscaling_resize_w x upscaling_resize_h)")
+    return GenerationRequest(mode="upscale", init_image=img, upscaler=name, upscale_factor=float(body.upscaling_resize),
+                             upscale_mode=UPSCALE_MODES[body.resize_mode], upscale_to_width=body.upscaling_resize_w,
+                             upscale_to_height=body.upscaling_resize_h, upscale_crop=body.upscaling_crop,
+                             upscaler_2=body.upscaler_2 or "None", upscaler_2_visibility=body.extras_upscaler_2_visibility,
+                             steps=20, save=save)
 
 
 def _upscale(state: ApiState, owner: str, request: GenerationRequest):
@@ -99,8 +105,10 @@ def _upscale(state: ApiState, owner: str, request: GenerationRequest):
 def extra_single_image(body: schemas.ExtraSingleImageRequest, http: Request, state: ApiState = Depends(api_state),
                        owner: str = Depends(owner_of)):
     """Upscale one image with ``upscaler_1`` (Lanczos, Nearest, SD x4 upscaler or an ESRGAN model)
-    by ``upscaling_resize`` (or to ``upscaling_resize_w`` with ``resize_mode`` 1). The result is saved
-    unless this client set ``samples_save`` off."""
+    by ``upscaling_resize``, or with ``resize_mode`` 1 to cover ``upscaling_resize_w`` x
+    ``upscaling_resize_h`` (cropped to exactly that with ``upscaling_crop``), blended with ``upscaler_2``
+    at ``extras_upscaler_2_visibility``, as A1111. The result is saved unless this client set
+    ``samples_save`` off."""
     img = uploads.decode_image(body.image, "image")
     note(http, f"extras {img.width}x{img.height}, {body.upscaler_1}")
     save = client_options.saves_images(state, owner)

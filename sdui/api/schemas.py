@@ -153,8 +153,8 @@ UNIMPLEMENTED_DEFAULTS: dict[str, Any] = {
     "restore_faces": (None, False), "tiling": (None, False), "eta": (None,), "s_min_uncond": (None, 0, 0.0),
     "s_churn": (None, 0, 0.0), "s_tmax": (None, 0, 0.0), "s_tmin": (None, 0, 0.0), "s_noise": (None, 1, 1.0),
     "refiner_checkpoint": (None, ""), "script_name": (None, ""), "script_args": ([],),
-    "alwayson_scripts": ({},), "image_cfg_scale": (None,), "inpaint_full_res": (True, False, 0, 1),
-"initial_noise_multiplier": (None, 1, 1.0), "latent_mask": (None,),
+    "alwayson_scripts": ({},), "image_cfg_scale": (None,),
+    "initial_noise_multiplier": (None, 1, 1.0), "latent_mask": (None,),
     "include_init_images": (False,), "hr_checkpoint_name": (None, "", "Use same checkpoint"),
     "firstphase_width": (0,), "firstphase_height": (0,),  # A1111's old Hires. fix first-pass size: not applied
     "disable_extra_networks": (False,), "comments": (None,), "force_task_id": (None,),

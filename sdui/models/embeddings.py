@@ -439,7 +439,7 @@ class ModelEmbeddings:
             try:
                 for name, f, key in new:
                     t0 = time.perf_counter()
-                    toks = [f"<ti-{key}-{i}>" for i in range(f.count)]
+                    toks = prompts.embedding_tokens(key, f.count)
                     te = loaded.pipe.text_encoder
                     rows = te.get_input_embeddings().weight.shape[0]
                     try:

@@ -114,6 +114,21 @@ def fit_problem(shapes: dict[str, tuple], metadata: dict, pipe, model_label: Opt
     ``text_encoder_2.``) means SDXL; the input width of a cross-attention key/value projection is the
     text-embedding width the UNet was trained with (768 SD 1.x, 1024 SD 2.x, 2048 SDXL); the width of a
     text-encoder projection is the encoder's."""
+    lora_xl, lora_ctx, lora_te = _widths(shapes, metadata)
+    unet_ctx = pipe.unet.config.cross_attention_dim
+    if not isinstance(unet_ctx, int):  # a per-block list: not an SD-family UNet, no width to compare
+        unet_ctx, lora_ctx = None, None
+    model_xl = getattr(pipe, "text_encoder_2", None) is not None
+    te = getattr(pipe, "text_encoder", None)
+    model_te = getattr(getattr(te, "config", None), "hidden_size", None)
+    if (lora_xl == model_xl and (lora_ctx is None or lora_ctx == unet_ctx)
+            and (lora_te is None or model_te is None or lora_te == model_te)):
+        return None
+    return _label(lora_ctx, lora_te, lora_xl), model_label or _label(unet_ctx, model_te, model_xl, custom=True)
+
+
+def _widths(shapes: dict[str, tuple], metadata: dict) -> tuple[bool, Optional[int], Optional[int]]:
+    """(made for SDXL, cross-attention context width, text-encoder width) of a LoRA, from its keys."""
     lora_xl = any(k.startswith(_TE2_PREFIXES) for k in shapes)
     lora_ctx = lora_te = None
     for key, shape in shapes.items():
@@ -126,16 +141,25 @@ def fit_problem(shapes: dict[str, tuple], metadata: dict, pipe, model_label: Opt
     if lora_ctx is None and lora_te is None and not lora_xl:
         base = str(metadata.get("ss_base_model_version", ""))
         lora_xl = base.startswith("sdxl")
-    unet_ctx = pipe.unet.config.cross_attention_dim
-    if not isinstance(unet_ctx, int):  # a per-block list: not an SD-family UNet, no width to compare
-        unet_ctx, lora_ctx = None, None
-    model_xl = getattr(pipe, "text_encoder_2", None) is not None
-    te = getattr(pipe, "text_encoder", None)
-    model_te = getattr(getattr(te, "config", None), "hidden_size", None)
-    if (lora_xl == model_xl and (lora_ctx is None or lora_ctx == unet_ctx)
-            and (lora_te is None or model_te is None or lora_te == model_te)):
-        return None
-    return _label(lora_ctx, lora_te, lora_xl), model_label or _label(unet_ctx, model_te, model_xl, custom=True)
+    return lora_xl, lora_ctx, lora_te
+
+
+def family(shapes: dict[str, tuple], metadata: dict) -> Optional[str]:
+    """"SD 1.x", "SD 2.x" or "SDXL" for a LoRA, from its keys (as ``fit_problem`` reads them); None
+    when they do not say."""
+    xl, ctx, te = _widths(shapes, metadata)
+    label = _label(ctx, te, xl)
+    return label if label in FAMILIES else None
+
+
+FAMILIES = ("SD 1.x", "SD 2.x", "SDXL")
+_CHECKPOINT_FAMILIES = {detect.SD1: "SD 1.x", detect.SD1_INPAINT: "SD 1.x", detect.SD2: "SD 2.x", detect.SD2_V: "SD 2.x",
+                        detect.SD2_INPAINT: "SD 2.x", detect.SDXL: "SDXL"}
+
+
+def checkpoint_family(architecture) -> Optional[str]:
+    """The LoRA family a checkpoint architecture takes; None for custom and unknown ones."""
+    return _CHECKPOINT_FAMILIES.get(architecture)
 
 
 def _label(ctx: Optional[int], te: Optional[int], xl: bool, custom: bool = False) -> str:

@@ -55,6 +55,25 @@ class ModelLoras:
         """Every file in ``models/Lora/`` as A1111's ``/sdapi/v1/loras`` lists it: name, alias, path, metadata."""
         return [lora.describe(e, self._file(e)) for e in self.manager.entries(registry.LORA_KIND)]
 
+    def names_for(self, architecture) -> list[str]:
+        """The listed LoRAs that fit a checkpoint of ``architecture`` (what a picker shows): each
+        safetensors file's family read from its header; a file whose family is not known without
+        reading it whole (a pickle), or a checkpoint of a custom architecture, is not filtered out."""
+        wanted = lora.checkpoint_family(architecture)
+        out = []
+        for e in self.manager.entries(registry.LORA_KIND):
+            if e.error:
+                continue
+            if wanted is not None and e.format == formats.SAFETENSORS:
+                try:
+                    made_for = lora.family(formats.tensor_shapes(e.path, e.format), self._file(e).metadata)
+                except (ModelLoadError, OSError):
+                    continue
+                if made_for is not None and made_for != wanted:
+                    continue
+            out.append(e.name)
+        return out
+
     def takes_loras(self, loaded: LoadedModel) -> bool:
         # SDXL prompts go to diffusers as text (see engine), so their tags are not applied yet
         return lora.can_take_loras(loaded.pipe) and getattr(loaded.pipe, "text_encoder_2", None) is None

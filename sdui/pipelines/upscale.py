@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from ..types import Cancelled
+from ..fields import UPSCALE_MODES
+from ..types import Cancelled, GenerationRequest
 from .common import Job, StepTracker, generators, is_cancelled
 
 LANCZOS = "Lanczos"
@@ -131,3 +132,30 @@ def run_simple(job: Job, method: str) -> list[Image.Image]:
 def _resize_to_factor(result: Image.Image, src: Image.Image, factor: float) -> Image.Image:
     size = (round(src.width * factor), round(src.height * factor))
     return result if result.size == size else result.resize(size, Image.LANCZOS)
+
+
+# ---- A1111's extras: "Scale to" and "Upscaler 2" (scripts/postprocessing_upscale.py) -------------------
+def factor_of(req: GenerationRequest) -> float:
+    """The factor the upscalers run at: "Scale by"'s, or for "Scale to" the smallest that covers Width x
+    Height (A1111: ``max(w / image.width, h / image.height)``)."""
+    if req.upscale_mode != UPSCALE_MODES[1]:
+        return req.upscale_factor
+    w, h = req.init_image.size
+    return max(req.upscale_to_width / w, req.upscale_to_height / h)
+
+
+def blend(first: Image.Image, second: Image.Image, visibility: float) -> Image.Image:
+    """Upscaler 2's image over upscaler 1's at ``visibility`` (A1111 ``Image.blend``)."""
+    if second.size != first.size:
+        second = second.resize(first.size, Image.LANCZOS)
+    return Image.blend(first.convert("RGB"), second.convert("RGB"), visibility)
+
+
+def crop_to_fit(img: Image.Image, req: GenerationRequest) -> Image.Image:
+    """"Scale to" with "Crop to fit": the centre Width x Height of the covering image (A1111 pastes it
+    centred on a canvas of that size); otherwise the image as it is."""
+    if req.upscale_mode != UPSCALE_MODES[1] or not req.upscale_crop:
+        return img
+    w, h = req.upscale_to_width, req.upscale_to_height
+    left, top = img.width // 2 - w // 2, img.height // 2 - h // 2
+    return img.crop((left, top, left + w, top + h))

@@ -15,6 +15,7 @@ from PIL import Image
 
 from ...types import InvalidRequest
 from ..controls import UIContext, coerce, radio, render_controls, render_outputs, slider
+from .. import lora_picker
 from .generate import wire_generation
 
 MODES = ("img2img (sketch or photo)", "Inpaint (paint the mask)")
@@ -35,11 +36,16 @@ def render(ctx: UIContext) -> SimpleNamespace:
                 mask_blur = slider("mask_blur", ctx.engine.limits, "img2img_mask_blur")
                 fill = radio("inpainting_fill", "img2img_inpainting_fill")
                 mask_mode = radio("inpainting_mask_invert", "img2img_mask_mode")
+            with gr.Row():
+                inpaint_area = radio("inpaint_full_res", "img2img_inpaint_full_res")
+                padding = slider("inpaint_full_res_padding", ctx.engine.limits, "img2img_inpaint_full_res_padding")
             controls = render_controls("img2img", ctx.engine.limits)
+            lora_picker.add(ctx, "img2img", controls.prompt)
         with gr.Column(scale=1):
             outputs = render_outputs("img2img")
     return SimpleNamespace(mode=mode, editor=editor, strength=strength, resize_mode=resize_mode, mask_blur=mask_blur,
-                           fill=fill, mask_mode=mask_mode, controls=controls, outputs=outputs)
+                           fill=fill, mask_mode=mask_mode, inpaint_area=inpaint_area, padding=padding, controls=controls,
+                           outputs=outputs)
 
 
 def editor_to_images(value, inpaint: bool):
@@ -75,7 +81,8 @@ def _flatten(img: Image.Image) -> Image.Image:
 
 def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
     extra = {"mode": tab.mode, "editor": tab.editor, "strength": tab.strength, "resize_mode": tab.resize_mode,
-             "mask_blur": tab.mask_blur, "fill": tab.fill, "mask_mode": tab.mask_mode}
+             "mask_blur": tab.mask_blur, "fill": tab.fill, "mask_mode": tab.mask_mode,
+             "inpaint_area": tab.inpaint_area, "padding": tab.padding}
 
     def mode_fields(data: dict) -> dict:
         inpaint = data[tab.mode] == MODES[1]
@@ -85,7 +92,8 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
                   "resize_mode": data[tab.resize_mode]}
         if inpaint:
             fields.update(mask=mask, mask_blur=coerce("mask_blur", data[tab.mask_blur]), inpainting_fill=data[tab.fill],
-                          inpainting_mask_invert=data[tab.mask_mode])
+                          inpainting_mask_invert=data[tab.mask_mode], inpaint_full_res=data[tab.inpaint_area],
+                          inpaint_full_res_padding=coerce("inpaint_full_res_padding", data[tab.padding]))
         return fields
 
     wire_generation(ctx, tab.controls, mode_fields, extra, tab.outputs)

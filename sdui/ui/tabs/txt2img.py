@@ -12,6 +12,7 @@ from ...fields import HR_SAME_SAMPLER, HR_SAME_SCHEDULER
 from ...images.infotext import infotext_to_request_fields
 from ...types import hires_target
 from ..controls import UIContext, coerce, render_controls, render_outputs, slider
+from .. import lora_picker
 from .generate import wire_generation
 
 HIRES_DENOISING = 0.7  # A1111's txt2img "Denoising strength" slider starts here (its API default is 0.75)
@@ -21,6 +22,7 @@ def render(ctx: UIContext) -> SimpleNamespace:
     with gr.Row():
         with gr.Column(scale=1):
             controls = render_controls("txt2img", ctx.engine.limits)
+            lora_picker.add(ctx, "txt2img", controls.prompt)
             hires, hires_size = render_hires(ctx)
         with gr.Column(scale=1):
             outputs = render_outputs("txt2img")
