@@ -225,6 +225,12 @@ class Engine:
             req.seed = random.randrange(2**32 - 1 - req.batch_size * req.batch_count)
         if req.seed + req.batch_size * req.batch_count - 1 > 2**32 - 1:
             raise InvalidRequest("seed", req.seed, f"at most {2**32 - req.batch_size * req.batch_count} for this batch")
+        if req.mode == "txt2img":  # A1111's variation seed: fixed like the seed; image i uses subseed + i
+            if req.subseed == -1:
+                req.subseed = random.randrange(2**32 - 1 - req.batch_size * req.batch_count)
+            if req.subseed + req.batch_size * req.batch_count - 1 > 2**32 - 1:
+                raise InvalidRequest("subseed", req.subseed,
+                                     f"at most {2**32 - req.batch_size * req.batch_count} for this batch")
         return req
 
     def generate(self, request: GenerationRequest, on_progress: Optional[Callable[[Progress], None]] = None,
@@ -446,6 +452,7 @@ class Engine:
             # A1111: "VAE hash: xxxxxxxxxx, VAE: name.safetensors" when a VAE file is used
             "VAE hash": vae.short_hash if vae else None,
             "VAE": vae.filename if vae else None,
+            **_variation_infotext(req, seed),
             "Denoising strength": req.denoising_strength if req.mode in ("img2img", "inpaint") or hires_fix else None,
             "Clip skip": req.clip_skip if req.clip_skip > 1 else None,  # A1111 writes it only when it is not 1
             "Mask blur": req.mask_blur if req.mode == "inpaint" else None,
@@ -495,6 +502,18 @@ class Engine:
     def status(self) -> dict:
         """Device, precision, the loaded model, its memory level, the RAM cache and memory in use."""
         return self.manager.status()
+
+
+def _variation_infotext(req: GenerationRequest, seed) -> dict:
+    """A1111's "Variation seed" (image i's: subseed + i), "Variation seed strength" (both only when the
+    strength is not 0) and "Seed resize from" (WxH, only when both are set), in its order (after VAE)."""
+    if req.mode != "txt2img":
+        return {}
+    varied = req.subseed_strength != 0 and isinstance(seed, int)
+    resized = req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0
+    return {"Variation seed": req.subseed + (seed - req.seed) if varied else None,
+            "Variation seed strength": req.subseed_strength if varied else None,
+            "Seed resize from": f"{req.seed_resize_from_w}x{req.seed_resize_from_h}" if resized else None}
 
 
 def _cancelled(result: GenerationResult) -> Cancelled:

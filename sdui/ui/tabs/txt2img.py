@@ -14,6 +14,8 @@ from ...types import hires_target
 from ..controls import UIContext, coerce, render_controls, render_outputs, slider
 from .generate import wire_generation
 
+from .. import variation_panel  # uifeat: variation seed ("Extra")
+
 HIRES_DENOISING = 0.7  # A1111's txt2img "Denoising strength" slider starts here (its API default is 0.75)
 
 
@@ -21,6 +23,7 @@ def render(ctx: UIContext) -> SimpleNamespace:
     with gr.Row():
         with gr.Column(scale=1):
             controls = render_controls("txt2img", ctx.engine.limits)
+            variation = variation_panel.render("txt2img", ctx.engine.limits)  # uifeat hook
             hires, hires_size = render_hires(ctx)
         with gr.Column(scale=1):
             outputs = render_outputs("txt2img")
@@ -29,7 +32,8 @@ def render(ctx: UIContext) -> SimpleNamespace:
                 to_upscale = gr.Button("Send to Upscale", elem_id="txt2img_send_to_upscale")
             selected = gr.State(0)
     return SimpleNamespace(controls=controls, outputs=outputs, gallery=outputs["gallery"], to_img2img=to_img2img,
-                           to_upscale=to_upscale, selected=selected, hires=hires, hires_size=hires_size)
+                           to_upscale=to_upscale, selected=selected, hires=hires, hires_size=hires_size,
+                           variation=variation)
 
 
 def render_hires(ctx: UIContext) -> tuple[dict, gr.HTML]:
@@ -112,8 +116,9 @@ def fill_hires(hires: dict, parsed: dict, upscalers: list[str]) -> dict:
 
 def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
     hires = tab.hires
-    wire_generation(ctx, tab.controls, lambda data: {"mode": "txt2img", **hires_request_fields(hires, data)}, hires,
-                    tab.outputs)
+    wire_generation(ctx, tab.controls, lambda data: {"mode": "txt2img", **hires_request_fields(hires, data),
+                                                     **variation_panel.request_fields(tab.variation, data)},
+                    {**hires, **tab.variation}, tab.outputs)  # uifeat: + variation seed
     tab.gallery.select(_selected_index, outputs=[tab.selected])
     c = tab.controls
     size_inputs = [hires["enable_hr"], c.width, c.height, hires["hr_scale"], hires["hr_resize_x"], hires["hr_resize_y"]]
