@@ -18,6 +18,7 @@ from . import __version__, prompt_schedule, prompts, samplers
 from .fields import LATENT_UPSCALE_MODES, MASK_MODES
 from .images import infotext, outputs, watermark
 from .config import Settings
+from .history import History
 from .models import detect, devices, download, registry
 from .models.manager import AUTOMATIC_VAE, NO_VAE, ModelManager
 from .pipelines import hires, img2img, inpaint, txt2img, upscale
@@ -41,6 +42,7 @@ class Engine:
         self.manager = manager or ModelManager(self.settings)
         self.limits = Limits(max_size=self.settings.max_size)
         outputs.clean_stale_temporaries(self.settings.outputs_dir)  # debris of a killed earlier run
+        self.history = History(self.settings.outputs_dir)  # the images on disk, with their owners (sdui.history)
 
     # ---- what the front ends may ask: the only door to the model manager ----------------------
     def checkpoints(self) -> list[registry.ModelEntry]:

@@ -212,7 +212,18 @@ class JobQueue:
     def _finish(self, job: Job, state: JobState, error: Optional[str] = None) -> None:
         # queue clients are remote (UI, API): they learn file names, never server paths
         job.state, job.error, job.finished = state, redact_paths(error) if error else error, time.time()
+        self._record_history(job)
         job.done_event.set()
+
+    def _record_history(self, job: Job) -> None:
+        """The job's saved images join its owner's lasting history (``sdui.history``), before it is done."""
+        history = getattr(self.engine, "history", None)
+        if history is None or not job.result:
+            return
+        try:
+            history.record([im.path for im in job.result.images if im.path], job.owner)
+        except Exception:  # noqa: BLE001 - the history is an index of the files; a failure must not fail the job
+            log.exception("could not add job %s to the history", job.id)
 
     def _forget_old(self) -> None:
         finished = sorted((j for j in self._jobs.values() if j.state.finished), key=lambda j: j.finished or 0)

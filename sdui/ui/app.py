@@ -156,15 +156,17 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
         fetch.click(fetch_default, outputs=[download_status, ctx.model, notice, *generate_buttons, ctx.vae, download_row],
                     concurrency_limit=None, show_progress="hidden")
         wire_sending(ctx, t2i, i2i, ups, png)
+        history.wire_sending(ctx, hist, t2i, i2i, ups)  # uifeat: History's Send to ... buttons
 
-        def on_load(token):
+        def on_load(token, request: gr.Request):
             token = token or session.new_token()
             ready = bool(engine.model_choices())
-            return (token, session.history_items(queue, session.owner_for(token), ctx.publisher),
+            return (token, *history.gallery_items(ctx, token, request),  # uifeat: the lasting history (and its login)
                     *[gr.update(interactive=ready) for _ in generate_buttons],
                     *[gr.update(interactive=True) for _ in session_buttons])
 
-        demo.load(on_load, inputs=[ctx.token], outputs=[ctx.token, hist.gallery, *generate_buttons, *session_buttons],
+        demo.load(on_load, inputs=[ctx.token], outputs=[ctx.token, hist.gallery, hist.paths, *generate_buttons,
+                                                        *session_buttons],
                   concurrency_limit=None, show_progress="hidden")
     return demo
 
