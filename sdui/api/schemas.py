@@ -149,7 +149,6 @@ class PNGInfoResponse(BaseModel):
 
 # ---- what we do not implement, and the value that means "not asked for" ---------------------------
 UNIMPLEMENTED_DEFAULTS: dict[str, Any] = {
-    "styles": (None, []),
     "restore_faces": (None, False), "tiling": (None, False), "eta": (None,), "s_min_uncond": (None, 0, 0.0),
     "s_churn": (None, 0, 0.0), "s_tmax": (None, 0, 0.0), "s_tmin": (None, 0, 0.0), "s_noise": (None, 1, 1.0),
     "refiner_checkpoint": (None, ""), "script_name": (None, ""), "script_args": ([],),

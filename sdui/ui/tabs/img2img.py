@@ -17,6 +17,8 @@ from ...types import InvalidRequest
 from ..controls import UIContext, coerce, radio, render_controls, render_outputs, slider
 from .generate import wire_generation
 
+from .. import styles_panel  # uifeat: Styles
+
 MODES = ("img2img (sketch or photo)", "Inpaint (paint the mask)")
 
 
@@ -36,10 +38,12 @@ def render(ctx: UIContext) -> SimpleNamespace:
                 fill = radio("inpainting_fill", "img2img_inpainting_fill")
                 mask_mode = radio("inpainting_mask_invert", "img2img_mask_mode")
             controls = render_controls("img2img", ctx.engine.limits)
+            styles = styles_panel.render("img2img", ctx.settings)  # uifeat hook
         with gr.Column(scale=1):
             outputs = render_outputs("img2img")
     return SimpleNamespace(mode=mode, editor=editor, strength=strength, resize_mode=resize_mode, mask_blur=mask_blur,
-                           fill=fill, mask_mode=mask_mode, controls=controls, outputs=outputs)
+                           fill=fill, mask_mode=mask_mode, controls=controls, outputs=outputs,
+                           styles=styles)
 
 
 def editor_to_images(value, inpaint: bool):
@@ -75,7 +79,8 @@ def _flatten(img: Image.Image) -> Image.Image:
 
 def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
     extra = {"mode": tab.mode, "editor": tab.editor, "strength": tab.strength, "resize_mode": tab.resize_mode,
-             "mask_blur": tab.mask_blur, "fill": tab.fill, "mask_mode": tab.mask_mode}
+             "mask_blur": tab.mask_blur, "fill": tab.fill, "mask_mode": tab.mask_mode,
+             "styles": tab.styles["styles"]}  # uifeat: Styles
 
     def mode_fields(data: dict) -> dict:
         inpaint = data[tab.mode] == MODES[1]
@@ -86,6 +91,8 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
         if inpaint:
             fields.update(mask=mask, mask_blur=coerce("mask_blur", data[tab.mask_blur]), inpainting_fill=data[tab.fill],
                           inpainting_mask_invert=data[tab.mask_mode])
+        fields.update(styles_panel.request_fields(tab.styles, tab.controls, data))  # uifeat: Styles
         return fields
 
     wire_generation(ctx, tab.controls, mode_fields, extra, tab.outputs)
+    styles_panel.wire(tab.styles, tab.controls)  # uifeat
