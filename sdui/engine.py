@@ -493,6 +493,17 @@ class Engine:
         return GeneratedImage(image=img, seed=seed if seed is not None else -1, infotext=text, path=path,
                               watermarked=marked, partial=partial)
 
+    def save_grid(self, grid, req: GenerationRequest, first: Optional[GeneratedImage]) -> GeneratedImage:
+        """An X/Y/Z plot's grid (``sdui.xyz``), saved beside its cells as ``NNNNN-grid.png`` with the first
+        cell's infotext (A1111 gives its grids the first image's)."""
+        text = first.infotext if first else ""
+        grid.info["parameters"] = text
+        path = None
+        if req.save:
+            folder = outputs.output_folder(self.settings.outputs_dir, req.mode)
+            path = str(outputs.save_image(grid, folder, "grid", text, req.output_format))
+        return GeneratedImage(image=grid, seed=first.seed if first else req.seed, infotext=text, path=path)
+
     # ---- PNG info -----------------------------------------------------------------------------
     @staticmethod
     def png_info(img) -> dict:

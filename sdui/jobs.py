@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from .types import Cancelled, GenerationRequest, GenerationResult, JobState, Progress, QueueFull, SduiError, redact_paths
 
@@ -42,6 +42,7 @@ class Job:
     started: Optional[float] = None
     finished: Optional[float] = None
     skipped: bool = False
+    plan: Any = None  # an X/Y/Z plot (sdui.xyz.Plan): the job makes every cell of it, then the grid
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
     done_event: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -90,13 +91,14 @@ class JobQueue:
             self._thread = None
 
     # ---- submitting and looking up ------------------------------------------------------------
-    def submit(self, request: GenerationRequest, owner: str, priority: int = 0) -> Job:
+    def submit(self, request: GenerationRequest, owner: str, priority: int = 0, plan: Any = None) -> Job:
         """Queue a job; raises QueueFull at once when ``max_queue`` jobs are waiting, and
-        InvalidRequest before queueing when the request is bad."""
+        InvalidRequest before queueing when the request is bad. With ``plan`` (an X/Y/Z plot), the one
+        job makes every cell, each checked now."""
         if not owner:
             raise ValueError("a job needs an owner (the API user or a browser session)")
-        checked = self.engine.prepare(request)
-        job = Job(request=checked, owner=owner, priority=priority)
+        checked = plan.prepare(self.engine, request) if plan is not None else self.engine.prepare(request)
+        job = Job(request=checked, owner=owner, priority=priority, plan=plan)
         with self._lock:
             if len(self._pending) >= self.max_queue:
                 raise QueueFull(f"the queue is full ({self.max_queue} jobs waiting); try again in a moment")
@@ -190,8 +192,9 @@ class JobQueue:
                 self._running = job
                 job.state, job.started = JobState.RUNNING, time.time()
             try:
-                result = self.engine.generate(job.request, on_progress=lambda p, j=job: _record_progress(j, p),
-                                              cancel=job.cancel_event)
+                run = self.engine.generate if job.plan is None else (
+                    lambda req, **kw: job.plan.run(self.engine, req, **kw))  # noqa: B023 - called at once
+                result = run(job.request, on_progress=lambda p, j=job: _record_progress(j, p), cancel=job.cancel_event)
                 job.result = result
                 self._finish(job, JobState.DONE)
             except Cancelled as e:

@@ -17,7 +17,7 @@ from ...types import InvalidRequest
 from ..controls import UIContext, coerce, radio, render_controls, render_outputs, slider
 from .generate import wire_generation
 
-from .. import styles_panel  # uifeat: Styles
+from .. import styles_panel, xyz_panel  # uifeat: Styles, X/Y/Z plot
 
 MODES = ("img2img (sketch or photo)", "Inpaint (paint the mask)")
 
@@ -39,11 +39,12 @@ def render(ctx: UIContext) -> SimpleNamespace:
                 mask_mode = radio("inpainting_mask_invert", "img2img_mask_mode")
             controls = render_controls("img2img", ctx.engine.limits)
             styles = styles_panel.render("img2img", ctx.settings)  # uifeat hook
+            xyz = xyz_panel.render("img2img", "img2img")  # uifeat hook
         with gr.Column(scale=1):
             outputs = render_outputs("img2img")
     return SimpleNamespace(mode=mode, editor=editor, strength=strength, resize_mode=resize_mode, mask_blur=mask_blur,
                            fill=fill, mask_mode=mask_mode, controls=controls, outputs=outputs,
-                           styles=styles)
+                           styles=styles, xyz=xyz)
 
 
 def editor_to_images(value, inpaint: bool):
@@ -96,3 +97,4 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
 
     wire_generation(ctx, tab.controls, mode_fields, extra, tab.outputs)
     styles_panel.wire(tab.styles, tab.controls)  # uifeat
+    xyz_panel.wire(ctx, tab.xyz, tab.controls, mode_fields, extra, tab.outputs)  # uifeat
