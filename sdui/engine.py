@@ -19,6 +19,7 @@ from .fields import LATENT_UPSCALE_MODES, MASK_MODES
 from .images import infotext, outputs, watermark
 from .config import Settings
 from .history import History
+from .server_defaults import DefaultsStore, ServerDefaults
 from .models import detect, devices, download, registry
 from .models.manager import AUTOMATIC_VAE, NO_VAE, ModelManager
 from .pipelines import hires, img2img, inpaint, txt2img, upscale
@@ -43,6 +44,7 @@ class Engine:
         self.limits = Limits(max_size=self.settings.max_size)
         outputs.clean_stale_temporaries(self.settings.outputs_dir)  # debris of a killed earlier run
         self.history = History(self.settings.outputs_dir)  # the images on disk, with their owners (sdui.history)
+        self.defaults = DefaultsStore(self.settings.settings_file, self.limits)  # the owner's Settings tab
 
     # ---- what the front ends may ask: the only door to the model manager ----------------------
     def checkpoints(self) -> list[registry.ModelEntry]:
@@ -97,10 +99,17 @@ class Engine:
         raise UnknownModelError(f"no checkpoint has the hash '{text[:64]}'. Available: {names}")
 
     def preview_period(self) -> int:
-        """Live previews are made every this many sampling steps (and at the last one)."""
-        from .pipelines.common import PREVIEW_EVERY
+        """Live previews are made every this many sampling steps (and at the last one): the owner's setting."""
+        return self.defaults.get().preview_every
 
-        return PREVIEW_EVERY
+    def server_defaults(self) -> ServerDefaults:
+        """The owner's defaults (Settings tab, ``--settings-file``): sampler, steps, size, preview period,
+        image format, saving."""
+        return self.defaults.get()
+
+    def set_server_defaults(self, changes: dict) -> ServerDefaults:
+        """Change the owner's defaults (each checked; InvalidRequest names a bad one) and write the file."""
+        return self.defaults.update(changes)
 
     def unload_checkpoints(self) -> None:
         """Free every loaded checkpoint (A1111's unload-checkpoint); waits for a running job, and the
@@ -281,7 +290,8 @@ class Engine:
 
                 def run_batch(pipe, loaded, seeds=seeds, n=n, req=req, task=task):  # Hires. fix: another req, task
                     job = Job(request=req, seeds=seeds, device=loaded.execution_device, on_progress=on_progress,
-                              cancel=cancel, image_index=n * req.batch_size, image_total=total)
+                              cancel=cancel, image_index=n * req.batch_size, image_total=total,
+                              preview_every=self.preview_period())
                     noise_seed = seeds[0] if len(seeds) == 1 else list(seeds)
                     plan = samplers.plan_sampling(loaded.base_scheduler_config, req.sampler, req.scheduler,
                                                   steps=req.steps, seed=noise_seed, is_sdxl=is_xl)

@@ -183,24 +183,27 @@ class History:
                 self._save()
 
     # ---- what the front ends ask ------------------------------------------------------------------
-    def items(self, owner: Optional[str], query: str = "", include_unowned: bool = False,
-              limit: int = 200) -> list[Entry]:
-        """``owner``'s images (and, with ``include_unowned``, those of no known owner), newest first,
-        whose prompt contains every word of ``query`` (case-insensitive)."""
+    @staticmethod
+    def _visible(e: Entry, owner: Optional[str], include_unowned: bool, everyone: bool) -> bool:
+        return everyone or (owner is not None and e.owner == owner) or (include_unowned and e.owner is None)
+
+    def items(self, owner: Optional[str], query: str = "", include_unowned: bool = False, limit: int = 200,
+              everyone: bool = False) -> list[Entry]:
+        """``owner``'s images (and, with ``include_unowned``, those of no known owner; with ``everyone``,
+        all: --shared-outputs), newest first, whose prompt contains every word of ``query`` (any case)."""
         self.scan()
         words = query.lower().split()
         with self._lock:
-            mine = [e for e in self._load().values()
-                    if (owner is not None and e.owner == owner) or (include_unowned and e.owner is None)]
+            mine = [e for e in self._load().values() if self._visible(e, owner, include_unowned, everyone)]
         mine = [e for e in mine if all(w in e.prompt.lower() for w in words)]
         mine.sort(key=lambda e: (e.mtime_ns, e.path), reverse=True)
         return mine[:limit]
 
-    def get(self, rel: str, owner: Optional[str], include_unowned: bool = False) -> Entry:
+    def get(self, rel: str, owner: Optional[str], include_unowned: bool = False, everyone: bool = False) -> Entry:
         """The entry at ``rel`` if ``owner`` may see it; raises NotYours otherwise (also for no such image)."""
         with self._lock:
             e = self._load().get(rel)
-        if e is None or not ((owner is not None and e.owner == owner) or (include_unowned and e.owner is None)):
+        if e is None or not self._visible(e, owner, include_unowned, everyone):
             raise NotYours("That image is not in your history.")
         return e
 

@@ -11,6 +11,7 @@ from ..types import ModelKind, SduiError
 from . import session
 from .controls import UIContext
 from .tabs import history, img2img, models, pnginfo, txt2img, upscale
+from .tabs import settings as settings_tab  # uifeat: the Settings tab
 
 CSS = """
 .sdui-progress { position: relative; border: 1px solid var(--border-color-primary); border-radius: 6px;
@@ -122,6 +123,8 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
                 hist = history.render(ctx)
             with gr.Tab("Models", id="models"):
                 mdl = models.render(ctx)
+            with gr.Tab("Settings", id="settings"):  # uifeat
+                sett = settings_tab.render(ctx)
 
         # ---- wiring -------------------------------------------------------------------------
         for module, tab in ((txt2img, t2i), (img2img, i2i), (upscale, ups), (pnginfo, png), (history, hist),
@@ -157,6 +160,7 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
                     concurrency_limit=None, show_progress="hidden")
         wire_sending(ctx, t2i, i2i, ups, png)
         history.wire_sending(ctx, hist, t2i, i2i, ups)  # uifeat: History's Send to ... buttons
+        settings_tab.wire(ctx, sett, demo, t2i, i2i)  # uifeat: Settings tab, and what a page starts with
 
         def on_load(token, request: gr.Request):
             token = token or session.new_token()

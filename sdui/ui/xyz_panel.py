@@ -13,6 +13,7 @@ from .. import xyz
 from ..types import GenerationRequest, InvalidRequest, JobState, SduiError
 from . import session
 from .controls import coerce
+from .tabs import settings as settings_tab
 
 HELP = ("Values: comma lists (1, 2, 3), ranges 1-5, 1-10 (+2), 1-10 [5] (five evenly spaced); Prompt S/R: the first "
         "value is replaced by each value in turn.")
@@ -22,7 +23,7 @@ def render(prefix: str, mode: str = "txt2img") -> dict:
     names = xyz.axis_names(mode)
     panel: dict = {}
     with gr.Accordion("Script: X/Y/Z plot", open=False, elem_id=f"{prefix}_xyz"):
-        for axis, default in (("x", "Steps"), ("y", "CFG Scale"), ("z", xyz.NOTHING)):
+        for axis, default in (("x", "Seed"), ("y", xyz.NOTHING), ("z", xyz.NOTHING)):  # A1111's defaults
             with gr.Row():
                 panel[f"{axis}_type"] = gr.Dropdown(names, value=default if default in names else xyz.NOTHING,
                                                     label=f"{axis.upper()} type", scale=2,
@@ -63,6 +64,7 @@ def wire(ctx, panel: dict, controls, mode_fn, extra_fields: dict, outputs: dict)
             return
         fields["model"] = data[ctx.model] or None
         fields["vae"] = data[ctx.vae] or None
+        fields.update(settings_tab.output_fields(ctx))  # the owner's image format and saving
         owner = session.owner_for(data[ctx.token])
         if not owner:
             yield {outputs["status"]: session.message_html(session.NOT_READY)}

@@ -19,48 +19,31 @@ from ...history import NotYours
 from ...images.infotext import infotext_to_request_fields, parse_infotext
 from .. import session
 from ..controls import UIContext
+from ..owner import is_server_owner, login_of
 
 LIMIT = 200
 
 
 # ---- who is asking ------------------------------------------------------------------------------
-def _login(request: Optional[gr.Request]) -> Optional[str]:
-    return getattr(request, "username", None) if request is not None else None
-
-
 def viewer(ctx: UIContext, token: Optional[str], request: Optional[gr.Request]) -> Optional[str]:
     """The history owner of this page: ``login:<user>`` with --gradio-auth, else this browser's session."""
-    user = _login(request)
+    user = login_of(request)
     return f"login:{user}" if user else session.owner_for(token)
-
-
-def server_owner_login(settings) -> Optional[str]:
-    """The first --gradio-auth (or --gradio-auth-path) user: the server's owner."""
-    text = getattr(settings, "gradio_auth", None) or ""
-    path = getattr(settings, "gradio_auth_path", None)
-    if not text and path:
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError:
-            text = ""
-    for part in text.replace("\n", ",").split(","):
-        if ":" in part:
-            return part.split(":", 1)[0].strip()
-    return None
 
 
 def sees_unowned(ctx: UIContext, request: Optional[gr.Request]) -> bool:
     """Images of no known owner are the server owner's: the first login, or anyone on a local server."""
-    user = _login(request)
-    if user:
-        return user == server_owner_login(ctx.settings)
-    return not getattr(ctx.settings, "listen", False) and not server_owner_login(ctx.settings)
+    return is_server_owner(ctx.settings, request)
+
+
+def sees_everyone(ctx: UIContext) -> bool:
+    """--shared-outputs: every user sees every user's images (deleting stays the owner's)."""
+    return bool(getattr(ctx.settings, "shared_outputs", False))
 
 
 def claim(ctx: UIContext, token: Optional[str], request: Optional[gr.Request]) -> None:
     """With a login, this browser's jobs (owned by its session in the queue) join the login's history."""
-    user, owner = _login(request), session.owner_for(token)
+    user, owner = login_of(request), session.owner_for(token)
     if user and owner:
         ctx.engine.history.alias(owner, f"login:{user}")
 
@@ -72,7 +55,8 @@ def gallery_items(ctx: UIContext, token, request, query: str = "") -> tuple[list
     if not who:
         return [], []
     claim(ctx, token, request)
-    entries = ctx.engine.history.items(who, query or "", include_unowned=sees_unowned(ctx, request), limit=LIMIT)
+    entries = ctx.engine.history.items(who, query or "", include_unowned=sees_unowned(ctx, request), limit=LIMIT,
+                                       everyone=sees_everyone(ctx))
     out, paths = [], []
     for e in entries:
         try:
@@ -138,7 +122,8 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
         if not 0 <= index < len(rels or []):
             return None, "", None, gr.update(visible=False)
         try:
-            e = ctx.engine.history.get(rels[index], viewer(ctx, token, request), sees_unowned(ctx, request))
+            e = ctx.engine.history.get(rels[index], viewer(ctx, token, request), sees_unowned(ctx, request),
+                                       everyone=sees_everyone(ctx))
         except NotYours as err:
             return None, str(err), None, gr.update(visible=False)
         return str(ctx.engine.history.full_path(e)), e.infotext, e.path, gr.update(visible=False)
@@ -200,7 +185,8 @@ def wire_sending(ctx: UIContext, tab: SimpleNamespace, t2i, i2i, ups) -> None:
     from .img2img import MODES as I2I_MODES
 
     def opened(token, rel, request):
-        e = ctx.engine.history.get(rel or "", viewer(ctx, token, request), sees_unowned(ctx, request))
+        e = ctx.engine.history.get(rel or "", viewer(ctx, token, request), sees_unowned(ctx, request),
+                                   everyone=sees_everyone(ctx))
         return e, parse_infotext(e.infotext) if e.infotext else {}
 
     def to_txt2img(token, rel, request: gr.Request):

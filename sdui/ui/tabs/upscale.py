@@ -10,6 +10,7 @@ from PIL import Image
 from ...types import GenerationRequest
 from .. import session
 from ..controls import UIContext, coerce, slider
+from . import settings as settings_tab  # uifeat
 
 
 def render(ctx: UIContext) -> SimpleNamespace:
@@ -48,6 +49,7 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
                                     upscale_factor=coerce("upscale_factor", data[tab.factor]), prompt=data[tab.prompt],
                                     negative_prompt=data[tab.negative], noise_level=coerce("noise_level", data[tab.noise]),
                                     steps=coerce("steps", data[tab.steps]))
+        request = request.replace(**settings_tab.output_fields(ctx))  # uifeat: the owner's format and saving
         for update in session.run_job(ctx.queue, request, session.owner_for(data[ctx.token])):
             out = {tab.status: update["status"]}
             job = update.get("result")
