@@ -50,7 +50,7 @@ class Entry:
     infotext: str = ""
 
     def caption(self, width: int = 80) -> str:
-        """``prompt · Steps 20 · Euler a · CFG 7 · Seed 42 · 512x512`` (shortened prompt)."""
+        """``prompt · Steps 20 · Euler a · CFG 7 · Seed 42 · 512x512 · txt2img`` (shortened prompt)."""
         prompt = " ".join(self.prompt.split())
         if len(prompt) > width:
             prompt = prompt[: width - 1] + "…"
@@ -68,6 +68,8 @@ class Entry:
             bits.append(f"{p['Postprocess upscaler']} x{p.get('Postprocess upscale by', '?')}")
         if "Size" in p:
             bits.append(p["Size"])
+        if self.mode and prompt:
+            bits.append(self.mode)
         return " · ".join(bits)
 
 
