@@ -120,3 +120,31 @@ def test_a_broken_index_is_rebuilt_from_the_files(made):
     (engine.history.root / INDEX_NAME).write_text("{ not json")
     h = History(engine.settings.outputs_dir)
     assert len(h.items(None, include_unowned=True)) == 2  # owners unknown now, the images still listed
+
+
+def test_the_ui_shows_a_login_its_own_and_the_owner_the_unowned(made, tmp_path):
+    """The History tab's rules (sdui/ui/tabs/history.py) on the same index: a login's images, the first
+    login also those of no known owner, --shared-outputs everyone's; a fake Gradio request carries the login."""
+    from types import SimpleNamespace
+
+    from sdui.config import Settings
+    from sdui.ui.session import Publisher
+    from sdui.ui.tabs import history as tab
+
+    engine, a, b = made
+    engine.history.alias("ui:alice-browser", "login:ann")
+    shutil.copyfile(a.result.images[0].path, engine.history.root / "txt2img-images" / "old.png")
+
+    def ctx(**kw):
+        return SimpleNamespace(engine=engine, settings=Settings(outputs_dir=engine.settings.outputs_dir, **kw),
+                               publisher=Publisher())
+
+    logins = ctx(gradio_auth="ann:pw,bob:pw")
+    ann, bob = SimpleNamespace(username="ann"), SimpleNamespace(username="bob")
+    assert len(tab.gallery_items(logins, "any-token", ann)[1]) == 2  # hers and the unowned old file
+    assert tab.gallery_items(logins, "token-b", bob)[1] == []
+    assert len(tab.gallery_items(ctx(gradio_auth="ann:pw", shared_outputs=True), "t", bob)[1]) == 3
+    local = ctx()  # no logins, not --listen: the browser's own and the unowned ones
+    bobs = engine.history._rel(b.result.images[0].path)
+    assert set(tab.gallery_items(local, "bob-browser", None)[1]) == {"txt2img-images/old.png", bobs}
+    assert "txt2img-images/old.png" not in tab.gallery_items(ctx(listen=True), "bob-browser", None)[1]

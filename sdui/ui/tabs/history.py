@@ -178,6 +178,18 @@ def _model_for(ctx: UIContext, parsed: dict) -> dict:
     return {}
 
 
+def _variation_for(t2i, parsed: dict) -> dict:
+    """The "Extra" seed controls from the infotext (ticked when it has a variation seed or seed resize)."""
+    panel = getattr(t2i, "variation", None)
+    if not panel or not parsed:
+        return {}
+    got = infotext_to_request_fields(parsed)
+    names = ("subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
+    if not any(n in got for n in names):
+        return {panel["seed_extra"]: False}
+    return {panel["seed_extra"]: True, **{panel[n]: got[n] for n in names if n in got}}
+
+
 def wire_sending(ctx: UIContext, tab: SimpleNamespace, t2i, i2i, ups) -> None:
     """History's Send to txt2img / img2img / inpaint / Upscale: the open image and its parameters."""
     from PIL import Image
@@ -194,8 +206,8 @@ def wire_sending(ctx: UIContext, tab: SimpleNamespace, t2i, i2i, ups) -> None:
             e, parsed = opened(token, rel, request)
         except NotYours as err:
             return {tab.status: session.message_html(str(err))}
-        return {**_fields_for(t2i.controls, parsed), **_model_for(ctx, parsed), ctx.tabs: gr.Tabs(selected="txt2img"),
-                tab.status: ""}
+        return {**_fields_for(t2i.controls, parsed), **_model_for(ctx, parsed), **_variation_for(t2i, parsed),
+                ctx.tabs: gr.Tabs(selected="txt2img"), tab.status: ""}
 
     def to_i2i(mode_index):
         def send(token, rel, request: gr.Request):
@@ -219,7 +231,8 @@ def wire_sending(ctx: UIContext, tab: SimpleNamespace, t2i, i2i, ups) -> None:
         return {ups.image: img, ctx.tabs: gr.Tabs(selected="upscale"), tab.status: ""}
 
     inputs = [ctx.token, tab.selected]
-    t2i_out = [*t2i.controls.request_fields().values(), ctx.model, ctx.tabs, tab.status]
+    t2i_out = [*t2i.controls.request_fields().values(), ctx.model, ctx.tabs, tab.status,
+               *getattr(t2i, "variation", {}).values()]
     i2i_out = [*i2i.controls.request_fields().values(), ctx.model, ctx.tabs, tab.status, i2i.editor, i2i.mode]
     tab.to_txt2img.click(to_txt2img, inputs=inputs, outputs=t2i_out)
     tab.to_img2img.click(to_i2i(0), inputs=inputs, outputs=i2i_out)
