@@ -160,3 +160,28 @@ def choose_many(page, elem_id: str, option: str) -> None:
     page.locator(f"#{elem_id} li[role=option][aria-label={option!r}]").click()
     page.keyboard.press("Escape")
     page.wait_for_function(f"() => document.querySelector('#{elem_id}').innerText.includes({option!r})")
+
+
+def test_variation_seed_from_the_extra_panel_gives_the_engines_pixels(models_root, tmp_path, browser):
+    from sdui.types import GenerationRequest
+
+    out = tmp_path / "o"
+    settings = Settings(models_dir=str(models_root), outputs_dir=str(out), settings_file=str(tmp_path / "s.json"),
+                        styles_file=str(tmp_path / "styles.csv"))
+    app = create_app(settings)
+    with running_server(app) as base:
+        context, page = login_free(browser, base)
+        set_text(page, "txt2img_prompt", "a varied fox")
+        small_settings(page, "txt2img")
+        set_number(page, "txt2img_seed", 8)
+        page.locator("#txt2img_subseed_show input").check()
+        set_number(page, "txt2img_subseed", 21)
+        set_number(page, "txt2img_subseed_strength", 0.5)
+        page.click("#txt2img_generate")
+        text = wait_infotext(page, "txt2img")
+        assert "Seed: 8," in text and "Variation seed: 21, Variation seed strength: 0.5" in text
+        (saved,) = list(out.rglob("*.png"))
+        want = app.state.engine.generate(GenerationRequest(prompt="a varied fox", steps=2, width=64, height=64, seed=8,
+                                                           subseed=21, subseed_strength=0.5, save=False))
+        assert Image.open(saved).convert("RGB").tobytes() == want.images[0].image.convert("RGB").tobytes()
+        context.close()
