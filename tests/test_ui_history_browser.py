@@ -5,6 +5,7 @@ Playwright is missing."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -185,3 +186,62 @@ def test_variation_seed_from_the_extra_panel_gives_the_engines_pixels(models_roo
                                                            subseed=21, subseed_strength=0.5, save=False))
         assert Image.open(saved).convert("RGB").tobytes() == want.images[0].image.convert("RGB").tobytes()
         context.close()
+
+
+def test_settings_tab_owner_defaults_and_this_browsers_own(models_root, tmp_path, browser):
+    settings = Settings(models_dir=str(models_root), outputs_dir=str(tmp_path / "o"), settings_file=str(tmp_path / "s.json"),
+                        styles_file=str(tmp_path / "styles.csv"), gradio_auth="boss:pw,guest:pw2")
+    with running_server(create_app(settings)) as base:
+        owner_ctx, page = login(browser, base, "boss", "pw")
+        open_tab(page, "Settings")
+        set_number(page, "settings_steps", 9)
+        page.get_by_label("webp").check()
+        page.click("#settings_apply")
+        page.wait_for_selector("#settings_status .sdui-message.info")
+        written = json.loads((tmp_path / "s.json").read_text())
+        assert (written["steps"], written["output_format"]) == (9, "webp")
+        guest_ctx, guest = login(browser, base, "guest", "pw2")
+        guest.wait_for_function("() => document.querySelector('#txt2img_steps input[type=number]').value === '9'")
+        open_tab(guest, "Settings")
+        assert guest.locator("#settings_apply").is_disabled()  # only the owner may change them
+        assert "Only the server's owner (boss)" in guest.locator("#settings_owner_note").inner_text()
+        # this browser's own defaults: remembered in localStorage, restored on reload, not in other browsers
+        open_tab(guest, "txt2img")
+        set_number(guest, "txt2img_steps", 5)
+        open_tab(guest, "Settings")
+        guest.click("#settings_browser_save")
+        guest.wait_for_selector("#settings_browser_status .sdui-message.info")
+        guest.reload()
+        guest.wait_for_selector("#txt2img_prompt textarea")
+        guest.wait_for_function("() => document.querySelector('#txt2img_steps input[type=number]').value === '5'")
+        owner_ctx.close()
+        other_ctx, other = login(browser, base, "guest", "pw2")  # a second browser of the same login
+        other.wait_for_function("() => document.querySelector('#txt2img_steps input[type=number]').value === '9'")
+        other_ctx.close()
+        guest_ctx.close()
+
+
+def test_without_logins_the_browser_keeps_its_history_across_a_restart(models_root, tmp_path, browser):
+    """The browser's session token (kept encrypted in its localStorage) is still readable by the restarted
+    server, so the browser's images are still its own; another browser does not see them."""
+    from tests.server_util import free_port
+
+    port = free_port()
+    settings = Settings(models_dir=str(models_root), outputs_dir=str(tmp_path / "o"), port=port,
+                        settings_file=str(tmp_path / "s.json"), styles_file=str(tmp_path / "styles.csv"), listen=False)
+    context = None
+    with running_server(create_app(settings), port=port) as base:
+        context, page = login_free(browser, base)
+        set_text(page, "txt2img_prompt", "a remembered harbour")
+        small_settings(page, "txt2img")
+        page.click("#txt2img_generate")
+        wait_infotext(page, "txt2img")
+    with running_server(create_app(settings), port=port) as base:  # same address: the same localStorage
+        page.reload()
+        page.wait_for_selector("#txt2img_interrupt:enabled")
+        captions = history_captions(page)
+        assert len(captions) == 1 and "a remembered harbour" in captions[0]
+        stranger, other = login_free(browser, base)
+        assert history_captions(other) == []
+        stranger.close()
+    context.close()

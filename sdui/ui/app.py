@@ -10,6 +10,7 @@ from ..images.infotext import infotext_to_request_fields
 from ..types import ModelKind, SduiError
 from . import session
 from .controls import UIContext
+from .owner import browser_secret
 from .tabs import history, img2img, models, pnginfo, txt2img, upscale
 from .tabs import settings as settings_tab  # uifeat: the Settings tab
 
@@ -95,7 +96,7 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
     default_entry = engine.default_checkpoint() if titles else None
     default = default_entry.name if default_entry else (titles[0][1] if titles else None)
     with gr.Blocks(title="sdui", analytics_enabled=False) as demo:
-        ctx.token = gr.BrowserState("", storage_key="sdui-session")
+        ctx.token = gr.BrowserState("", storage_key="sdui-session", secret=browser_secret(settings))  # uifeat: lasts
         with gr.Row():
             ctx.model = gr.Dropdown(titles, value=default, label="Stable Diffusion checkpoint", scale=6,
                                     elem_id="sd_model_checkpoint", allow_custom_value=False)

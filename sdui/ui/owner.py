@@ -5,7 +5,12 @@ owner change the server's defaults when there are logins."""
 
 from __future__ import annotations
 
+import os
+import secrets
+from pathlib import Path
 from typing import Optional
+
+BROWSER_KEY_NAME = ".sdui-browser-key"
 
 
 def login_of(request) -> Optional[str]:
@@ -35,3 +40,26 @@ def is_server_owner(settings, request, local_counts: bool = True) -> bool:
     if owner is not None:
         return login_of(request) == owner
     return local_counts and not getattr(settings, "listen", False)
+
+
+def browser_secret(settings) -> str:
+    """The key the page's browser-kept values (the session token, this browser's defaults) are encrypted
+    with, kept in the outputs folder (owner-readable only) so that a restarted server still reads them:
+    Gradio's own default is a new random key per start, which would give every browser a new session,
+    and so an empty History, after each restart."""
+    path = Path(getattr(settings, "outputs_dir", "outputs")) / BROWSER_KEY_NAME
+    try:
+        key = path.read_text(encoding="ascii").strip()
+        if len(key) >= 32:
+            return key
+    except (OSError, UnicodeDecodeError):
+        pass
+    key = secrets.token_urlsafe(32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(key)
+    except OSError:
+        pass  # a read-only outputs folder: this run's key only
+    return key

@@ -18,7 +18,7 @@ from ...server_defaults import FORMATS, LABELS, PREVIEW_RANGE
 from ...types import InvalidRequest
 from .. import session
 from ..controls import UIContext, coerce, slider
-from ..owner import is_server_owner, server_owner_login
+from ..owner import browser_secret, is_server_owner, server_owner_login
 
 BROWSER_KEYS = ("sampler", "scheduler", "steps", "width", "height", "cfg_scale")
 
@@ -62,17 +62,19 @@ def render(ctx: UIContext) -> SimpleNamespace:
         remember = gr.Button("Remember txt2img's current settings", elem_id="settings_browser_save")
         forget = gr.Button("Forget this browser's defaults", elem_id="settings_browser_clear")
     browser_status = gr.HTML(elem_id="settings_browser_status")
-    stored = gr.BrowserState({}, storage_key="sdui-defaults")
     server = {"sampler": sampler, "steps": steps, "width": width, "height": height, "preview_every": preview,
               "output_format": fmt, "save": save}
     return SimpleNamespace(note=note, server=server, apply=apply, status=status, remember=remember, forget=forget,
-                           browser_status=browser_status, stored=stored)
+                           browser_status=browser_status, stored=None)
 
 
 def wire(ctx: UIContext, tab: SimpleNamespace, demo, t2i, i2i) -> None:
     """Apply / Remember / Forget, and what a page starts with (called by the app once every tab exists)."""
     server = tab.server
     names = list(server)
+    # made here, outside the tab: a tab's children are rendered (and a BrowserState read from localStorage)
+    # only once the tab is opened, and the page must start with this browser's defaults
+    tab.stored = gr.BrowserState({}, storage_key="sdui-defaults", secret=browser_secret(ctx.settings))
 
     def apply(sampler, steps, width, height, preview_every, output_format, save, request: gr.Request):
         values = (sampler, steps, width, height, preview_every, output_format, save)
