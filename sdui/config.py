@@ -85,6 +85,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("styles_file", "A1111 styles file (CSV with the columns name,prompt,negative_prompt) that /sdapi/v1/prompt-styles "
            "lists; a missing file lists no styles. A relative path is taken from the folder sdui was started in, as "
            "A1111 does.", group="server"),
+    Option("settings_file", "JSON file with the owner's defaults from the UI's Settings tab (sampler, steps, size, "
+           "live preview frequency, image file format, saving to disk); written when they change there. A relative path "
+           "is taken from the folder sdui was started in.", group="server"),
     Option("api_server_stop", "Let the API's admin stop the server with POST /sdapi/v1/server-kill or server-stop (the "
            "admin is the first --api-auth user; without credentials, a client on this machine). Off, those routes "
            "answer 404, as in A1111.", type=bool, group="server"),
@@ -129,6 +132,7 @@ class Settings:
     cors_allow_origins: Optional[str] = None
     max_request_mb: int = 64
     styles_file: str = "styles.csv"
+    settings_file: str = "sdui-settings.json"
     api_server_stop: bool = False
     log_level: str = "info"
     extra: dict = field(default_factory=dict)

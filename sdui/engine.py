@@ -18,6 +18,8 @@ from . import __version__, prompt_schedule, prompts, samplers
 from .fields import INPAINT_AREAS, LATENT_UPSCALE_MODES, MASK_MODES, UPSCALE_MODES
 from .images import infotext, outputs, watermark
 from .config import Settings
+from .history import History
+from .server_defaults import DefaultsStore, ServerDefaults
 from .models import detect, devices, download, registry
 from .models.manager import AUTOMATIC_VAE, NO_VAE, ModelManager
 from .pipelines import hires, img2img, inpaint, txt2img, upscale
@@ -42,6 +44,8 @@ class Engine:
         self.limits = Limits(max_size=self.settings.max_size)
         outputs.clean_stale_temporaries(self.settings.outputs_dir)  # debris of a killed earlier run
         self._siblings: list[Engine] = []  # the other devices' engines (for_device), refreshed and unloaded with this one
+        self.history = History(self.settings.outputs_dir)  # the images on disk, with their owners (sdui.history)
+        self.defaults = DefaultsStore(self.settings.settings_file, self.limits)  # the owner's Settings tab
 
     # ---- what the front ends may ask: the only door to the model manager ----------------------
     def checkpoints(self) -> list[registry.ModelEntry]:
@@ -98,10 +102,17 @@ class Engine:
         raise UnknownModelError(f"no checkpoint has the hash '{text[:64]}'. Available: {names}")
 
     def preview_period(self) -> int:
-        """Live previews are made every this many sampling steps (and at the last one)."""
-        from .pipelines.common import PREVIEW_EVERY
+        """Live previews are made every this many sampling steps (and at the last one): the owner's setting."""
+        return self.defaults.get().preview_every
 
-        return PREVIEW_EVERY
+    def server_defaults(self) -> ServerDefaults:
+        """The owner's defaults (Settings tab, ``--settings-file``): sampler, steps, size, preview period,
+        image format, saving."""
+        return self.defaults.get()
+
+    def set_server_defaults(self, changes: dict) -> ServerDefaults:
+        """Change the owner's defaults (each checked; InvalidRequest names a bad one) and write the file."""
+        return self.defaults.update(changes)
 
     def unload_checkpoints(self) -> None:
         """Free every loaded checkpoint (A1111's unload-checkpoint); waits for a running job, and the
@@ -198,6 +209,7 @@ class Engine:
         models, outputs folder and hash cache."""
         settings = self.settings.replace(device=device, use_cpu="all" if device == "cpu" else None, devices=None)
         other = Engine(settings, ModelManager(settings, hash_cache=self.manager.hashes))
+        other.history, other.defaults = self.history, self.defaults  # one index and one Settings store per studio
         self._siblings.append(other)
         return other
 
@@ -269,6 +281,12 @@ class Engine:
             req.seed = random.randrange(2**32 - 1 - req.batch_size * req.batch_count)
         if req.seed + req.batch_size * req.batch_count - 1 > 2**32 - 1:
             raise InvalidRequest("seed", req.seed, f"at most {2**32 - req.batch_size * req.batch_count} for this batch")
+        if req.mode == "txt2img":  # A1111's variation seed: fixed like the seed; image i uses subseed + i
+            if req.subseed == -1:
+                req.subseed = random.randrange(2**32 - 1 - req.batch_size * req.batch_count)
+            if req.subseed + req.batch_size * req.batch_count - 1 > 2**32 - 1:
+                raise InvalidRequest("subseed", req.subseed,
+                                     f"at most {2**32 - req.batch_size * req.batch_count} for this batch")
         return req
 
     def generate(self, request: GenerationRequest, on_progress: Optional[Callable[[Progress], None]] = None,
@@ -318,7 +336,8 @@ class Engine:
                 # Hires. fix: the second pass runs this with its own req and task, and first_pass=the first's req
                 def run_batch(pipe, loaded, seeds=seeds, n=n, req=req, task=task, first_pass=None):
                     job = Job(request=req, seeds=seeds, device=loaded.execution_device, on_progress=on_progress,
-                              cancel=cancel, image_index=n * req.batch_size, image_total=total)
+                              cancel=cancel, image_index=n * req.batch_size, image_total=total,
+                              preview_every=self.preview_period())
                     noise_seed = seeds[0] if len(seeds) == 1 else list(seeds)
                     plan = samplers.plan_sampling(loaded.base_scheduler_config, req.sampler, req.scheduler,
                                                   steps=req.steps, seed=noise_seed, is_sdxl=is_xl)
@@ -522,6 +541,7 @@ class Engine:
             # A1111: "VAE hash: xxxxxxxxxx, VAE: name.safetensors" when a VAE file is used
             "VAE hash": vae.short_hash if vae else None,
             "VAE": vae.filename if vae else None,
+            **_variation_infotext(req, seed),
             "Denoising strength": req.denoising_strength if req.mode in ("img2img", "inpaint") or hires_fix else None,
             "Clip skip": req.clip_skip if req.clip_skip > 1 else None,  # A1111 writes it only when it is not 1
             "Mask blur": req.mask_blur if req.mode == "inpaint" else None,
@@ -563,6 +583,17 @@ class Engine:
         return GeneratedImage(image=img, seed=seed if seed is not None else -1, infotext=text, path=path,
                               watermarked=marked, partial=partial)
 
+    def save_grid(self, grid, req: GenerationRequest, first: Optional[GeneratedImage]) -> GeneratedImage:
+        """An X/Y/Z plot's grid (``sdui.xyz``), saved beside its cells as ``NNNNN-grid.png`` with the first
+        cell's infotext (A1111 gives its grids the first image's)."""
+        text = first.infotext if first else ""
+        grid.info["parameters"] = text
+        path = None
+        if req.save:
+            folder = outputs.output_folder(self.settings.outputs_dir, req.mode)
+            path = str(outputs.save_image(grid, folder, "grid", text, req.output_format))
+        return GeneratedImage(image=grid, seed=first.seed if first else req.seed, infotext=text, path=path)
+
     # ---- PNG info -----------------------------------------------------------------------------
     @staticmethod
     def png_info(img) -> dict:
@@ -574,6 +605,18 @@ class Engine:
     def status(self) -> dict:
         """Device, precision, the loaded model, its memory level, the RAM cache and memory in use."""
         return self.manager.status()
+
+
+def _variation_infotext(req: GenerationRequest, seed) -> dict:
+    """A1111's "Variation seed" (image i's: subseed + i), "Variation seed strength" (both only when the
+    strength is not 0) and "Seed resize from" (WxH, only when both are set), in its order (after VAE)."""
+    if req.mode != "txt2img":
+        return {}
+    varied = req.subseed_strength != 0 and isinstance(seed, int)
+    resized = req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0
+    return {"Variation seed": req.subseed + (seed - req.seed) if varied else None,
+            "Variation seed strength": req.subseed_strength if varied else None,
+            "Seed resize from": f"{req.seed_resize_from_w}x{req.seed_resize_from_h}" if resized else None}
 
 
 def _cancelled(result: GenerationResult) -> Cancelled:

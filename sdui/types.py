@@ -206,6 +206,10 @@ class GenerationRequest:
     width: int = _d("width")
     height: int = _d("height")
     seed: int = _d("seed")
+    subseed: int = _d("subseed")  # A1111's variation seed ("Extra"); txt2img
+    subseed_strength: float = _d("subseed_strength")
+    seed_resize_from_w: int = _d("seed_resize_from_w")  # 0 = off
+    seed_resize_from_h: int = _d("seed_resize_from_h")
     batch_size: int = _d("batch_size")
     batch_count: int = _d("batch_count")
     clip_skip: int = _d("clip_skip")  # A1111 "Clip skip" (CLIP_stop_at_last_layers)

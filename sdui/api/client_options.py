@@ -69,7 +69,9 @@ def server_values(state: ApiState) -> dict[str, Any]:
     """The options whose value here is sdui's, not A1111's default, the same for every client."""
     settings, out = state.settings, Path(state.settings.outputs_dir)
     return {
-        "samples_format": "png", "grid_format": "png", "grid_save": False, "return_grid": False,
+        # the owner's Settings-tab defaults (one store: sdui.server_defaults)
+        "samples_format": state.engine.server_defaults().output_format,
+        "samples_save": state.engine.server_defaults().save, "grid_format": "png", "grid_save": False, "return_grid": False,
         "outdir_txt2img_samples": str(out / "txt2img-images"), "outdir_img2img_samples": str(out / "img2img-images"),
         "outdir_extras_samples": str(out / "extras-images"),
         "randn_source": "CPU",  # every image's noise comes from its own CPU generator
@@ -256,8 +258,8 @@ def for_request(state: ApiState, owner: str, override: Optional[dict]) -> Reques
 
 
 def saves_images(state: ApiState, owner: str) -> bool:
-    """This client's ``samples_save`` (on unless it set it off)."""
-    return bool(state.stored_options(owner).get("samples_save", True))
+    """This client's ``samples_save`` (the owner's default unless it chose)."""
+    return bool(state.stored_options(owner).get("samples_save", state.engine.server_defaults().save))
 
 
 def preview_choice(state: ApiState, owner: str) -> tuple[bool, int]:

@@ -56,6 +56,8 @@ def to_generation_request(req: schemas.Txt2ImgRequest, mode: str, model: Optiona
     # the A1111 names of the field table, then what needs converting
     kw: dict[str, Any] = {f.name: getattr(req, f.api) for f in fields.for_mode("txt2img")
                           if f.api and getattr(req, f.api) is not None}
+    for name in ("seed_resize_from_w", "seed_resize_from_h"):  # A1111's API: -1 (its default) or 0 means off
+        kw[name] = max(0, kw.get(name, 0))
     kw.update(mode=mode, model=model, vae=vae, sampler=sampler, scheduler=schedule,
               save=bool(req.save_images and not req.do_not_save_samples))
     if isinstance(req, schemas.Img2ImgRequest):
@@ -97,6 +99,9 @@ def result_info(engine, job: Job, req: GenerationRequest, ignored: list[str]) ->
     res = job.result
     imgs = res.images if res else []
     seeds = [im.seed for im in imgs] or [req.seed]
+    done = res.request if res else req  # as prepared: the random variation seed fixed
+    subseeds = ([done.subseed + s - done.seed for s in seeds] if done.mode == "txt2img" and done.subseed >= 0
+                else [-1] * len(seeds))
     entry = None
     if res and res.model_name:
         try:
@@ -106,13 +111,15 @@ def result_info(engine, job: Job, req: GenerationRequest, ignored: list[str]) ->
     return {
         "prompt": req.prompt, "all_prompts": [req.prompt] * len(seeds),
         "negative_prompt": req.negative_prompt, "all_negative_prompts": [req.negative_prompt] * len(seeds),
-        "seed": seeds[0], "all_seeds": seeds, "subseed": -1, "all_subseeds": [-1] * len(seeds), "subseed_strength": 0,
+        "seed": seeds[0], "all_seeds": seeds, "subseed": subseeds[0], "all_subseeds": subseeds,
+        "subseed_strength": req.subseed_strength if req.mode == "txt2img" else 0,
         "width": req.width, "height": req.height, "sampler_name": req.sampler, "scheduler": req.scheduler,
         "cfg_scale": req.cfg_scale, "steps": req.steps, "batch_size": req.batch_size, "restore_faces": False,
         "face_restoration_model": None, "sd_model_name": res.model_name if res else None,
         "sd_model_hash": res.model_hash if res else None, "sd_vae_name": res.vae_name if res else None,
         "sd_vae_hash": res.vae_hash if res else None,
-        "seed_resize_from_w": -1, "seed_resize_from_h": -1,
+        "seed_resize_from_w": req.seed_resize_from_w if req.mode == "txt2img" and req.seed_resize_from_w > 0 else -1,
+        "seed_resize_from_h": req.seed_resize_from_h if req.mode == "txt2img" and req.seed_resize_from_h > 0 else -1,
         "denoising_strength": req.denoising_strength if req.mode in ("img2img", "inpaint") or req.enable_hr else None,
         "extra_generation_params": {"Memory level": res.memory_level} if res and res.memory_level else {},
         "index_of_first_image": 0, "infotexts": [im.infotext for im in imgs], "styles": [],

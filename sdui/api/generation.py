@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from ..fields import UPSCALE_MODES
 from ..images import infotext, uploads
+from ..styles import apply_styles, read_styles
 from ..jobs import Job
 from ..types import GenerationRequest, InvalidRequest, JobState
 from . import client_options, schemas
@@ -44,6 +45,12 @@ def _generate(body: schemas.Txt2ImgRequest, mode: str, state: ApiState, owner: s
     options = client_options.for_request(state, owner, body.override_settings)
     ignored = sorted(set(schemas.ignored_fields(body)) | set(options.ignored))
     request = to_generation_request(body, mode, options.model_by_hash or state.model_for(owner), state.vae_for(owner))
+    if body.styles:  # A1111: the named styles of the styles file applied to the prompts (unknown names: none)
+        known = read_styles(state.settings.styles_file)
+        names = [n for n in body.styles if n in {st["name"] for st in known}]
+        request.prompt, request.negative_prompt = apply_styles(request.prompt, request.negative_prompt, names, known)
+        if len(names) < len(body.styles):
+            ignored = sorted(set(ignored) | {"styles"})
     request.save = request.save and options.values["samples_save"]
     request.output_format = options.values["samples_format"]
     # clip skip: the client's option / override_settings, or SillyTavern's top-level clip_skip

@@ -149,7 +149,6 @@ class PNGInfoResponse(BaseModel):
 
 # ---- what we do not implement, and the value that means "not asked for" ---------------------------
 UNIMPLEMENTED_DEFAULTS: dict[str, Any] = {
-    "styles": (None, []), "subseed_strength": (0, 0.0), "seed_resize_from_h": (-1, 0), "seed_resize_from_w": (-1, 0),
     "restore_faces": (None, False), "tiling": (None, False), "eta": (None,), "s_min_uncond": (None, 0, 0.0),
     "s_churn": (None, 0, 0.0), "s_tmax": (None, 0, 0.0), "s_tmin": (None, 0, 0.0), "s_noise": (None, 1, 1.0),
     "refiner_checkpoint": (None, ""), "script_name": (None, ""), "script_args": ([],),
@@ -169,5 +168,8 @@ def ignored_fields(req: BaseModel) -> list[str]:
             out.append(name)
     if isinstance(req, Img2ImgRequest) and req.enable_hr:
         out.append("enable_hr")  # Hires. fix is txt2img's (A1111's img2img has none)
+    if isinstance(req, Img2ImgRequest):  # the variation seed and seed resize are applied to txt2img only
+        out += [name for name, off in (("subseed_strength", (0, 0.0)), ("seed_resize_from_w", (-1, 0)),
+                                       ("seed_resize_from_h", (-1, 0))) if getattr(req, name) not in off]
     out += sorted((req.model_extra or {}).keys())
     return sorted(set(out))

@@ -37,7 +37,8 @@ def save_png(img: Image.Image, folder: Path, seed: Optional[int], infotext: Opti
     return save_image(img, folder, seed, infotext, "png")
 
 
-def save_image(img: Image.Image, folder: Path, seed: Optional[int], infotext: Optional[str], fmt: str = "png") -> Path:
+def save_image(img: Image.Image, folder: Path, seed: Optional[int | str], infotext: Optional[str],
+               fmt: str = "png") -> Path:
     """Atomically save as ``NNNNN-<seed>.<fmt>`` (A1111 numbering): temporary file, fsync, then a hard
     link to the final name, which fails instead of overwriting if another job took the number.
     PNG keeps the infotext in its ``parameters`` chunk; JPEG and WebP in EXIF UserComment, as A1111
@@ -74,7 +75,7 @@ def _write(img: Image.Image, f, fmt: str, infotext: Optional[str]) -> None:
     img.convert("RGB").save(f, format="JPEG" if fmt == "jpg" else "WEBP", quality=JPEG_WEBP_QUALITY, exif=exif.tobytes())
 
 
-def _claim_number(tmp: Path, folder: Path, seed: Optional[int]) -> Path:
+def _claim_number(tmp: Path, folder: Path, seed: Optional[int | str]) -> Path:
     """Give ``tmp`` the next free ``NNNNN-seed.png`` name without ever overwriting a file."""
     suffix = f"-{seed}" if seed is not None else ""
     with _save_lock:

@@ -21,6 +21,65 @@ def generators(seeds: list[int]):
     return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
 
 
+def slerp(val, low, high):
+    """A1111's ``slerp`` (processing.py / rng.py), as it is, near-parallel branch included: spherical
+    interpolation of two (C, H, W) noises, normalised along dim 1."""
+    import torch
+
+    low_norm = low / torch.norm(low, dim=1, keepdim=True)
+    high_norm = high / torch.norm(high, dim=1, keepdim=True)
+    dot = (low_norm * high_norm).sum(1)
+    if dot.mean() > 0.9995:
+        return low * val + high * (1 - val)
+    omega = torch.acos(dot)
+    so = torch.sin(omega)
+    return (torch.sin((1.0 - val) * omega) / so).unsqueeze(1) * low + (torch.sin(val * omega) / so).unsqueeze(1) * high
+
+
+def uses_variation(req: GenerationRequest) -> bool:
+    """Whether the request asks for A1111's variation seed or seed resize (else the pipeline draws its own noise)."""
+    return req.subseed_strength != 0 or (req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0)
+
+
+def subseeds(job: "Job") -> list[int]:
+    """A1111: image i of the whole job uses variation seed subseed + i (as its seed is seed + i)."""
+    return [job.request.subseed + job.image_index + i for i in range(len(job.seeds))]
+
+
+def variation_noise(job: "Job", channels: int, height: int, width: int, dtype=None):
+    """The initial noise of A1111's ``ImageRNG.first`` for ``job``'s images, shape (n, channels, height,
+    width) in latent cells: each image's noise from ``torch.Generator("cpu").manual_seed(seed)`` (what the
+    pipeline would draw), slerped toward its subseed's by ``subseed_strength``; with "Resize seed from",
+    both are drawn at that size and pasted centred into the seed's noise at the real size."""
+    import torch
+
+    req = job.request
+    shape = (channels, height, width)
+    resized = req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0
+    noise_shape = (channels, req.seed_resize_from_h // 8, req.seed_resize_from_w // 8) if resized else shape
+
+    def randn(seed, size):
+        return torch.randn(size, generator=torch.Generator("cpu").manual_seed(int(seed)), dtype=dtype)
+
+    out = []
+    for seed, subseed in zip(job.seeds, subseeds(job), strict=True):
+        noise = randn(seed, noise_shape)
+        if req.subseed_strength != 0:
+            noise = slerp(req.subseed_strength, noise.float(), randn(subseed, noise_shape).float()).to(noise.dtype)
+        if noise_shape != shape:
+            x = randn(seed, shape)
+            dx = (shape[2] - noise_shape[2]) // 2
+            dy = (shape[1] - noise_shape[1]) // 2
+            w = noise_shape[2] if dx >= 0 else noise_shape[2] + 2 * dx
+            h = noise_shape[1] if dy >= 0 else noise_shape[1] + 2 * dy
+            tx, ty = max(dx, 0), max(dy, 0)
+            dx, dy = max(-dx, 0), max(-dy, 0)
+            x[:, ty:ty + h, tx:tx + w] = noise[:, dy:dy + h, dx:dx + w]
+            noise = x
+        out.append(noise)
+    return torch.stack(out)
+
+
 def latent_preview(latents, index: int = 0):
     """A small RGB image of ``latents[index]`` via the fixed projection."""
     import torch

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import Job, StepTracker, generators
+from .common import Job, StepTracker, generators, uses_variation, variation_noise
 
 
 def run(pipe, job: Job):
@@ -10,6 +10,11 @@ def run(pipe, job: Job):
     # 1. check inputs: done by GenerationRequest.validate before any model work
     # 2. seeded generators, one per image
     gens = generators(job.seeds)
+    latents = None
+    if uses_variation(req):  # A1111's variation seed / seed resize: the noise made here, as A1111 makes it
+        scale = getattr(pipe, "vae_scale_factor", 8)
+        dtype = job.prompt_embeds.dtype if job.prompt_embeds is not None else pipe.unet.dtype
+        latents = variation_noise(job, pipe.unet.config.in_channels, req.height // scale, req.width // scale, dtype)
     # 3. denoise and decode (prompt embeddings were encoded by the engine, A1111-style)
     out = pipe(
         **job.prompt_kwargs(),
@@ -20,6 +25,7 @@ def run(pipe, job: Job):
         height=req.height,
         width=req.width,
         generator=gens,
+        latents=latents,
         callback_on_step_end=StepTracker(job),
         output_type="pil",
     )

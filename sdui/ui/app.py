@@ -10,7 +10,9 @@ from ..images.infotext import infotext_to_request_fields
 from ..types import ModelKind, SduiError
 from . import session
 from .controls import UIContext
+from .owner import browser_secret
 from .tabs import history, img2img, models, pnginfo, txt2img, upscale
+from .tabs import settings as settings_tab  # uifeat: the Settings tab
 
 CSS = """
 .sdui-progress { position: relative; border: 1px solid var(--border-color-primary); border-radius: 6px;
@@ -94,7 +96,7 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
     default_entry = engine.default_checkpoint() if titles else None
     default = default_entry.name if default_entry else (titles[0][1] if titles else None)
     with gr.Blocks(title="sdui", analytics_enabled=False) as demo:
-        ctx.token = gr.BrowserState("", storage_key="sdui-session")
+        ctx.token = gr.BrowserState("", storage_key="sdui-session", secret=browser_secret(settings))  # uifeat: lasts
         with gr.Row():
             ctx.model = gr.Dropdown(titles, value=default, label="Stable Diffusion checkpoint", scale=6,
                                     elem_id="sd_model_checkpoint", allow_custom_value=False)
@@ -122,6 +124,8 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
                 hist = history.render(ctx)
             with gr.Tab("Models", id="models"):
                 mdl = models.render(ctx)
+            with gr.Tab("Settings", id="settings"):  # uifeat
+                sett = settings_tab.render(ctx)
 
         # ---- wiring -------------------------------------------------------------------------
         for module, tab in ((txt2img, t2i), (img2img, i2i), (upscale, ups), (pnginfo, png), (history, hist),
@@ -156,15 +160,18 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
         fetch.click(fetch_default, outputs=[download_status, ctx.model, notice, *generate_buttons, ctx.vae, download_row],
                     concurrency_limit=None, show_progress="hidden")
         wire_sending(ctx, t2i, i2i, ups, png)
+        history.wire_sending(ctx, hist, t2i, i2i, ups)  # uifeat: History's Send to ... buttons
+        settings_tab.wire(ctx, sett, demo, t2i, i2i)  # uifeat: Settings tab, and what a page starts with
 
-        def on_load(token):
+        def on_load(token, request: gr.Request):
             token = token or session.new_token()
             ready = bool(engine.model_choices())
-            return (token, session.history_items(queue, session.owner_for(token), ctx.publisher),
+            return (token, *history.gallery_items(ctx, token, request),  # uifeat: the lasting history (and its login)
                     *[gr.update(interactive=ready) for _ in generate_buttons],
                     *[gr.update(interactive=True) for _ in session_buttons])
 
-        demo.load(on_load, inputs=[ctx.token], outputs=[ctx.token, hist.gallery, *generate_buttons, *session_buttons],
+        demo.load(on_load, inputs=[ctx.token], outputs=[ctx.token, hist.gallery, hist.paths, *generate_buttons,
+                                                        *session_buttons],
                   concurrency_limit=None, show_progress="hidden")
     return demo
 

@@ -74,6 +74,23 @@ class Publisher:
                 self._drop(next(iter(self._copies)))
             return str(dst)
 
+    def publish_image(self, image, infotext: str = "") -> str:
+        """An image that was not saved (saving to disk is off): a PNG with its infotext, in a random
+        folder of its own, dropped with the oldest copies like the others."""
+        from ..images.infotext import png_text
+
+        with self._lock:
+            folder = self._folder() / uuid.uuid4().hex
+            folder.mkdir(parents=True)
+            dst = folder / "image.png"
+            image.save(dst, format="PNG", pnginfo=png_text(infotext))
+            size = dst.stat().st_size
+            self._copies[("unsaved", str(dst))] = (dst, size)
+            self._bytes += size
+            while len(self._copies) > 1 and (self._bytes > self.budget_bytes or len(self._copies) > self.max_items):
+                self._drop(next(iter(self._copies)))
+            return str(dst)
+
     def _folder(self) -> Path:
         if self._root is None:
             from gradio.utils import get_upload_folder
@@ -158,6 +175,8 @@ def gallery_items(job: Job, publisher: Publisher) -> list[tuple[str, str]]:
         for im in job.result.images:
             if im.path:
                 out.append((publisher.publish(im.path), f"seed {im.seed}"))
+            elif not im.partial and im.image is not None:  # uifeat: saving to disk is off (Settings)
+                out.append((publisher.publish_image(im.image, im.infotext), f"seed {im.seed} (not saved)"))
     return out
 
 

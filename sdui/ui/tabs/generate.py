@@ -7,6 +7,7 @@ import gradio as gr
 from ...types import GenerationRequest, InvalidRequest
 from .. import session
 from ..controls import GenerationControls, UIContext, coerce
+from . import settings as settings_tab  # uifeat
 
 
 def wire_generation(ctx: UIContext, c: GenerationControls, mode_fn, extra_fields: dict, outputs: dict) -> None:
@@ -26,6 +27,7 @@ def wire_generation(ctx: UIContext, c: GenerationControls, mode_fn, extra_fields
             return
         fields["model"] = data[ctx.model] or None
         fields["vae"] = data[ctx.vae] or None
+        fields.update(settings_tab.output_fields(ctx))  # uifeat: the owner's image format and saving (Settings)
         request = GenerationRequest(**fields)
         owner = session.owner_for(data[ctx.token])
         yield {outputs["gallery"]: None, outputs["infotext"]: "", outputs["preview"]: gr.update(value=None, visible=True)}

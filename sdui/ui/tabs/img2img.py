@@ -18,6 +18,8 @@ from ..controls import UIContext, coerce, radio, render_controls, render_outputs
 from .. import lora_picker
 from .generate import wire_generation
 
+from .. import styles_panel, xyz_panel  # uifeat: Styles, X/Y/Z plot
+
 MODES = ("img2img (sketch or photo)", "Inpaint (paint the mask)")
 
 
@@ -41,11 +43,13 @@ def render(ctx: UIContext) -> SimpleNamespace:
                 padding = slider("inpaint_full_res_padding", ctx.engine.limits, "img2img_inpaint_full_res_padding")
             controls = render_controls("img2img", ctx.engine.limits)
             lora_picker.add(ctx, "img2img", controls.prompt)
+            styles = styles_panel.render("img2img", ctx.settings)  # uifeat hook
+            xyz = xyz_panel.render("img2img", "img2img")  # uifeat hook
         with gr.Column(scale=1):
             outputs = render_outputs("img2img")
     return SimpleNamespace(mode=mode, editor=editor, strength=strength, resize_mode=resize_mode, mask_blur=mask_blur,
                            fill=fill, mask_mode=mask_mode, inpaint_area=inpaint_area, padding=padding, controls=controls,
-                           outputs=outputs)
+                           outputs=outputs, styles=styles, xyz=xyz)
 
 
 def editor_to_images(value, inpaint: bool):
@@ -82,7 +86,8 @@ def _flatten(img: Image.Image) -> Image.Image:
 def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
     extra = {"mode": tab.mode, "editor": tab.editor, "strength": tab.strength, "resize_mode": tab.resize_mode,
              "mask_blur": tab.mask_blur, "fill": tab.fill, "mask_mode": tab.mask_mode,
-             "inpaint_area": tab.inpaint_area, "padding": tab.padding}
+             "inpaint_area": tab.inpaint_area, "padding": tab.padding,
+             "styles": tab.styles["styles"]}  # uifeat: Styles
 
     def mode_fields(data: dict) -> dict:
         inpaint = data[tab.mode] == MODES[1]
@@ -94,6 +99,9 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
             fields.update(mask=mask, mask_blur=coerce("mask_blur", data[tab.mask_blur]), inpainting_fill=data[tab.fill],
                           inpainting_mask_invert=data[tab.mask_mode], inpaint_full_res=data[tab.inpaint_area],
                           inpaint_full_res_padding=coerce("inpaint_full_res_padding", data[tab.padding]))
+        fields.update(styles_panel.request_fields(tab.styles, tab.controls, data))  # uifeat: Styles
         return fields
 
     wire_generation(ctx, tab.controls, mode_fields, extra, tab.outputs)
+    styles_panel.wire(tab.styles, tab.controls)  # uifeat
+    xyz_panel.wire(ctx, tab.xyz, tab.controls, mode_fields, extra, tab.outputs)  # uifeat

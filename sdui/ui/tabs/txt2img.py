@@ -15,6 +15,8 @@ from ..controls import UIContext, coerce, render_controls, render_outputs, slide
 from .. import lora_picker
 from .generate import wire_generation
 
+from .. import styles_panel, variation_panel, xyz_panel  # uifeat: Styles, variation seed, X/Y/Z plot
+
 HIRES_DENOISING = 0.7  # A1111's txt2img "Denoising strength" slider starts here (its API default is 0.75)
 
 
@@ -23,7 +25,10 @@ def render(ctx: UIContext) -> SimpleNamespace:
         with gr.Column(scale=1):
             controls = render_controls("txt2img", ctx.engine.limits)
             lora_picker.add(ctx, "txt2img", controls.prompt)
+            styles = styles_panel.render("txt2img", ctx.settings)  # uifeat hook
+            variation = variation_panel.render("txt2img", ctx.engine.limits)  # uifeat hook
             hires, hires_size = render_hires(ctx)
+            xyz = xyz_panel.render("txt2img")  # uifeat hook
         with gr.Column(scale=1):
             outputs = render_outputs("txt2img")
             with gr.Row():
@@ -31,7 +36,8 @@ def render(ctx: UIContext) -> SimpleNamespace:
                 to_upscale = gr.Button("Send to Upscale", elem_id="txt2img_send_to_upscale")
             selected = gr.State(0)
     return SimpleNamespace(controls=controls, outputs=outputs, gallery=outputs["gallery"], to_img2img=to_img2img,
-                           to_upscale=to_upscale, selected=selected, hires=hires, hires_size=hires_size)
+                           to_upscale=to_upscale, selected=selected, hires=hires, hires_size=hires_size,
+                           variation=variation, styles=styles, xyz=xyz)
 
 
 def render_hires(ctx: UIContext) -> tuple[dict, gr.HTML]:
@@ -114,8 +120,15 @@ def fill_hires(hires: dict, parsed: dict, upscalers: list[str]) -> dict:
 
 def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
     hires = tab.hires
-    wire_generation(ctx, tab.controls, lambda data: {"mode": "txt2img", **hires_request_fields(hires, data)}, hires,
-                    tab.outputs)
+    # uifeat: + variation seed, styles; the X/Y/Z plot builds its base request the same way
+    def mode_fields(data: dict) -> dict:
+        return {"mode": "txt2img", **hires_request_fields(hires, data), **variation_panel.request_fields(tab.variation, data),
+                **styles_panel.request_fields(tab.styles, tab.controls, data)}
+
+    extra_fields = {**hires, **tab.variation, "styles": tab.styles["styles"]}
+    wire_generation(ctx, tab.controls, mode_fields, extra_fields, tab.outputs)
+    styles_panel.wire(tab.styles, tab.controls)  # uifeat
+    xyz_panel.wire(ctx, tab.xyz, tab.controls, mode_fields, extra_fields, tab.outputs)  # uifeat
     tab.gallery.select(_selected_index, outputs=[tab.selected])
     c = tab.controls
     size_inputs = [hires["enable_hr"], c.width, c.height, hires["hr_scale"], hires["hr_resize_x"], hires["hr_resize_y"]]

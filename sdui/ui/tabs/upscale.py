@@ -11,6 +11,7 @@ from ... import fields
 from ...types import GenerationRequest
 from .. import session
 from ..controls import UIContext, coerce, radio, slider
+from . import settings as settings_tab  # uifeat
 
 
 def render(ctx: UIContext) -> SimpleNamespace:
@@ -65,6 +66,7 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
                                     upscale_to_height=coerce("upscale_to_height", data[tab.to_height]),
                                     upscale_crop=bool(data[tab.crop]), upscaler_2=data[tab.upscaler_2],
                                     upscaler_2_visibility=coerce("upscaler_2_visibility", data[tab.visibility]))
+        request = request.replace(**settings_tab.output_fields(ctx))  # uifeat: the owner's format and saving
         for update in session.run_job(ctx.queue, request, session.owner_for(data[ctx.token])):
             out = {tab.status: update["status"]}
             job = update.get("result")
