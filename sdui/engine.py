@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import __version__, prompt_schedule, prompts, samplers
+from . import __version__, prompt_schedule, prompts, prompts_sdxl, samplers
 from .fields import LATENT_UPSCALE_MODES, MASK_MODES
 from .images import infotext, outputs, watermark
 from .config import Settings
@@ -280,12 +280,13 @@ class Engine:
                     pipe.scheduler, job.sigmas = plan.scheduler, plan.sigmas
                     job.warnings.extend(plan.warnings)
                     pipe.set_progress_bar_config(disable=True)
-                    # A1111's <lora:...> tags: out of the text the encoder sees, onto the model (SD 1.x/2.x)
+                    # A1111's <lora:...> tags: out of the text the encoder sees, onto the model
                     prompt, lora_warnings = mgr.loras.use(loaded, pipe, req.prompt, req.negative_prompt)
                     job.warnings.extend(lora_warnings)
-                    # A1111's textual-inversion embeddings: each name becomes its vectors' tokens (SD 1.x/2.x)
+                    # A1111's textual-inversion embeddings: each name becomes its vectors' tokens
                     prompt, negative_prompt, ti_warnings = mgr.embeddings.use(loaded, pipe, prompt, req.negative_prompt)
                     job.warnings.extend(ti_warnings)
+                    steps_span = prompt_schedule.total_steps(req.sampler, req.steps)
                     if not is_xl:
                         clip_skip = 1 if Architecture.of(arch).is_sd2 else req.clip_skip
                         if clip_skip != req.clip_skip:  # A1111's OpenCLIP encoder ignores the setting too
@@ -294,17 +295,17 @@ class Engine:
                         # the StepTracker swaps the embeddings at the steps job.cond_schedule says
                         cond = prompt_schedule.encode_schedule(
                             lambda p, n: prompts.encode(pipe, p, n, job.device, clip_skip), prompt, negative_prompt,
-                            prompt_schedule.total_steps(req.sampler, req.steps))
-                        job.prompt_embeds, job.negative_prompt_embeds = cond.prompt_embeds, cond.negative_prompt_embeds
-                        job.cond_schedule = cond.schedule
-                        job.warnings.extend(cond.warnings)
-                    elif prompts.token_count(pipe.tokenizer, req.prompt) > prompts.CHUNK or any(
-                            w != 1.0 for _, w in prompts.parse_attention(req.prompt)):
-                        job.warnings.append("SDXL: emphasis and prompts over 75 tokens are not applied yet; "
-                                            "the prompt was used as plain text and cut at 75 tokens")
-                    if is_xl and any(prompt_schedule.is_edited(t, req.steps) for t in (req.prompt, req.negative_prompt)):
-                        job.warnings.append("SDXL: prompt editing [from:to:when] and alternation [a|b] are not applied "
-                                            "yet; the prompt was used as written")
+                            steps_span)
+                    else:
+                        if req.clip_skip != 1:  # A1111's sdxl_clip_l_skip option is off by default
+                            job.warnings.append("Clip skip does not apply to SDXL models (as in A1111); ignored")
+                        # A1111's SDXL conditioning: both encoders, emphasis, chunks, pooled vectors (prompts_sdxl)
+                        cond = prompts_sdxl.encode_schedule(pipe, prompt, negative_prompt, steps_span, job.device)
+                        job.pooled_prompt_embeds = cond.pooled_prompt_embeds
+                        job.negative_pooled_prompt_embeds = cond.negative_pooled_prompt_embeds
+                    job.prompt_embeds, job.negative_prompt_embeds = cond.prompt_embeds, cond.negative_prompt_embeds
+                    job.cond_schedule = cond.schedule
+                    job.warnings.extend(cond.warnings)
                     try:
                         return task.run(pipe, job), job.warnings
                     except Cancelled as stop:
