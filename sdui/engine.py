@@ -20,7 +20,7 @@ from .images import infotext, outputs, watermark
 from .config import Settings
 from .models import detect, devices, download, registry
 from .models.manager import AUTOMATIC_VAE, NO_VAE, ModelManager
-from .pipelines import hires, img2img, inpaint, txt2img, upscale
+from .pipelines import hires, img2img, inpaint, txt2img, upscale, vae_guard
 from .pipelines.common import Job, decode_partial, is_cancelled
 from .types import (Architecture, Cancelled, GeneratedImage, GenerationRequest, GenerationResult, InvalidRequest, Limits,
                     MemoryLevel, ModelKind, Progress, UnknownModelError)
@@ -307,7 +307,9 @@ class Engine:
                     job.cond_schedule = cond.schedule
                     job.warnings.extend(cond.warnings)
                     try:
-                        return task.run(pipe, job), job.warnings
+                        # A1111's VAE precision rescue: a NaN half decode is redone in fp32 (--no-half-vae: always)
+                        with vae_guard.guarded_decode(pipe, job.warnings, self.settings.no_half_vae):
+                            return task.run(pipe, job), job.warnings
                     except Cancelled as stop:
                         stop.partial_images = decode_partial(pipe, job)
                         raise
