@@ -20,7 +20,7 @@ from .images import infotext, outputs, watermark
 from .config import Settings
 from .models import detect, devices, download, registry
 from .models.manager import AUTOMATIC_VAE, NO_VAE, ModelManager
-from .pipelines import hires, img2img, inpaint, txt2img, upscale, vae_guard
+from .pipelines import depth, hires, img2img, inpaint, txt2img, upscale, vae_guard
 from .pipelines.common import Job, decode_partial, is_cancelled
 from .types import (Architecture, Cancelled, GeneratedImage, GenerationRequest, GenerationResult, InvalidRequest, Limits,
                     MemoryLevel, ModelKind, Progress, UnknownModelError)
@@ -260,6 +260,10 @@ class Engine:
                                      "an inpainting model (use inpaint mode)")
             cls = getattr(diffusers, _CLASSES[mode][1 if is_xl else 0])
             task = _TASKS[mode]
+            if arch == detect.SD2_DEPTH or isinstance(loaded.pipe, diffusers.StableDiffusionDepth2ImgPipeline):  # depth-to-image
+                cls, task = self._depth_setup(loaded, req)
+            elif req.depth_map is not None:
+                req.notes.append("depth_map applies only to an SD 2 depth model; ignored")
             if mode == "txt2img" and req.enable_hr:  # Hires. fix: keep the latents; one progress count for both passes
                 task, on_progress = hires, hires.combined_progress(on_progress, req)
             result = GenerationResult(images=[], request=req, model_name=loaded.name, model_hash=model_hash or "",
@@ -332,6 +336,30 @@ class Engine:
                 for img, seed in zip(pil_images, seeds, strict=False):
                     result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch, level, vae))
         return result
+
+    def _depth_setup(self, loaded, req: GenerationRequest):
+        """The pipeline class and task of a job on the SD 2 depth model: img2img only, with the user's
+        depth map or the estimator's (loaded by the manager, set on the pipeline)."""
+        import diffusers
+
+        if req.mode != "img2img":
+            raise InvalidRequest("model", loaded.name, f"a model for {req.mode}; this one is the SD 2 depth model, which "
+                                 f"works in img2img (it keeps the input image's depth)")
+        pipe = loaded.pipe
+        if req.depth_map is None:
+            model, processor = self.manager.depth.get()  # InvalidRequest on depth_map when there is none
+            model.to(loaded.execution_device)
+            pipe.register_modules(depth_estimator=model, feature_extractor=processor)
+        return diffusers.StableDiffusionDepth2ImgPipeline, depth
+
+    def depth_available(self) -> bool:
+        """Whether a depth estimator is installed (else a depth model needs a supplied depth map)."""
+        return self.manager.depth.available()
+
+    def depth_preview(self, image):
+        """The estimator's depth map of ``image`` (8-bit grayscale, near = bright), what an SD 2 depth
+        model would be conditioned on; raises InvalidRequest when no estimator is installed."""
+        return self.manager.depth.estimate(image, self.manager.device)
 
     def _hires_fix(self, first, req: GenerationRequest, run_batch, loaded, cancel):
         """A1111's Hires. fix for one batch (``sample_hr_pass``): the first pass's latents (latent

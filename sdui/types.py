@@ -69,6 +69,7 @@ class Architecture(_Name):
     SD2 = "sd2"
     SD2_V = "sd2-v"
     SD2_INPAINT = "sd2-inpaint"
+    SD2_DEPTH = "sd2-depth"  # depth-conditioned img2img (512-depth-ema)
     SDXL = "sdxl"
     X4_UPSCALER = "x4-upscaler"
     VAE = "vae"
@@ -87,7 +88,8 @@ class Architecture(_Name):
 
     @property
     def is_sd2(self) -> bool:
-        return self in (Architecture.SD2, Architecture.SD2_V, Architecture.SD2_INPAINT, Architecture.X4_UPSCALER)
+        return self in (Architecture.SD2, Architecture.SD2_V, Architecture.SD2_INPAINT, Architecture.SD2_DEPTH,
+                        Architecture.X4_UPSCALER)
 
 
 class MemoryLevel(IntEnum):
@@ -217,6 +219,7 @@ class GenerationRequest:
     mask_blur: int = _d("mask_blur")
     inpainting_fill: str = _d("inpainting_fill")  # A1111 "Masked content"
     inpainting_mask_invert: str = _d("inpainting_mask_invert")  # A1111 "Mask mode"
+    depth_map: Any = None  # img2img on an SD 2 depth model: the user's depth image (None: the estimator's)
     # upscale
     upscaler: str = _d("upscaler")
     upscale_factor: float = _d("upscale_factor")

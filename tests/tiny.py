@@ -140,3 +140,39 @@ def tiny_sdxl_pipeline(seed: int = 0, cls_name: str = "StableDiffusionXLPipeline
                                         unet=unet, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def tiny_dpt(seed: int = 0):
+    """A tiny transformers DPT depth estimator (ViT backbone, 2 layers, 32x32 input) and its image
+    processor; random weights."""
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    torch.manual_seed(seed)
+    config = DPTConfig(image_size=32, patch_size=16, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                       intermediate_size=37, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 8, 16, 16],
+                       fusion_hidden_size=16, head_hidden_size=8, reassemble_factors=[4, 2, 1, 0.5])
+    model = DPTForDepthEstimation(config).eval()
+    processor = DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False)
+    return model, processor
+
+
+def tiny_depth_pipeline(seed: int = 0, with_estimator: bool = True):
+    """A tiny StableDiffusionDepth2ImgPipeline: a 5-channel UNet (latents + depth) with the tiny
+    text encoder and VAE, and (optionally) the tiny DPT; random weights."""
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionDepth2ImgPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from sdui.models.tokenizer import load_clip_tokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**dict(UNET, in_channels=5))
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(**VAE)
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT))
+    estimator, processor = tiny_dpt(seed + 3) if with_estimator else (None, None)
+    pipe = StableDiffusionDepth2ImgPipeline(vae=vae, text_encoder=text_encoder, tokenizer=load_clip_tokenizer("!"),
+                                            unet=unet, scheduler=PNDMScheduler(**SCHED), depth_estimator=estimator,
+                                            feature_extractor=processor)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -68,6 +68,8 @@ def to_generation_request(req: schemas.Txt2ImgRequest, mode: str, model: Optiona
         if not 0 <= req.resize_mode < len(RESIZE_MODES):
             raise InvalidRequest("resize_mode", req.resize_mode, f"0 to {len(RESIZE_MODES) - 1}")
         kw["resize_mode"] = RESIZE_MODES[req.resize_mode]
+        if req.depth_map:  # an SD 2 depth model's depth image (else its estimator makes one)
+            kw["depth_map"] = uploads.decode_image(req.depth_map, "depth_map", mode="L")
         if req.mask:
             kw["mode"] = "inpaint"
             kw["mask"] = uploads.decode_image(req.mask, "mask", mode="L")

@@ -90,6 +90,7 @@ class Img2ImgRequest(Txt2ImgRequest):
     latent_mask: Optional[str] = None
     include_init_images: bool = False
     denoising_strength: Optional[float] = 0.75
+    depth_map: Optional[str] = None  # sdui: base64 depth image for an SD 2 depth model (bright = near)
 
 
 class ImageResponse(BaseModel):

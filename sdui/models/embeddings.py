@@ -58,7 +58,7 @@ SDXL_PARTS = ("clip_l", "clip_g")
 _NO_SEPARATORS = str.maketrans("", "", ":,")  # A1111 drops them from names in "TI hashes"
 _FAMILIES = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
 _ARCH_WIDTHS = {Architecture.SD1: 768, Architecture.SD1_INPAINT: 768, Architecture.SD2: 1024, Architecture.SD2_V: 1024,
-                Architecture.SD2_INPAINT: 1024, Architecture.X4_UPSCALER: 1024}
+                Architecture.SD2_INPAINT: 1024, Architecture.SD2_DEPTH: 1024, Architecture.X4_UPSCALER: 1024}
 
 
 # ---- what a file holds ------------------------------------------------------------------------------

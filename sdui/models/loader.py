@@ -89,6 +89,8 @@ def _from_pretrained(path: str, dtype, local_files_only: bool):
     kwargs = {}
     if "safety_checker" in index:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
+    if index.get("_class_name") == "StableDiffusionDepth2ImgPipeline":  # the estimator may be apart (models/depth/)
+        kwargs.update({k: None for k in ("depth_estimator", "feature_extractor") if index.get(k) in (None, [None, None])})
     return DiffusionPipeline.from_pretrained(path, dtype=dtype, local_files_only=local_files_only, **kwargs)
 
 
@@ -227,7 +229,7 @@ def validate_pipeline(pipe, path: str) -> None:
                 raise ModelLoadError(f"{path}: corrupt checkpoint: {comp_name} weight '{pname}' holds NaN/inf")
     unet_in = pipe.unet.config.in_channels
     latent = pipe.vae.config.latent_channels
-    if unet_in not in (latent, 2 * latent + 1, latent + 3):
+    if unet_in not in (latent, latent + 1, 2 * latent + 1, latent + 3):  # txt2img, depth, inpaint, x4 upscaler
         raise ModelLoadError(f"{path}: UNet takes {unet_in} channels but the VAE makes {latent}")
 
 

@@ -389,6 +389,8 @@ def _folder_architecture(folder: Path, index: dict) -> str:
         return detect.SDXL
     if "Upscale" in cls:
         return detect.X4_UPSCALER
+    if "Depth2Img" in cls:
+        return detect.SD2_DEPTH
     inpaint = unet.get("in_channels") == 9
     if unet.get("cross_attention_dim") == 1024:
         return detect.SD2_INPAINT if inpaint else detect.SD2
