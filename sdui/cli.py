@@ -194,7 +194,7 @@ def cmd_models(args) -> int:
     if not rows:
         print(f"no models found under {settings.models_dir}")
     for d in rows:
-        status = f"ERROR: {d['error']}" if d["error"] else f"{d['format']}, {d['architecture']}"
+        status = f"ERROR: {d['error']}" if d["error"] else f"{d['format']}, {d['architecture_label'] or d['architecture']}"
         print(f"{d['kind']:<10} {d['title']:<40} {status}  ({d['path']})")
     return 0
 

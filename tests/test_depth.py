@@ -160,3 +160,28 @@ def test_api_img2img_takes_a_base64_depth_map(depth_root, tmp_path):
     ref = _reference(depth_root, depth_map=depth_models.depth_tensor(_depth()))
     assert np.abs(got - ref).max() <= 1
     assert "depth_map" not in json.loads(with_map.json()["info"]).get("ignored", [])
+
+
+def test_models_json_names_the_depth_architecture(depth_root, capsys):
+    from sdui import cli
+
+    assert cli.main(["models", "--json", "--models-dir", str(depth_root)]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["tiny-depth"]["architecture"] == "sd2-depth"
+    assert rows["tiny-depth"]["architecture_label"] == "SD 2.x depth-to-image"
+
+
+def test_ui_has_the_depth_part_shown_only_for_a_depth_model(engine, depth_root, tmp_path):
+    from types import SimpleNamespace
+
+    from sdui.jobs import JobQueue
+    from sdui.ui import depth as depth_ui
+    from sdui.ui.app import build_ui
+
+    demo = build_ui(engine, JobQueue(engine), engine.settings)
+    by_id = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+    assert by_id["img2img_depth_map"].label == "Depth map (computed, or upload your own)"
+    assert "img2img_depth_compute" in by_id and by_id["img2img_depth"].visible is False  # the default is not a depth model
+    ctx = SimpleNamespace(engine=engine)
+    assert depth_ui.is_depth_model(ctx, "tiny-depth") and "bright = near" in depth_ui.note(ctx)
+    assert "no depth estimator is installed" not in depth_ui.note(ctx)

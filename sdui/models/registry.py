@@ -68,6 +68,8 @@ class ModelEntry:
         d.pop("extra")
         d["hash"] = self.short_hash
         d["title"] = self.title
+        # what the architecture id means, in words ("SD 2.x depth-to-image"); None for custom/hub/unknown
+        d["architecture_label"] = detect.ARCH_LABELS.get(self.architecture) if self.architecture else None
         return d
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ...types import InvalidRequest
+from .. import depth
 from ..controls import UIContext, coerce, radio, render_controls, render_outputs, slider
 from .generate import wire_generation
 
@@ -35,11 +36,12 @@ def render(ctx: UIContext) -> SimpleNamespace:
                 mask_blur = slider("mask_blur", ctx.engine.limits, "img2img_mask_blur")
                 fill = radio("inpainting_fill", "img2img_inpainting_fill")
                 mask_mode = radio("inpainting_mask_invert", "img2img_mask_mode")
+            depth_part = depth.render(ctx)  # an SD 2 depth model's depth map (shown only for such a model)
             controls = render_controls("img2img", ctx.engine.limits)
         with gr.Column(scale=1):
             outputs = render_outputs("img2img")
     return SimpleNamespace(mode=mode, editor=editor, strength=strength, resize_mode=resize_mode, mask_blur=mask_blur,
-                           fill=fill, mask_mode=mask_mode, controls=controls, outputs=outputs)
+                           fill=fill, mask_mode=mask_mode, controls=controls, outputs=outputs, depth=depth_part)
 
 
 def editor_to_images(value, inpaint: bool):
@@ -75,7 +77,7 @@ def _flatten(img: Image.Image) -> Image.Image:
 
 def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
     extra = {"mode": tab.mode, "editor": tab.editor, "strength": tab.strength, "resize_mode": tab.resize_mode,
-             "mask_blur": tab.mask_blur, "fill": tab.fill, "mask_mode": tab.mask_mode}
+             "mask_blur": tab.mask_blur, "fill": tab.fill, "mask_mode": tab.mask_mode, "depth_map": tab.depth.image}
 
     def mode_fields(data: dict) -> dict:
         inpaint = data[tab.mode] == MODES[1]
@@ -83,9 +85,13 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
         fields = {"mode": "inpaint" if inpaint else "img2img", "init_image": _flatten(image),
                   "denoising_strength": coerce("denoising_strength", data[tab.strength]),
                   "resize_mode": data[tab.resize_mode]}
+        if not inpaint and data[tab.depth.image] is not None:  # used by a depth model only
+            fields["depth_map"] = data[tab.depth.image]
         if inpaint:
             fields.update(mask=mask, mask_blur=coerce("mask_blur", data[tab.mask_blur]), inpainting_fill=data[tab.fill],
                           inpainting_mask_invert=data[tab.mask_mode])
         return fields
 
     wire_generation(ctx, tab.controls, mode_fields, extra, tab.outputs)
+    tab.depth.editor = tab.editor
+    depth.wire(ctx, tab.depth, lambda value: _flatten(editor_to_images(value, False)[0]))
