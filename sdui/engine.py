@@ -20,7 +20,7 @@ from .images import infotext, outputs, watermark
 from .config import Settings
 from .models import detect, devices, download, registry
 from .models.manager import AUTOMATIC_VAE, NO_VAE, ModelManager
-from .pipelines import depth, hires, img2img, inpaint, txt2img, upscale, vae_guard
+from .pipelines import depth, hires, img2img, inpaint, refiner, txt2img, upscale, vae_guard
 from .pipelines.common import Job, decode_partial, is_cancelled
 from .types import (Architecture, Cancelled, GeneratedImage, GenerationRequest, GenerationResult, InvalidRequest, Limits,
                     MemoryLevel, ModelKind, Progress, UnknownModelError)
@@ -196,7 +196,24 @@ class Engine:
             self._check_hires(req)
         if req.mode != "upscale":
             self._check_model_choice(req)
+        if req.mode == "txt2img" and req.refiner_checkpoint not in ("", "None"):
+            self._check_refiner(req)
+        else:
+            req.refiner_checkpoint = ""
         return self._check_seed(req)
+
+    def _check_refiner(self, req: GenerationRequest) -> None:
+        """A1111's refiner: a checkpoint the server lists (its name, title or "name [hash]"), SDXL here."""
+        if not isinstance(req.refiner_checkpoint, str) or len(req.refiner_checkpoint) > 1000:
+            raise InvalidRequest("refiner_checkpoint", req.refiner_checkpoint, "the name of a checkpoint the server lists")
+        entry = self.manager.find(req.refiner_checkpoint)  # raises UnknownModelError listing the models
+        if entry.architecture not in (Architecture.SDXL, Architecture.CUSTOM, Architecture.UNKNOWN):
+            raise InvalidRequest("refiner_checkpoint", entry.name, "an SDXL checkpoint (sdui switches models mid-sampling "
+                                 f"with diffusers' SDXL denoising_end/start); this one is {entry.architecture}")
+        req.refiner_checkpoint = entry.name
+        if req.enable_hr:
+            req.notes.append("Refiner: not applied together with Hires. fix yet; the refiner was not used")
+            req.refiner_checkpoint = ""
 
     def _check_model_choice(self, req: GenerationRequest) -> None:
         """Model and VAE are names the server lists (a client never names a path or a Hub id);
@@ -266,6 +283,12 @@ class Engine:
                 req.notes.append("depth_map applies only to an SD 2 depth model; ignored")
             if mode == "txt2img" and req.enable_hr:  # Hires. fix: keep the latents; one progress count for both passes
                 task, on_progress = hires, hires.combined_progress(on_progress, req)
+            refining = mode == "txt2img" and bool(req.refiner_checkpoint) and req.refiner_switch_at < 1
+            if refining:  # A1111's refiner: this model samples up to the switch, the refiner the rest
+                if not is_xl:
+                    raise InvalidRequest("refiner_checkpoint", req.refiner_checkpoint, "no refiner with this model: "
+                                         "sdui switches models mid-sampling on SDXL models only")
+                task = refiner
             result = GenerationResult(images=[], request=req, model_name=loaded.name, model_hash=model_hash or "",
                                       vae_name=vae.filename if vae else None, vae_hash=vae.short_hash if vae else None,
                                       warnings=list(req.notes))
@@ -324,6 +347,9 @@ class Engine:
                     if mode == "txt2img" and req.enable_hr:  # A1111's Hires. fix: upscale, then img2img at the target size
                         (pil_images, hr_warnings), hr_level = self._hires_fix(pil_images, req, run_batch, loaded, cancel)
                         warnings, level = warnings + hr_warnings, max(level, hr_level)
+                    if refining:  # the refiner samples the rest from the switch's latents
+                        (pil_images, r_warnings), r_level = self._refine(pil_images, req, run_batch, cancel)
+                        warnings, level = warnings + [w for w in r_warnings if w not in warnings], max(level, r_level)
                 except Cancelled as stop:
                     for img, seed in zip(getattr(stop, "partial_images", []), seeds, strict=False):
                         result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch,
@@ -336,6 +362,33 @@ class Engine:
                 for img, seed in zip(pil_images, seeds, strict=False):
                     result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch, level, vae))
         return result
+
+    def _refiner_infotext(self, req: GenerationRequest) -> dict:
+        """A1111's ``Refiner: name [hash]`` and ``Refiner switch at: 0.8`` when a refiner ran."""
+        if req.mode != "txt2img" or not req.refiner_checkpoint or req.refiner_switch_at >= 1:
+            return {}
+        try:
+            entry = self.manager.find(req.refiner_checkpoint)
+        except UnknownModelError:
+            return {}
+        short = self.manager.ensure_hash(entry)
+        return {"Refiner": f"{entry.name} [{short}]" if short else entry.name, "Refiner switch at": req.refiner_switch_at}
+
+    def _refine(self, latents, req: GenerationRequest, run_batch, cancel):
+        """The refiner's part of one batch, through the manager like any model (it becomes the current
+        model; the first one stays in the RAM cache as the budget allows): ``run_batch`` with the
+        refiner's own prompt encoding, from ``latents``. Returns ``((images, warnings), memory level)``."""
+        import diffusers
+
+        if is_cancelled(cancel):
+            raise Cancelled("interrupted")
+        second = req.replace(init_image=latents)
+        refiner_model = self.manager.select(req.refiner_checkpoint)
+        if not isinstance(refiner_model.pipe, (diffusers.StableDiffusionXLPipeline, diffusers.StableDiffusionXLImg2ImgPipeline)):
+            raise InvalidRequest("refiner_checkpoint", refiner_model.name, "an SDXL checkpoint (base or refiner)")
+        return self.manager.run(lambda pipe, model: run_batch(pipe, model, req=second, task=refiner.SecondPass),
+                                size=(req.width, req.height), pipeline_cls=diffusers.StableDiffusionXLImg2ImgPipeline,
+                                model=refiner_model.name)
 
     def _depth_setup(self, loaded, req: GenerationRequest):
         """The pipeline class and task of a job on the SD 2 depth model: img2img only, with the user's
@@ -485,6 +538,7 @@ class Engine:
             "Mask mode": req.inpainting_mask_invert if req.mode == "inpaint" and req.inpainting_mask_invert != MASK_MODES[0]
             else None,
             **(hires.infotext(req) if hires_fix else {}),  # A1111's extra_generation_params order
+            **self._refiner_infotext(req),
             "Lora hashes": self.manager.loras.hashes(req.prompt, model_name),  # A1111: "name: 0123456789ab, ..."
             # A1111: "name: 0123456789ab, ..." for the embeddings the prompt, then the negative prompt, used
             "TI hashes": self.manager.embeddings.hashes(req.prompt, req.negative_prompt, model_name),

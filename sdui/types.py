@@ -235,6 +235,9 @@ class GenerationRequest:
     hr_scheduler: str = _d("hr_scheduler")  # "" = the first pass's schedule type
     hr_prompt: str = _d("hr_prompt")  # "" = the first pass's prompt
     hr_negative_prompt: str = _d("hr_negative_prompt")
+    # txt2img: A1111's refiner (another checkpoint finishes the sampling)
+    refiner_checkpoint: str = _d("refiner_checkpoint")  # "" = none
+    refiner_switch_at: float = _d("refiner_switch_at")
     # output
     save: bool = True
     output_format: str = _d("output_format")  # png, jpg or webp (A1111 samples_format)

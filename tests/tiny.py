@@ -176,3 +176,26 @@ def tiny_depth_pipeline(seed: int = 0, with_estimator: bool = True):
                                             feature_extractor=processor)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def tiny_sdxl_refiner(seed: int = 50):
+    """A tiny SDXL refiner (as stabilityai's): only the OpenCLIP-G-like encoder, a UNet conditioned on
+    its 32-wide states and on an aesthetic score (5 size/score numbers x 8 + 32), fp32 VAE; random weights."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from sdui.models.tokenizer import load_clip_tokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**dict(XL_UNET, cross_attention_dim=32, projection_class_embeddings_input_dim=72))
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(**VAE)
+    torch.manual_seed(seed + 3)
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**dict(TEXT, hidden_act="gelu")))
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading")
+    pipe = StableDiffusionXLImg2ImgPipeline(vae=vae, text_encoder=None, tokenizer=None, text_encoder_2=text_encoder_2,
+                                            tokenizer_2=load_clip_tokenizer("!"), unet=unet, scheduler=scheduler,
+                                            requires_aesthetics_score=True, force_zeros_for_empty_prompt=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

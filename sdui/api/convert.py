@@ -63,6 +63,7 @@ def to_generation_request(req: schemas.Txt2ImgRequest, mode: str, model: Optiona
             raise InvalidRequest("init_images", None, "a list with one base64 image")
         kw["init_image"] = uploads.decode_image(req.init_images[0], "init_images")
         kw["enable_hr"] = False  # txt2img's (listed in info.ignored when asked for)
+        kw["refiner_checkpoint"] = ""  # likewise
         if req.denoising_strength is not None:
             kw["denoising_strength"] = req.denoising_strength
         if not 0 <= req.resize_mode < len(RESIZE_MODES):

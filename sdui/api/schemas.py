@@ -153,7 +153,7 @@ UNIMPLEMENTED_DEFAULTS: dict[str, Any] = {
     "styles": (None, []), "subseed_strength": (0, 0.0), "seed_resize_from_h": (-1, 0), "seed_resize_from_w": (-1, 0),
     "restore_faces": (None, False), "tiling": (None, False), "eta": (None,), "s_min_uncond": (None, 0, 0.0),
     "s_churn": (None, 0, 0.0), "s_tmax": (None, 0, 0.0), "s_tmin": (None, 0, 0.0), "s_noise": (None, 1, 1.0),
-    "refiner_checkpoint": (None, ""), "script_name": (None, ""), "script_args": ([],),
+    "script_name": (None, ""), "script_args": ([],),
     "alwayson_scripts": ({},), "image_cfg_scale": (None,), "inpaint_full_res": (True, False, 0, 1),
 "initial_noise_multiplier": (None, 1, 1.0), "latent_mask": (None,),
     "include_init_images": (False,), "hr_checkpoint_name": (None, "", "Use same checkpoint"),
@@ -170,5 +170,7 @@ def ignored_fields(req: BaseModel) -> list[str]:
             out.append(name)
     if isinstance(req, Img2ImgRequest) and req.enable_hr:
         out.append("enable_hr")  # Hires. fix is txt2img's (A1111's img2img has none)
+    if isinstance(req, Img2ImgRequest) and req.refiner_checkpoint not in (None, "", "None"):
+        out.append("refiner_checkpoint")  # sdui's refiner is txt2img's for now
     out += sorted((req.model_extra or {}).keys())
     return sorted(set(out))

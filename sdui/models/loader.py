@@ -89,8 +89,10 @@ def _from_pretrained(path: str, dtype, local_files_only: bool):
     kwargs = {}
     if "safety_checker" in index:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
-    if index.get("_class_name") == "StableDiffusionDepth2ImgPipeline":  # the estimator may be apart (models/depth/)
-        kwargs.update({k: None for k in ("depth_estimator", "feature_extractor") if index.get(k) in (None, [None, None])})
+    # components the folder lists as absent (the depth model's estimator, kept in models/depth/; an SDXL refiner's
+    # first text encoder): None, which diffusers does not pass on its own
+    kwargs.update({k: None for k, v in index.items() if not k.startswith("_") and v in (None, [None, None])
+                   and k not in kwargs})
     return DiffusionPipeline.from_pretrained(path, dtype=dtype, local_files_only=local_files_only, **kwargs)
 
 

@@ -11,6 +11,7 @@ from ... import fields, samplers
 from ...fields import HR_SAME_SAMPLER, HR_SAME_SCHEDULER
 from ...images.infotext import infotext_to_request_fields
 from ...types import hires_target
+from .. import refiner
 from ..controls import UIContext, coerce, render_controls, render_outputs, slider
 from .generate import wire_generation
 
@@ -22,6 +23,7 @@ def render(ctx: UIContext) -> SimpleNamespace:
         with gr.Column(scale=1):
             controls = render_controls("txt2img", ctx.engine.limits)
             hires, hires_size = render_hires(ctx)
+            refiner_controls = refiner.render(ctx)  # A1111's "Refiner" accordion
         with gr.Column(scale=1):
             outputs = render_outputs("txt2img")
             with gr.Row():
@@ -29,7 +31,8 @@ def render(ctx: UIContext) -> SimpleNamespace:
                 to_upscale = gr.Button("Send to Upscale", elem_id="txt2img_send_to_upscale")
             selected = gr.State(0)
     return SimpleNamespace(controls=controls, outputs=outputs, gallery=outputs["gallery"], to_img2img=to_img2img,
-                           to_upscale=to_upscale, selected=selected, hires=hires, hires_size=hires_size)
+                           to_upscale=to_upscale, selected=selected, hires=hires, hires_size=hires_size,
+                           refiner=refiner_controls)
 
 
 def render_hires(ctx: UIContext) -> tuple[dict, gr.HTML]:
@@ -112,8 +115,10 @@ def fill_hires(hires: dict, parsed: dict, upscalers: list[str]) -> dict:
 
 def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
     hires = tab.hires
-    wire_generation(ctx, tab.controls, lambda data: {"mode": "txt2img", **hires_request_fields(hires, data)}, hires,
-                    tab.outputs)
+    wire_generation(ctx, tab.controls,
+                    lambda data: {"mode": "txt2img", **hires_request_fields(hires, data),
+                                  **refiner.request_fields(tab.refiner, data)},
+                    {**hires, **tab.refiner}, tab.outputs)
     tab.gallery.select(_selected_index, outputs=[tab.selected])
     c = tab.controls
     size_inputs = [hires["enable_hr"], c.width, c.height, hires["hr_scale"], hires["hr_resize_x"], hires["hr_resize_y"]]
