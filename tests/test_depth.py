@@ -185,3 +185,18 @@ def test_ui_has_the_depth_part_shown_only_for_a_depth_model(engine, depth_root, 
     ctx = SimpleNamespace(engine=engine)
     assert depth_ui.is_depth_model(ctx, "tiny-depth") and "bright = near" in depth_ui.note(ctx)
     assert "no depth estimator is installed" not in depth_ui.note(ctx)
+
+
+def test_cli_img2img_takes_a_depth_map(depth_root, tmp_path, capsys):
+    from sdui import cli
+
+    _init().save(tmp_path / "in.png")
+    _depth().save(tmp_path / "depth.png")
+    code = cli.main(["img2img", "--init-img", str(tmp_path / "in.png"), "--depth-map", str(tmp_path / "depth.png"),
+                     "--prompt", COMMON["prompt"], "--negative-prompt", COMMON["negative_prompt"], "--sampler", "Euler",
+                     "--steps", "4", "--cfg-scale", "6", "--W", "64", "--H", "64", "--seed", "77", "--strength", "0.8",
+                     "--ckpt", "tiny-depth", "--models-dir", str(depth_root), "--outdir", str(tmp_path / "cli"),
+                     "--quiet", "--no-watermark"])
+    assert code == 0
+    got = np.asarray(Image.open(capsys.readouterr().out.split()[0]).convert("RGB"), dtype=np.int16)
+    assert np.abs(got - _reference(depth_root, depth_map=depth_models.depth_tensor(_depth()))).max() <= 1
