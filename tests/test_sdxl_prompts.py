@@ -164,3 +164,33 @@ def test_alternation_alternates_on_sdxl(xl_engine):
 def test_no_sdxl_warning_for_a1111_syntax(xl_engine):
     result = xl_engine.generate(request(prompt="a (red:1.2) cube BREAK [dog|cat]", steps=2))
     assert not any("SDXL" in w for w in result.warnings), result.warnings
+
+
+def test_img2img_inpaint_and_hires_fix_run_on_sdxl_with_a1111_syntax(xl_engine):
+    """The SDXL img2img / inpaint / Hires. fix pipelines get the embeddings and pooled vectors too."""
+    from PIL import Image
+
+    init = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    prompt = "a (red:1.2) cube BREAK [dog|cat]"
+    i2i = xl_engine.generate(request(mode="img2img", prompt=prompt, init_image=init, denoising_strength=0.6))
+    inp = xl_engine.generate(request(mode="inpaint", prompt=prompt, init_image=init, mask=mask, denoising_strength=0.9,
+                                     watermark=False))
+    hr = xl_engine.generate(request(prompt=prompt, enable_hr=True, hr_scale=1.5, steps=2, denoising_strength=0.5))
+    assert i2i.images[0].image.size == inp.images[0].image.size == (64, 64) and hr.images[0].image.size == (96, 96)
+    far = (slice(0, 4), slice(None))  # rows beyond the mask and its blur keep their pixels exactly
+    assert np.array_equal(np.asarray(inp.images[0].image)[far], np.asarray(init)[far])
+
+
+def test_cli_makes_an_sdxl_image_from_an_a1111_prompt(xl_models_root, tmp_path, capsys):
+    from PIL import Image
+
+    from sdui import cli
+
+    code = cli.main(["txt2img", "--prompt", "a (red:1.3) cube BREAK [blue:green:1] sky", "--steps", "2", "--W", "64",
+                     "--H", "64", "--seed", "3", "--ckpt", "tiny-xl", "--models-dir", str(xl_models_root), "--outdir",
+                     str(tmp_path / "cli"), "--quiet"])
+    assert code == 0
+    png = Image.open(capsys.readouterr().out.split()[0])
+    assert png.size == (64, 64) and png.info["parameters"].startswith("a (red:1.3) cube BREAK [blue:green:1] sky\n")
