@@ -113,4 +113,5 @@ def test_full_size_original_layout_is_detected_loaded_and_runs(arch, tmp_path):
     print(f"\nfull-size {arch}: UNet {params / 1e6:.0f}M parameters, {path.stat().st_size / 2**30:.2f} GiB file, "
           f"load {seconds:.1f}s")
     del pipe, result
+    path.unlink()  # GBs: not kept in pytest's temporary folders
     gc.collect()
