@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--init-img", "--init_img", dest="init_img", required=True, help="The starting image.")
         if mode == "inpaint":
             p.add_argument("--mask", required=True, help="Mask image: white = redraw, black = keep.")
+        if mode == "img2img":
+            p.add_argument("--depth-map", dest="depth_map", help="SD 2 depth model: the depth image (bright = near); "
+                                                                 "without it the depth estimator makes one.")
         if mode == "upscale":
             p.add_argument("--image", required=True, help="The image to enlarge.")
         config.add_arguments(p, groups=("models",))
@@ -117,6 +120,8 @@ def _request_from_args(args, mode: str) -> GenerationRequest:
         kw["init_image"] = decode_image(_read(args.init_img), "init_img")
     if mode == "inpaint":
         kw["mask"] = decode_image(_read(args.mask), "mask", mode="L")
+    if mode == "img2img" and args.depth_map:
+        kw["depth_map"] = decode_image(_read(args.depth_map), "depth_map", mode="L")
     if mode == "upscale":
         kw["init_image"] = decode_image(_read(args.image), "image")
     return GenerationRequest(**kw)
@@ -198,7 +203,7 @@ def cmd_models(args) -> int:
     if not rows:
         print(f"no models found under {settings.models_dir}")
     for d in rows:
-        status = f"ERROR: {d['error']}" if d["error"] else f"{d['format']}, {d['architecture']}"
+        status = f"ERROR: {d['error']}" if d["error"] else f"{d['format']}, {d['architecture_label'] or d['architecture']}"
         print(f"{d['kind']:<10} {d['title']:<40} {status}  ({d['path']})")
     return 0
 

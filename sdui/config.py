@@ -45,6 +45,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("use_cpu", "'all' runs every model on the CPU, as in A1111.", choices=("all",)),
     Option("device", "Device: auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps or cpu."),
     Option("no_half", "Keep weights in fp32 even on a GPU (A1111 --no-half).", type=bool),
+    Option("no_half_vae", "Decode images with the VAE in fp32 even when the model runs in half precision (A1111 "
+           "--no-half-vae); without it a half decode that gives NaNs is redone in fp32.", type=bool),
     Option("precision", "'full' means fp32 everywhere, as in A1111.", choices=("autocast", "full")),
     Option("half_dtype", "Half type on a GPU: fp16 or bf16.", choices=("fp16", "bf16")),
     Option("medvram", "Start at memory level 3 (model CPU offload) on a GPU, as A1111 --medvram.", type=bool),
@@ -110,6 +112,7 @@ class Settings:
     use_cpu: Optional[str] = None
     device: str = "auto"
     no_half: bool = False
+    no_half_vae: bool = False
     precision: str = "autocast"
     half_dtype: str = "fp16"
     medvram: bool = False

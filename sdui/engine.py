@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import __version__, prompt_schedule, prompts, samplers
+from . import __version__, prompt_schedule, prompts, prompts_sdxl, samplers
 from .fields import INPAINT_AREAS, LATENT_UPSCALE_MODES, MASK_MODES, UPSCALE_MODES
 from .images import infotext, outputs, watermark
 from .config import Settings
@@ -22,7 +22,7 @@ from .history import History
 from .server_defaults import DefaultsStore, ServerDefaults
 from .models import detect, devices, download, registry
 from .models.manager import AUTOMATIC_VAE, NO_VAE, ModelManager
-from .pipelines import hires, img2img, inpaint, txt2img, upscale
+from .pipelines import depth, hires, img2img, inpaint, refiner, txt2img, upscale, vae_guard
 from .pipelines.common import Job, decode_partial, is_cancelled
 from .types import (Architecture, Cancelled, GeneratedImage, GenerationRequest, GenerationResult, InvalidRequest, Limits,
                     MemoryLevel, ModelKind, Progress, UnknownModelError)
@@ -252,7 +252,24 @@ class Engine:
             self._check_hires(req)
         if req.mode != "upscale":
             self._check_model_choice(req)
+        if req.mode == "txt2img" and req.refiner_checkpoint not in ("", "None"):
+            self._check_refiner(req)
+        else:
+            req.refiner_checkpoint = ""
         return self._check_seed(req)
+
+    def _check_refiner(self, req: GenerationRequest) -> None:
+        """A1111's refiner: a checkpoint the server lists (its name, title or "name [hash]"), SDXL here."""
+        if not isinstance(req.refiner_checkpoint, str) or len(req.refiner_checkpoint) > 1000:
+            raise InvalidRequest("refiner_checkpoint", req.refiner_checkpoint, "the name of a checkpoint the server lists")
+        entry = self.manager.find(req.refiner_checkpoint)  # raises UnknownModelError listing the models
+        if entry.architecture not in (Architecture.SDXL, Architecture.CUSTOM, Architecture.UNKNOWN):
+            raise InvalidRequest("refiner_checkpoint", entry.name, "an SDXL checkpoint (sdui switches models mid-sampling "
+                                 f"with diffusers' SDXL denoising_end/start); this one is {entry.architecture}")
+        req.refiner_checkpoint = entry.name
+        if req.enable_hr:
+            req.notes.append("Refiner: not applied together with Hires. fix yet; the refiner was not used")
+            req.refiner_checkpoint = ""
 
     def _check_model_choice(self, req: GenerationRequest) -> None:
         """Model and VAE are names the server lists (a client never names a path or a Hub id);
@@ -322,8 +339,18 @@ class Engine:
                                      "an inpainting model (use inpaint mode)")
             cls = getattr(diffusers, _CLASSES[mode][1 if is_xl else 0])
             task = _TASKS[mode]
+            if arch == detect.SD2_DEPTH or isinstance(loaded.pipe, diffusers.StableDiffusionDepth2ImgPipeline):  # depth-to-image
+                cls, task = self._depth_setup(loaded, req)
+            elif req.depth_map is not None:
+                req.notes.append("depth_map applies only to an SD 2 depth model; ignored")
             if mode == "txt2img" and req.enable_hr:  # Hires. fix: keep the latents; one progress count for both passes
                 task, on_progress = hires, hires.combined_progress(on_progress, req)
+            refining = mode == "txt2img" and bool(req.refiner_checkpoint) and req.refiner_switch_at < 1
+            if refining:  # A1111's refiner: this model samples up to the switch, the refiner the rest
+                if not is_xl:
+                    raise InvalidRequest("refiner_checkpoint", req.refiner_checkpoint, "no refiner with this model: "
+                                         "sdui switches models mid-sampling on SDXL models only")
+                task = refiner
             result = GenerationResult(images=[], request=req, model_name=loaded.name, model_hash=model_hash or "",
                                       vae_name=vae.filename if vae else None, vae_hash=vae.short_hash if vae else None,
                                       warnings=list(req.notes))
@@ -344,36 +371,39 @@ class Engine:
                     pipe.scheduler, job.sigmas = plan.scheduler, plan.sigmas
                     job.warnings.extend(plan.warnings)
                     pipe.set_progress_bar_config(disable=True)
-                    # A1111's <lora:...> tags: out of the text the encoder sees, onto the model (SD 1.x/2.x)
+                    # A1111's <lora:...> tags: out of the text the encoder sees, onto the model
                     prompt, lora_warnings = mgr.loras.use(loaded, pipe, req.prompt, req.negative_prompt)
                     job.warnings.extend(lora_warnings)
-                    # A1111's textual-inversion embeddings: each name becomes its vectors' tokens (SD 1.x/2.x)
+                    # A1111's textual-inversion embeddings: each name becomes its vectors' tokens
                     prompt, negative_prompt, ti_warnings = mgr.embeddings.use(loaded, pipe, prompt, req.negative_prompt)
                     job.warnings.extend(ti_warnings)
+                    # A1111's hires timeline: the second pass's schedule goes on from the first pass's steps
+                    span, hires_span = prompt_schedule.total_steps(req.sampler, req.steps), None
+                    if first_pass is not None:
+                        span, hires_span = prompt_schedule.total_steps(first_pass.sampler, first_pass.steps), span
                     if not is_xl:
                         clip_skip = 1 if Architecture.of(arch).is_sd2 else req.clip_skip
                         if clip_skip != req.clip_skip:  # A1111's OpenCLIP encoder ignores the setting too
                             job.warnings.append("Clip skip does not apply to SD 2.x models (as in A1111); ignored")
                         # A1111's prompt editing [from:to:when] and alternation [a|b]: each text encoded once;
                         # the StepTracker swaps the embeddings at the steps job.cond_schedule says
-                        span, hires_span = prompt_schedule.total_steps(req.sampler, req.steps), None
-                        if first_pass is not None:  # A1111's hires timeline: on from the first pass's steps
-                            span, hires_span = prompt_schedule.total_steps(first_pass.sampler, first_pass.steps), span
                         cond = prompt_schedule.encode_schedule(
                             lambda p, n: prompts.encode(pipe, p, n, job.device, clip_skip), prompt, negative_prompt,
                             span, hires_span)
-                        job.prompt_embeds, job.negative_prompt_embeds = cond.prompt_embeds, cond.negative_prompt_embeds
-                        job.cond_schedule = cond.schedule
-                        job.warnings.extend(cond.warnings)
-                    elif prompts.token_count(pipe.tokenizer, req.prompt) > prompts.CHUNK or any(
-                            w != 1.0 for _, w in prompts.parse_attention(req.prompt)):
-                        job.warnings.append("SDXL: emphasis and prompts over 75 tokens are not applied yet; "
-                                            "the prompt was used as plain text and cut at 75 tokens")
-                    if is_xl and any(prompt_schedule.is_edited(t, req.steps) for t in (req.prompt, req.negative_prompt)):
-                        job.warnings.append("SDXL: prompt editing [from:to:when] and alternation [a|b] are not applied "
-                                            "yet; the prompt was used as written")
+                    else:
+                        if req.clip_skip != 1:  # A1111's sdxl_clip_l_skip option is off by default
+                            job.warnings.append("Clip skip does not apply to SDXL models (as in A1111); ignored")
+                        # A1111's SDXL conditioning: both encoders, emphasis, chunks, pooled vectors (prompts_sdxl)
+                        cond = prompts_sdxl.encode_schedule(pipe, prompt, negative_prompt, span, job.device, hires_span)
+                        job.pooled_prompt_embeds = cond.pooled_prompt_embeds
+                        job.negative_pooled_prompt_embeds = cond.negative_pooled_prompt_embeds
+                    job.prompt_embeds, job.negative_prompt_embeds = cond.prompt_embeds, cond.negative_prompt_embeds
+                    job.cond_schedule = cond.schedule
+                    job.warnings.extend(cond.warnings)
                     try:
-                        return task.run(pipe, job), job.warnings
+                        # A1111's VAE precision rescue: a NaN half decode is redone in fp32 (--no-half-vae: always)
+                        with vae_guard.guarded_decode(pipe, job.warnings, self.settings.no_half_vae):
+                            return task.run(pipe, job), job.warnings
                     except Cancelled as stop:
                         stop.partial_images = decode_partial(pipe, job)
                         raise
@@ -384,6 +414,9 @@ class Engine:
                     if mode == "txt2img" and req.enable_hr:  # A1111's Hires. fix: upscale, then img2img at the target size
                         (pil_images, hr_warnings), hr_level = self._hires_fix(pil_images, req, run_batch, loaded, cancel)
                         warnings, level = warnings + hr_warnings, max(level, hr_level)
+                    if refining:  # the refiner samples the rest from the switch's latents
+                        (pil_images, r_warnings), r_level = self._refine(pil_images, req, run_batch, cancel)
+                        warnings, level = warnings + [w for w in r_warnings if w not in warnings], max(level, r_level)
                 except Cancelled as stop:
                     for img, seed in zip(getattr(stop, "partial_images", []), seeds, strict=False):
                         result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch,
@@ -396,6 +429,57 @@ class Engine:
                 for img, seed in zip(pil_images, seeds, strict=False):
                     result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch, level, vae))
         return result
+
+    def _refiner_infotext(self, req: GenerationRequest) -> dict:
+        """A1111's ``Refiner: name [hash]`` and ``Refiner switch at: 0.8`` when a refiner ran."""
+        if req.mode != "txt2img" or not req.refiner_checkpoint or req.refiner_switch_at >= 1:
+            return {}
+        try:
+            entry = self.manager.find(req.refiner_checkpoint)
+        except UnknownModelError:
+            return {}
+        short = self.manager.ensure_hash(entry)
+        return {"Refiner": f"{entry.name} [{short}]" if short else entry.name, "Refiner switch at": req.refiner_switch_at}
+
+    def _refine(self, latents, req: GenerationRequest, run_batch, cancel):
+        """The refiner's part of one batch, through the manager like any model (it becomes the current
+        model; the first one stays in the RAM cache as the budget allows): ``run_batch`` with the
+        refiner's own prompt encoding, from ``latents``. Returns ``((images, warnings), memory level)``."""
+        import diffusers
+
+        if is_cancelled(cancel):
+            raise Cancelled("interrupted")
+        second = req.replace(init_image=latents)
+        refiner_model = self.manager.select(req.refiner_checkpoint)
+        if not isinstance(refiner_model.pipe, (diffusers.StableDiffusionXLPipeline, diffusers.StableDiffusionXLImg2ImgPipeline)):
+            raise InvalidRequest("refiner_checkpoint", refiner_model.name, "an SDXL checkpoint (base or refiner)")
+        return self.manager.run(lambda pipe, model: run_batch(pipe, model, req=second, task=refiner.SecondPass),
+                                size=(req.width, req.height), pipeline_cls=diffusers.StableDiffusionXLImg2ImgPipeline,
+                                model=refiner_model.name)
+
+    def _depth_setup(self, loaded, req: GenerationRequest):
+        """The pipeline class and task of a job on the SD 2 depth model: img2img only, with the user's
+        depth map or the estimator's (loaded by the manager, set on the pipeline)."""
+        import diffusers
+
+        if req.mode != "img2img":
+            raise InvalidRequest("model", loaded.name, f"a model for {req.mode}; this one is the SD 2 depth model, which "
+                                 f"works in img2img (it keeps the input image's depth)")
+        pipe = loaded.pipe
+        if req.depth_map is None:
+            model, processor = self.manager.depth.get()  # InvalidRequest on depth_map when there is none
+            model.to(loaded.execution_device)
+            pipe.register_modules(depth_estimator=model, feature_extractor=processor)
+        return diffusers.StableDiffusionDepth2ImgPipeline, depth
+
+    def depth_available(self) -> bool:
+        """Whether a depth estimator is installed (else a depth model needs a supplied depth map)."""
+        return self.manager.depth.available()
+
+    def depth_preview(self, image):
+        """The estimator's depth map of ``image`` (8-bit grayscale, near = bright), what an SD 2 depth
+        model would be conditioned on; raises InvalidRequest when no estimator is installed."""
+        return self.manager.depth.estimate(image, self.manager.device)
 
     def _hires_fix(self, first, req: GenerationRequest, run_batch, loaded, cancel):
         """A1111's Hires. fix for one batch (``sample_hr_pass``): the first pass's latents (latent
@@ -553,6 +637,7 @@ class Engine:
             **({"Inpaint area": req.inpaint_full_res, "Masked area padding": req.inpaint_full_res_padding}
                if req.mode == "inpaint" and req.inpaint_full_res == INPAINT_AREAS[1] else {}),
             **(hires.infotext(req) if hires_fix else {}),  # A1111's extra_generation_params order
+            **self._refiner_infotext(req),
             "Lora hashes": self.manager.loras.hashes(req.prompt, model_name),  # A1111: "name: 0123456789ab, ..."
             # A1111: "name: 0123456789ab, ..." for the embeddings the prompt, then the negative prompt, used
             "TI hashes": self.manager.embeddings.hashes(req.prompt, req.negative_prompt, model_name),

@@ -174,6 +174,13 @@ FIELDS: tuple[Field, ...] = (
     Field("hr_negative_prompt", str, "", label="Hires negative prompt", infotext="Hires negative prompt",
           api="hr_negative_prompt", cli=("--hr-negative-prompt",), modes=_T2I,
           help="Negative prompt of the second pass; empty: the same as the first."),
+    # Refiner (txt2img): A1111's refiner_checkpoint / refiner_switch_at, its "Refiner" accordion's labels
+    Field("refiner_checkpoint", str, "", label="Checkpoint", infotext="Refiner", api="refiner_checkpoint",
+          api_default=None, cli=("--refiner-checkpoint",), modes=_T2I,
+          help="A checkpoint that takes over the sampling at 'Switch at' (SDXL models); empty: no refiner."),
+    Field("refiner_switch_at", float, 0.8, 0.01, 1.0, step=0.01, label="Switch at", infotext="Refiner switch at",
+          api="refiner_switch_at", api_default=None, cli=("--refiner-switch-at",), modes=_T2I,
+          help="Fraction of the sampling steps after which the refiner takes over."),
     Field("output_format", str, "png", choices=("png", "jpg", "webp"), label="File format for images",
           modes=("txt2img", "img2img", "inpaint", "upscale"),
           help="How saved images are written (A1111's samples_format); the infotext goes into each."),

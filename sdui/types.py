@@ -69,6 +69,7 @@ class Architecture(_Name):
     SD2 = "sd2"
     SD2_V = "sd2-v"
     SD2_INPAINT = "sd2-inpaint"
+    SD2_DEPTH = "sd2-depth"  # depth-conditioned img2img (512-depth-ema)
     SDXL = "sdxl"
     X4_UPSCALER = "x4-upscaler"
     VAE = "vae"
@@ -87,7 +88,8 @@ class Architecture(_Name):
 
     @property
     def is_sd2(self) -> bool:
-        return self in (Architecture.SD2, Architecture.SD2_V, Architecture.SD2_INPAINT, Architecture.X4_UPSCALER)
+        return self in (Architecture.SD2, Architecture.SD2_V, Architecture.SD2_INPAINT, Architecture.SD2_DEPTH,
+                        Architecture.X4_UPSCALER)
 
 
 class MemoryLevel(IntEnum):
@@ -223,6 +225,7 @@ class GenerationRequest:
     inpainting_mask_invert: str = _d("inpainting_mask_invert")  # A1111 "Mask mode"
     inpaint_full_res: str = _d("inpaint_full_res")  # A1111 "Inpaint area": Whole picture / Only masked
     inpaint_full_res_padding: int = _d("inpaint_full_res_padding")  # A1111 "Only masked padding, pixels"
+    depth_map: Any = None  # img2img on an SD 2 depth model: the user's depth image (None: the estimator's)
     # upscale
     upscaler: str = _d("upscaler")
     upscale_factor: float = _d("upscale_factor")
@@ -244,6 +247,9 @@ class GenerationRequest:
     hr_scheduler: str = _d("hr_scheduler")  # "" = the first pass's schedule type
     hr_prompt: str = _d("hr_prompt")  # "" = the first pass's prompt
     hr_negative_prompt: str = _d("hr_negative_prompt")
+    # txt2img: A1111's refiner (another checkpoint finishes the sampling)
+    refiner_checkpoint: str = _d("refiner_checkpoint")  # "" = none
+    refiner_switch_at: float = _d("refiner_switch_at")
     # output
     save: bool = True
     output_format: str = _d("output_format")  # png, jpg or webp (A1111 samples_format)

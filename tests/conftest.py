@@ -105,3 +105,30 @@ def copy_model(src: Path, dst: Path) -> Path:
         if cfg.is_dir():
             shutil.copytree(cfg, Path(str(dst.with_suffix("")) + ".config"))
     return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_xl_pipe():
+    return tiny.tiny_sdxl_pipeline(seed=0)
+
+
+@pytest.fixture(scope="session")
+def xl_models_root(tiny_xl_pipe, tmp_path_factory) -> Path:
+    """models/ with Stable-diffusion/tiny-xl/ (a tiny SDXL diffusers folder) and empty Lora/, VAE/."""
+    root = tmp_path_factory.mktemp("xl-models")
+    tiny_xl_pipe.save_pretrained(root / "Stable-diffusion" / "tiny-xl")
+    (root / "Lora").mkdir()
+    (root / "VAE").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def xl_engine(xl_models_root, tmp_path_factory):
+    """An Engine on the tiny SDXL model (no watermark: pixels compare with plain diffusers)."""
+    from sdui.config import Settings
+    from sdui.engine import Engine
+
+    e = Engine(Settings(models_dir=str(xl_models_root), outputs_dir=str(tmp_path_factory.mktemp("xl-outputs")),
+                        embeddings_dir=str(tmp_path_factory.mktemp("xl-embeddings")), no_watermark=True))
+    yield e
+    e.manager.release_all()

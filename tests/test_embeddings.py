@@ -292,9 +292,13 @@ def test_a_file_of_another_width_is_skipped_with_the_reason(engine):
     assert "evil.pt: refused: would run code" in evil and str(engine.settings.embeddings_dir) not in evil
 
 
-def test_an_sdxl_model_skips_every_embedding_for_now():
+def test_an_sdxl_model_takes_only_two_part_embeddings():
     f = emb.EmbeddingFile(stamp=(), vectors=torch.zeros(1, 768), count=1, width=768)
-    assert emb.ModelEmbeddings.fit_problem(f, None, True, "xl") == emb.SDXL_NOT_YET
+    assert "is SDXL, which takes two-part embeddings (clip_l + clip_g)" in emb.ModelEmbeddings.fit_problem(f, 2048, True, "xl")
+    xl = emb.EmbeddingFile(stamp=(), vectors={"clip_l": torch.zeros(1, 768), "clip_g": torch.zeros(1, 1280)}, count=1,
+                           width=2048)
+    assert emb.ModelEmbeddings.fit_problem(xl, 2048, True, "xl") is None
+    assert "is not SDXL" in emb.ModelEmbeddings.fit_problem(xl, 768, False, "sd15")
     assert emb.ModelEmbeddings.fit_problem(f, 768, False, "sd15") is None
     assert "1024-wide" in emb.ModelEmbeddings.fit_problem(f, 1024, False, "sd2")
 

@@ -105,3 +105,97 @@ def tiny_esrgan_state_dict(scale: int = 4, seed: int = 0) -> dict:
 
     torch.manual_seed(seed)
     return ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=scale).state_dict()
+
+
+XL_UNET = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=[32, 64],
+               down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"], up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
+               attention_head_dim=[2, 4], use_linear_projection=True, addition_embed_type="text_time",
+               addition_time_embed_dim=8, transformer_layers_per_block=[1, 2], norm_num_groups=8,
+               projection_class_embeddings_input_dim=80,  # 6 size numbers x 8 + the 32-wide pooled text embedding
+               cross_attention_dim=64)  # clip_l (32) + OpenCLIP-G (32), concatenated
+
+
+def tiny_sdxl_pipeline(seed: int = 0, cls_name: str = "StableDiffusionXLPipeline"):
+    """A tiny SDXL pipeline (as diffusers' own SDXL tests build it): a text-time UNet, CLIP-L-like and
+    OpenCLIP-G-like encoders (the second with a projection, padding with "!" as SDXL's tokenizer_2),
+    the 4-level VAE; random weights."""
+    import diffusers
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from sdui.models.tokenizer import load_clip_tokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**XL_UNET)
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(**VAE)
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**dict(TEXT, hidden_act="gelu")))
+    torch.manual_seed(seed + 3)
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**dict(TEXT, hidden_act="gelu")))
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading")
+    pipe = getattr(diffusers, cls_name)(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                        tokenizer=load_clip_tokenizer(), tokenizer_2=load_clip_tokenizer("!"),
+                                        unet=unet, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_dpt(seed: int = 0):
+    """A tiny transformers DPT depth estimator (ViT backbone, 2 layers, 32x32 input) and its image
+    processor; random weights."""
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    torch.manual_seed(seed)
+    config = DPTConfig(image_size=32, patch_size=16, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                       intermediate_size=37, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 8, 16, 16],
+                       fusion_hidden_size=16, head_hidden_size=8, reassemble_factors=[4, 2, 1, 0.5])
+    model = DPTForDepthEstimation(config).eval()
+    processor = DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False)
+    return model, processor
+
+
+def tiny_depth_pipeline(seed: int = 0, with_estimator: bool = True):
+    """A tiny StableDiffusionDepth2ImgPipeline: a 5-channel UNet (latents + depth) with the tiny
+    text encoder and VAE, and (optionally) the tiny DPT; random weights."""
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionDepth2ImgPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from sdui.models.tokenizer import load_clip_tokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**dict(UNET, in_channels=5))
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(**VAE)
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT))
+    estimator, processor = tiny_dpt(seed + 3) if with_estimator else (None, None)
+    pipe = StableDiffusionDepth2ImgPipeline(vae=vae, text_encoder=text_encoder, tokenizer=load_clip_tokenizer("!"),
+                                            unet=unet, scheduler=PNDMScheduler(**SCHED), depth_estimator=estimator,
+                                            feature_extractor=processor)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_sdxl_refiner(seed: int = 50):
+    """A tiny SDXL refiner (as stabilityai's): only the OpenCLIP-G-like encoder, a UNet conditioned on
+    its 32-wide states and on an aesthetic score (5 size/score numbers x 8 + 32), fp32 VAE; random weights."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from sdui.models.tokenizer import load_clip_tokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**dict(XL_UNET, cross_attention_dim=32, projection_class_embeddings_input_dim=72))
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(**VAE)
+    torch.manual_seed(seed + 3)
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**dict(TEXT, hidden_act="gelu")))
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading")
+    pipe = StableDiffusionXLImg2ImgPipeline(vae=vae, text_encoder=None, tokenizer=None, text_encoder_2=text_encoder_2,
+                                            tokenizer_2=load_clip_tokenizer("!"), unet=unet, scheduler=scheduler,
+                                            requires_aesthetics_score=True, force_zeros_for_empty_prompt=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

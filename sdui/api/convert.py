@@ -65,11 +65,14 @@ def to_generation_request(req: schemas.Txt2ImgRequest, mode: str, model: Optiona
             raise InvalidRequest("init_images", None, "a list with one base64 image")
         kw["init_image"] = uploads.decode_image(req.init_images[0], "init_images")
         kw["enable_hr"] = False  # txt2img's (listed in info.ignored when asked for)
+        kw["refiner_checkpoint"] = ""  # likewise
         if req.denoising_strength is not None:
             kw["denoising_strength"] = req.denoising_strength
         if not 0 <= req.resize_mode < len(RESIZE_MODES):
             raise InvalidRequest("resize_mode", req.resize_mode, f"0 to {len(RESIZE_MODES) - 1}")
         kw["resize_mode"] = RESIZE_MODES[req.resize_mode]
+        if req.depth_map:  # an SD 2 depth model's depth image (else its estimator makes one)
+            kw["depth_map"] = uploads.decode_image(req.depth_map, "depth_map", mode="L")
         if req.mask:
             kw["mode"] = "inpaint"
             kw["mask"] = uploads.decode_image(req.mask, "mask", mode="L")

@@ -136,7 +136,7 @@ def face_restorers():
 def embeddings(state: ApiState = Depends(api_state), owner: str = Depends(owner_of)):
     """Textual-inversion embeddings of ``--embeddings-dir`` in A1111's shape, for this client's
     checkpoint (else the loaded one, else the server's default): ``loaded`` (they fit its text encoder;
-    the name is the word prompts use) and ``skipped`` (made for another model family, or SDXL for now),
+    the name is the word prompts use) and ``skipped`` (made for another model family),
     each ``{name: {step, sd_checkpoint, sd_checkpoint_name, shape, vectors}}``. Unreadable or refused
     files are in neither."""
     return state.engine.embedding_listing(state.model_for(owner))

@@ -90,6 +90,7 @@ class Img2ImgRequest(Txt2ImgRequest):
     latent_mask: Optional[str] = None
     include_init_images: bool = False
     denoising_strength: Optional[float] = 0.75
+    depth_map: Optional[str] = None  # sdui: base64 depth image for an SD 2 depth model (bright = near)
 
 
 class ImageResponse(BaseModel):
@@ -151,7 +152,7 @@ class PNGInfoResponse(BaseModel):
 UNIMPLEMENTED_DEFAULTS: dict[str, Any] = {
     "restore_faces": (None, False), "tiling": (None, False), "eta": (None,), "s_min_uncond": (None, 0, 0.0),
     "s_churn": (None, 0, 0.0), "s_tmax": (None, 0, 0.0), "s_tmin": (None, 0, 0.0), "s_noise": (None, 1, 1.0),
-    "refiner_checkpoint": (None, ""), "script_name": (None, ""), "script_args": ([],),
+    "script_name": (None, ""), "script_args": ([],),
     "alwayson_scripts": ({},), "image_cfg_scale": (None,),
     "initial_noise_multiplier": (None, 1, 1.0), "latent_mask": (None,),
     "include_init_images": (False,), "hr_checkpoint_name": (None, "", "Use same checkpoint"),
@@ -171,5 +172,7 @@ def ignored_fields(req: BaseModel) -> list[str]:
     if isinstance(req, Img2ImgRequest):  # the variation seed and seed resize are applied to txt2img only
         out += [name for name, off in (("subseed_strength", (0, 0.0)), ("seed_resize_from_w", (-1, 0)),
                                        ("seed_resize_from_h", (-1, 0))) if getattr(req, name) not in off]
+    if isinstance(req, Img2ImgRequest) and req.refiner_checkpoint not in (None, "", "None"):
+        out.append("refiner_checkpoint")  # sdui's refiner is txt2img's for now
     out += sorted((req.model_extra or {}).keys())
     return sorted(set(out))

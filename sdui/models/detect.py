@@ -13,12 +13,14 @@ from ..types import Architecture, ModelLoadError
 # The architecture vocabulary is types.Architecture; these short names read well in detection rules.
 SD1, SD1_INPAINT, SD2, SD2_V = Architecture.SD1, Architecture.SD1_INPAINT, Architecture.SD2, Architecture.SD2_V
 SD2_INPAINT, SDXL, X4_UPSCALER = Architecture.SD2_INPAINT, Architecture.SDXL, Architecture.X4_UPSCALER
+SD2_DEPTH = Architecture.SD2_DEPTH
 VAE, LORA, CUSTOM, HUB, UNKNOWN = Architecture.VAE, Architecture.LORA, Architecture.CUSTOM, Architecture.HUB, Architecture.UNKNOWN
-CHECKPOINT_ARCHS = (SD1, SD1_INPAINT, SD2, SD2_V, SD2_INPAINT, SDXL, X4_UPSCALER)
+CHECKPOINT_ARCHS = (SD1, SD1_INPAINT, SD2, SD2_V, SD2_INPAINT, SD2_DEPTH, SDXL, X4_UPSCALER)
 
 ARCH_LABELS = {
     SD1: "SD 1.x", SD1_INPAINT: "SD 1.x inpainting", SD2: "SD 2.x (512, epsilon)", SD2_V: "SD 2.x (768, v-prediction)",
-    SD2_INPAINT: "SD 2.x inpainting", SDXL: "SDXL base", X4_UPSCALER: "SD x4 upscaler", VAE: "VAE", LORA: "LoRA",
+    SD2_INPAINT: "SD 2.x inpainting", SD2_DEPTH: "SD 2.x depth-to-image", SDXL: "SDXL base", X4_UPSCALER: "SD x4 upscaler",
+    VAE: "VAE", LORA: "LoRA",
     UNKNOWN: "unknown",
 }
 
@@ -29,6 +31,7 @@ _SDXL_OPENCLIP = "conditioner.embedders.1.model.positional_embedding"
 _SDXL_CLIP = "conditioner.embedders.0.transformer.text_model.embeddings.position_embedding.weight"
 _OPENCLIP = "cond_stage_model.model.token_embedding.weight"
 _CLIP_PREFIXES = ("cond_stage_model.transformer.text_model.", "cond_stage_model.transformer.embeddings.")
+_DEPTH_MODEL = "depth_model."  # 512-depth-ema: the MiDaS (DPT-Hybrid) weights it was trained with
 
 
 def vae_layout(keys) -> str | None:
@@ -77,6 +80,8 @@ def detect_architecture(shapes: dict[str, tuple]) -> str:
         return SDXL
     if in_channels == 7:
         return X4_UPSCALER
+    if in_channels == 5 and (_OPENCLIP in shapes or any(k.startswith(_DEPTH_MODEL) for k in keys)):
+        return SD2_DEPTH  # the latents plus one depth channel
     openclip = _OPENCLIP in shapes or (_SD2_ATTN_K in shapes and shapes[_SD2_ATTN_K][-1] == 1024)
     if openclip:
         return SD2_INPAINT if in_channels == 9 else SD2

@@ -8,8 +8,10 @@ manager's cached models.
   safetensors' ``emb_params``), and SDXL's ``clip_l`` + ``clip_g``. The file's stem is the word
   prompts use, whatever name is stored inside (as in A1111).
 - Fit: A1111 compares an embedding's width ("shape": 768 for SD 1.x, 1024 for SD 2.x, 768 + 1280 for
-  SDXL) with the model's and lists the others as skipped. SDXL models take prompts as text for now,
-  so on them every embedding is skipped, with that reason.
+  SDXL) with the model's and lists the others as skipped. On SDXL only two-part files fit, and each
+  part goes onto its own encoder: ``clip_l`` onto CLIP ViT-L (``text_encoder``/``tokenizer``),
+  ``clip_g`` onto OpenCLIP ViT-bigG (``text_encoder_2``/``tokenizer_2``), under the same tokens
+  (as diffusers' docs load SDXL embeddings).
 - Loading: each file once per model, with diffusers' ``load_textual_inversion``, onto a copy of the
   model's tokenizer made at its first embedding (single-file models share one tokenizer object), and
   under tokens of sdui's own (``<ti-<sha256>-<i>>``, one per vector) rather than the name itself:
@@ -56,8 +58,7 @@ SDXL_PARTS = ("clip_l", "clip_g")
 _NO_SEPARATORS = str.maketrans("", "", ":,")  # A1111 drops them from names in "TI hashes"
 _FAMILIES = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
 _ARCH_WIDTHS = {Architecture.SD1: 768, Architecture.SD1_INPAINT: 768, Architecture.SD2: 1024, Architecture.SD2_V: 1024,
-                Architecture.SD2_INPAINT: 1024, Architecture.X4_UPSCALER: 1024}
-SDXL_NOT_YET = "SDXL models do not take embeddings yet (sdui gives SDXL prompts to diffusers as text)"
+                Architecture.SD2_INPAINT: 1024, Architecture.SD2_DEPTH: 1024, Architecture.X4_UPSCALER: 1024}
 
 
 # ---- what a file holds ------------------------------------------------------------------------------
@@ -256,6 +257,7 @@ class _ModelTokens:
 
     tokenizer: Any
     tokens: dict[str, list[str]] = field(default_factory=dict)
+    tokenizer_2: Any = None  # SDXL's second tokenizer (a copy too); None on SD 1.x/2.x
 
 
 def _folder_stamp(folder: str) -> Optional[int]:
@@ -300,9 +302,11 @@ class ModelEmbeddings:
     def _width_of(self, loaded: "LoadedModel") -> tuple[Optional[int], bool]:
         """(text-encoder width, is SDXL) of a loaded model; width None when it has no text encoder."""
         pipe = loaded.pipe
-        if getattr(pipe, "text_encoder_2", None) is not None:
-            return None, True
-        te = getattr(pipe, "text_encoder", None)
+        te, te2 = getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)
+        if te2 is not None:  # SDXL: A1111's "shape" is both widths together (768 + 1280)
+            if te is None or not hasattr(pipe, "load_textual_inversion"):
+                return None, True
+            return int(te.get_input_embeddings().weight.shape[-1] + te2.get_input_embeddings().weight.shape[-1]), True
         if te is None or not hasattr(pipe, "load_textual_inversion"):
             return None, False
         return int(te.get_input_embeddings().weight.shape[-1]), False
@@ -312,7 +316,7 @@ class ModelEmbeddings:
         when neither says (then every embedding is listed as loaded, as A1111 does before it knows)."""
         arch = Architecture.of(entry.architecture)
         if arch == Architecture.SDXL:
-            return None, True
+            return 768 + 1280, True
         if arch in _ARCH_WIDTHS:
             return _ARCH_WIDTHS[arch], False
         folder = entry.config_dir or (entry.path if entry.format == formats.DIFFUSERS else None)
@@ -349,10 +353,13 @@ class ModelEmbeddings:
     def fit_problem(f: EmbeddingFile, width: Optional[int], is_sdxl: bool, model_name: str) -> Optional[str]:
         """Why embedding ``f`` cannot go on a model of this width, in words; None when it can (or the
         model's width is not known)."""
-        if is_sdxl:
-            return SDXL_NOT_YET
-        if f.is_sdxl:
-            return "it is an SDXL embedding (clip_l + clip_g), and SDXL models do not take embeddings yet"
+        if is_sdxl and not f.is_sdxl:
+            made = _FAMILIES.get(f.width, "another model family")
+            return (f"it has one set of {f.width}-wide vectors ({made}), but the model '{model_name}' is SDXL, which "
+                    f"takes two-part embeddings (clip_l + clip_g); an embedding works only on the family it was made for")
+        if f.is_sdxl and not is_sdxl:
+            return (f"it is an SDXL embedding (clip_l + clip_g), but the model '{model_name}' is not SDXL; an embedding "
+                    f"works only on the family it was made for")
         if width is not None and f.width != width:
             made = _FAMILIES.get(f.width, "another model family")
             return (f"its vectors are {f.width} wide ({made}), but the model '{model_name}' takes {width}-wide vectors "
@@ -412,10 +419,14 @@ class ModelEmbeddings:
         state = self._models.get(te)
         if state is None:
             state = _ModelTokens(tokenizer=copy.deepcopy(loaded.pipe.tokenizer))
+            if getattr(loaded.pipe, "tokenizer_2", None) is not None:
+                state.tokenizer_2 = copy.deepcopy(loaded.pipe.tokenizer_2)
             self._models[te] = state
         for p in loaded.all_pipelines():
             if getattr(p, "tokenizer", None) is not state.tokenizer:
                 p.register_modules(tokenizer=state.tokenizer)
+            if state.tokenizer_2 is not None and getattr(p, "tokenizer_2", None) is not state.tokenizer_2:
+                p.register_modules(tokenizer_2=state.tokenizer_2)
         return state
 
     def _load(self, loaded: "LoadedModel", pipe, wanted: dict, warnings: list) -> dict[str, list[str]]:
@@ -440,21 +451,25 @@ class ModelEmbeddings:
                 for name, f, key in new:
                     t0 = time.perf_counter()
                     toks = prompts.embedding_tokens(key, f.count)
-                    te = loaded.pipe.text_encoder
-                    rows = te.get_input_embeddings().weight.shape[0]
+                    # (vectors, tokenizer, text encoder) per encoder: SDXL's clip_l and clip_g parts, each on its own
+                    parts = [(f.vectors["clip_l"], state.tokenizer, loaded.pipe.text_encoder),
+                             (f.vectors["clip_g"], state.tokenizer_2, loaded.pipe.text_encoder_2)] if f.is_sdxl else [
+                                 (f.vectors, state.tokenizer, loaded.pipe.text_encoder)]
+                    before = [(tok, te, len(tok), te.get_input_embeddings().weight.shape[0]) for _, tok, te in parts]
                     try:
-                        if rows != len(state.tokenizer):
-                            raise ModelLoadError(f"the tokenizer has {len(state.tokenizer)} tokens but the text encoder "
-                                                 f"{rows} rows")
-                        # grown here without transformers' mean resizing (the covariance of the whole table and a
-                        # random draw, for rows diffusers overwrites at once); diffusers then finds the table the
-                        # right size and writes the vectors in
-                        te.resize_token_embeddings(rows + f.count, mean_resizing=False)
-                        loaded.pipe.load_textual_inversion(f.vectors, token=toks, tokenizer=state.tokenizer,
-                                                           text_encoder=te)
+                        for (vectors, tok, te), (_, _, _, rows) in zip(parts, before, strict=True):
+                            if rows != len(tok):
+                                raise ModelLoadError(f"the tokenizer has {len(tok)} tokens but the text encoder "
+                                                     f"{rows} rows")
+                            # grown here without transformers' mean resizing (the covariance of the whole table and a
+                            # random draw, for rows diffusers overwrites at once); diffusers then finds the table the
+                            # right size and writes the vectors in
+                            te.resize_token_embeddings(rows + f.count, mean_resizing=False)
+                            loaded.pipe.load_textual_inversion(vectors, token=toks, tokenizer=tok, text_encoder=te)
                     except Exception as e:  # noqa: BLE001 - what diffusers refuses is a warning, the job goes on
-                        if len(state.tokenizer) == rows and te.get_input_embeddings().weight.shape[0] != rows:
-                            te.resize_token_embeddings(rows, mean_resizing=False)  # the table as it was
+                        for tok, te, count, rows in before:  # each table as it was, where its tokenizer did not grow
+                            if len(tok) == count and te.get_input_embeddings().weight.shape[0] != rows:
+                                te.resize_token_embeddings(rows, mean_resizing=False)
                         warnings.append(f"Embedding '{name}' was not applied: cannot load it "
                                         f"({type(e).__name__}: {' '.join(str(e).split())[:300]})")
                         continue

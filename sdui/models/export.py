@@ -1,7 +1,7 @@
-"""Write a diffusers SD 1.x/2.x pipeline as one original-layout (LDM/"CompVis") checkpoint.
+"""Write a diffusers SD 1.x/2.x/SDXL pipeline as one original-layout (LDM/"CompVis") checkpoint.
 
-The inverse of diffusers' single-file loader, for UNet2DConditionModel + AutoencoderKL + CLIP text
-encoder. Used to make single-file checkpoints for tests and benchmarks (there is no user-facing
+The inverse of diffusers' single-file loader, for UNet2DConditionModel + AutoencoderKL + CLIP and
+OpenCLIP text encoders. Used to make single-file checkpoints for tests and benchmarks (there is no user-facing
 convert command yet).
 Written for any depth of block_out_channels / layers_per_block (tiny test models included).
 """
@@ -18,7 +18,8 @@ def _unet_map(config) -> list[tuple[str, str]]:
     pairs = [("time_embedding.linear_1.", "time_embed.0."), ("time_embedding.linear_2.", "time_embed.2."),
              ("conv_in.", "input_blocks.0.0."), ("conv_norm_out.", "out.0."), ("conv_out.", "out.2."),
              ("class_embedding.", "label_emb.0.") if config.get("num_class_embeds") is None
-             else ("class_embedding.", "label_emb.")]
+             else ("class_embedding.", "label_emb."),
+             ("add_embedding.linear_1.", "label_emb.0.0."), ("add_embedding.linear_2.", "label_emb.0.2.")]  # SDXL
     for i in range(n):
         for j in range(lpb):
             idx = 1 + i * (lpb + 1) + j
@@ -116,11 +117,54 @@ def text_encoder_to_ldm(text_encoder) -> dict:
     return out
 
 
+_OPENCLIP_LAYER = [("self_attn.out_proj.", "attn.out_proj."), ("layer_norm1.", "ln_1."), ("layer_norm2.", "ln_2."),
+                   ("mlp.fc1.", "mlp.c_fc."), ("mlp.fc2.", "mlp.c_proj.")]
+
+
+def openclip_to_ldm(text_encoder, prefix: str) -> dict:
+    """OpenCLIP (SD 2.x ``cond_stage_model.model.``, SDXL's ``conditioner.embedders.1.model.``) layout:
+    q/k/v joined into ``in_proj_weight``/``in_proj_bias``, the projection stored transposed (the
+    inverse of diffusers' ``convert_open_clip_checkpoint``)."""
+    import torch
+
+    sd = {(k if k.startswith(("text_model.", "text_projection.")) else "text_model." + k): v
+          for k, v in text_encoder.state_dict().items() if not k.endswith("position_ids")}
+    out = {prefix + "token_embedding.weight": sd.pop("text_model.embeddings.token_embedding.weight"),
+           prefix + "positional_embedding": sd.pop("text_model.embeddings.position_embedding.weight"),
+           prefix + "ln_final.weight": sd.pop("text_model.final_layer_norm.weight"),
+           prefix + "ln_final.bias": sd.pop("text_model.final_layer_norm.bias")}
+    if "text_projection.weight" in sd:
+        out[prefix + "text_projection"] = sd.pop("text_projection.weight").T.contiguous()
+    layers = {int(k.split(".")[3]) for k in sd if k.startswith("text_model.encoder.layers.")}
+    for i in sorted(layers):
+        src, dst = f"text_model.encoder.layers.{i}.", f"{prefix}transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            out[f"{dst}attn.in_proj_{kind}"] = torch.cat([sd.pop(f"{src}self_attn.{p}_proj.{kind}") for p in "qkv"])
+        for key in [k for k in sd if k.startswith(src)]:
+            rest = key[len(src):]
+            for a, b in _OPENCLIP_LAYER:
+                if rest.startswith(a):
+                    rest = b + rest[len(a):]
+                    break
+            out[dst + rest] = sd.pop(key)
+    if sd:
+        raise ValueError(f"no OpenCLIP name for text-encoder keys {sorted(sd)[:3]}")
+    return out
+
+
 def pipeline_to_ldm(pipe, dtype=None) -> dict:
+    """SD 1.x (CLIP), SD 2.x and the x4 upscaler (OpenCLIP-H, 1024 wide), SDXL (CLIP-L + OpenCLIP-G)."""
     sd = {}
     sd.update(unet_to_ldm(pipe.unet))
     sd.update(vae_to_ldm(pipe.vae))
-    sd.update(text_encoder_to_ldm(pipe.text_encoder))
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        sd.update({k.replace("cond_stage_model.", "conditioner.embedders.0.", 1): v
+                   for k, v in text_encoder_to_ldm(pipe.text_encoder).items()})
+        sd.update(openclip_to_ldm(pipe.text_encoder_2, "conditioner.embedders.1.model."))
+    elif pipe.text_encoder.config.hidden_size == 1024:
+        sd.update(openclip_to_ldm(pipe.text_encoder, "cond_stage_model.model."))
+    else:
+        sd.update(text_encoder_to_ldm(pipe.text_encoder))
     if dtype is not None:
         sd = {k: v.to(dtype) for k, v in sd.items()}
     return {k: v.contiguous() for k, v in sd.items()}

@@ -89,6 +89,10 @@ def _from_pretrained(path: str, dtype, local_files_only: bool):
     kwargs = {}
     if "safety_checker" in index:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
+    # components the folder lists as absent (the depth model's estimator, kept in models/depth/; an SDXL refiner's
+    # first text encoder): None, which diffusers does not pass on its own
+    kwargs.update({k: None for k, v in index.items() if not k.startswith("_") and v in (None, [None, None])
+                   and k not in kwargs})
     return DiffusionPipeline.from_pretrained(path, dtype=dtype, local_files_only=local_files_only, **kwargs)
 
 
@@ -227,7 +231,7 @@ def validate_pipeline(pipe, path: str) -> None:
                 raise ModelLoadError(f"{path}: corrupt checkpoint: {comp_name} weight '{pname}' holds NaN/inf")
     unet_in = pipe.unet.config.in_channels
     latent = pipe.vae.config.latent_channels
-    if unet_in not in (latent, 2 * latent + 1, latent + 3):
+    if unet_in not in (latent, latent + 1, 2 * latent + 1, latent + 3):  # txt2img, depth, inpaint, x4 upscaler
         raise ModelLoadError(f"{path}: UNet takes {unet_in} channels but the VAE makes {latent}")
 
 

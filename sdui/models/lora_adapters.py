@@ -75,8 +75,7 @@ class ModelLoras:
         return out
 
     def takes_loras(self, loaded: LoadedModel) -> bool:
-        # SDXL prompts go to diffusers as text (see engine), so their tags are not applied yet
-        return lora.can_take_loras(loaded.pipe) and getattr(loaded.pipe, "text_encoder_2", None) is None
+        return lora.can_take_loras(loaded.pipe)
 
     def use(self, loaded: LoadedModel, pipe, prompt: str, negative_prompt: str = "") -> tuple[str, list[str]]:
         """Apply the ``<lora:...>`` tags of ``prompt`` to ``loaded``'s model; return the prompt without
@@ -97,9 +96,8 @@ class ModelLoras:
         with self.manager.lock:
             base = loaded.pipe
             if parsed.loras and not self.takes_loras(loaded):
-                why = "the peft package is not installed" if not lora.peft_available() else (
-                    "SDXL models do not take LoRAs yet" if getattr(base, "text_encoder_2", None) is not None
-                    else "this model's pipeline cannot load LoRAs")
+                why = ("the peft package is not installed" if not lora.peft_available()
+                       else "this model's pipeline cannot load LoRAs")
                 warnings.append(f"LoRA tags were not applied ({why}); they were read as prompt text")
                 return prompt, warnings
             wanted: "OrderedDict[str, list]" = OrderedDict()  # adapter -> [entry, te weight, unet weight, tag]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from . import detect, devices, formats, loader, registry
+from .depth import DepthEstimators
 from .embeddings import ModelEmbeddings
 from .lora_adapters import ModelLoras
 from ..config import Settings
@@ -96,6 +97,7 @@ class ModelManager:
         self._upscalers: "OrderedDict[str, Any]" = OrderedDict()  # path -> spandrel descriptor, LRU
         self.loras = ModelLoras(self)  # A1111's <lora:...> tags on the cached models
         self.embeddings = ModelEmbeddings(self)  # textual-inversion files a prompt names, on the cached models
+        self.depth = DepthEstimators(self)  # the SD 2 depth model's depth estimator (models/depth/)
         gb = self.settings.ram_cache_gb
         self.cache_budget = int(gb * 1024**3) if gb is not None else devices.total_ram_bytes() // 4
 
@@ -194,7 +196,7 @@ class ModelManager:
                 return self.find(self.settings.ckpt, trusted=True)
             except UnknownModelError:
                 return None
-        usable = [e for e in self.checkpoints() if not e.error and e.architecture != detect.X4_UPSCALER]
+        usable = [e for e in self.checkpoints() if not e.error and e.architecture not in (detect.X4_UPSCALER, detect.SD2_DEPTH)]
         return usable[0] if usable else None
 
     def default_vae_choice(self) -> str:

@@ -68,6 +68,8 @@ class ModelEntry:
         d.pop("extra")
         d["hash"] = self.short_hash
         d["title"] = self.title
+        # what the architecture id means, in words ("SD 2.x depth-to-image"); None for custom/hub/unknown
+        d["architecture_label"] = detect.ARCH_LABELS.get(self.architecture) if self.architecture else None
         return d
 
 
@@ -389,6 +391,8 @@ def _folder_architecture(folder: Path, index: dict) -> str:
         return detect.SDXL
     if "Upscale" in cls:
         return detect.X4_UPSCALER
+    if "Depth2Img" in cls:
+        return detect.SD2_DEPTH
     inpaint = unet.get("in_channels") == 9
     if unet.get("cross_attention_dim") == 1024:
         return detect.SD2_INPAINT if inpaint else detect.SD2

@@ -119,11 +119,18 @@ class Job:
     # prompt editing / alternation (prompt_schedule.ConditioningSchedule): the embeddings of each model call;
     # None: prompt_embeds at every step
     cond_schedule: Any = None
+    # SDXL's pooled text embeddings (prompts_sdxl); None for SD 1.x/2.x
+    pooled_prompt_embeds: Any = None
+    negative_pooled_prompt_embeds: Any = None
 
     def prompt_kwargs(self) -> dict:
-        """Embeddings when the engine encoded the prompt (SD 1.x/2.x); else the text itself (SDXL)."""
+        """Embeddings when the engine encoded the prompt (always, in the engine); else the text itself."""
         if self.prompt_embeds is not None:
-            return {"prompt_embeds": self.prompt_embeds, "negative_prompt_embeds": self.negative_prompt_embeds}
+            kwargs = {"prompt_embeds": self.prompt_embeds, "negative_prompt_embeds": self.negative_prompt_embeds}
+            if self.pooled_prompt_embeds is not None:
+                kwargs.update(pooled_prompt_embeds=self.pooled_prompt_embeds,
+                              negative_pooled_prompt_embeds=self.negative_pooled_prompt_embeds)
+            return kwargs
         return {"prompt": self.request.prompt, "negative_prompt": self.request.negative_prompt or None}
 
 
@@ -162,8 +169,11 @@ class StepTracker:
             # them in its loop (with CFG, cat([negative, positive]), each repeated per image)
             latents = callback_kwargs.get("latents")
             images = latents.shape[0] if latents is not None else len(self.job.seeds)
-            callback_kwargs["prompt_embeds"] = schedule.pipeline_embeds(step_index + 1, images,
-                                                                        pipe.do_classifier_free_guidance)
+            if hasattr(schedule, "pipeline_tensors"):  # SDXL: the pooled vectors (add_text_embeds) switch too
+                callback_kwargs.update(schedule.pipeline_tensors(step_index + 1, images, pipe.do_classifier_free_guidance))
+            else:
+                callback_kwargs["prompt_embeds"] = schedule.pipeline_embeds(step_index + 1, images,
+                                                                            pipe.do_classifier_free_guidance)
         return callback_kwargs
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ...types import InvalidRequest
+from .. import depth
 from ..controls import UIContext, coerce, radio, render_controls, render_outputs, slider
 from .. import lora_picker
 from .generate import wire_generation
@@ -41,6 +42,7 @@ def render(ctx: UIContext) -> SimpleNamespace:
             with gr.Row():
                 inpaint_area = radio("inpaint_full_res", "img2img_inpaint_full_res")
                 padding = slider("inpaint_full_res_padding", ctx.engine.limits, "img2img_inpaint_full_res_padding")
+            depth_part = depth.render(ctx)  # an SD 2 depth model's depth map (shown only for such a model)
             controls = render_controls("img2img", ctx.engine.limits)
             lora_picker.add(ctx, "img2img", controls.prompt)
             styles = styles_panel.render("img2img", ctx.settings)  # uifeat hook
@@ -49,7 +51,7 @@ def render(ctx: UIContext) -> SimpleNamespace:
             outputs = render_outputs("img2img")
     return SimpleNamespace(mode=mode, editor=editor, strength=strength, resize_mode=resize_mode, mask_blur=mask_blur,
                            fill=fill, mask_mode=mask_mode, inpaint_area=inpaint_area, padding=padding, controls=controls,
-                           outputs=outputs, styles=styles, xyz=xyz)
+                           outputs=outputs, styles=styles, xyz=xyz, depth=depth_part)
 
 
 def editor_to_images(value, inpaint: bool):
@@ -86,7 +88,7 @@ def _flatten(img: Image.Image) -> Image.Image:
 def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
     extra = {"mode": tab.mode, "editor": tab.editor, "strength": tab.strength, "resize_mode": tab.resize_mode,
              "mask_blur": tab.mask_blur, "fill": tab.fill, "mask_mode": tab.mask_mode,
-             "inpaint_area": tab.inpaint_area, "padding": tab.padding,
+             "inpaint_area": tab.inpaint_area, "padding": tab.padding, "depth_map": tab.depth.image,
              "styles": tab.styles["styles"]}  # uifeat: Styles
 
     def mode_fields(data: dict) -> dict:
@@ -95,6 +97,8 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
         fields = {"mode": "inpaint" if inpaint else "img2img", "init_image": _flatten(image),
                   "denoising_strength": coerce("denoising_strength", data[tab.strength]),
                   "resize_mode": data[tab.resize_mode]}
+        if not inpaint and data[tab.depth.image] is not None:  # used by a depth model only
+            fields["depth_map"] = data[tab.depth.image]
         if inpaint:
             fields.update(mask=mask, mask_blur=coerce("mask_blur", data[tab.mask_blur]), inpainting_fill=data[tab.fill],
                           inpainting_mask_invert=data[tab.mask_mode], inpaint_full_res=data[tab.inpaint_area],
@@ -105,3 +109,5 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
     wire_generation(ctx, tab.controls, mode_fields, extra, tab.outputs)
     styles_panel.wire(tab.styles, tab.controls)  # uifeat
     xyz_panel.wire(ctx, tab.xyz, tab.controls, mode_fields, extra, tab.outputs)  # uifeat
+    tab.depth.editor = tab.editor
+    depth.wire(ctx, tab.depth, lambda value: _flatten(editor_to_images(value, False)[0]))

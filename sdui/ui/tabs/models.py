@@ -15,7 +15,7 @@ def model_rows(ctx: UIContext) -> list[list]:
     rows = []
     for e in ctx.engine.checkpoints():
         d = e.to_json()
-        rows.append([d["title"], d["format"], d["architecture"], d["error"] or "", d["path"]])
+        rows.append([d["title"], d["format"], d["architecture_label"] or d["architecture"], d["error"] or "", d["path"]])
     return rows
 
 

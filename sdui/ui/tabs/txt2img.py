@@ -11,6 +11,7 @@ from ... import fields, samplers
 from ...fields import HR_SAME_SAMPLER, HR_SAME_SCHEDULER
 from ...images.infotext import infotext_to_request_fields
 from ...types import hires_target
+from .. import refiner
 from ..controls import UIContext, coerce, render_controls, render_outputs, slider
 from .. import lora_picker
 from .generate import wire_generation
@@ -28,6 +29,7 @@ def render(ctx: UIContext) -> SimpleNamespace:
             styles = styles_panel.render("txt2img", ctx.settings)  # uifeat hook
             variation = variation_panel.render("txt2img", ctx.engine.limits)  # uifeat hook
             hires, hires_size = render_hires(ctx)
+            refiner_controls = refiner.render(ctx)  # A1111's "Refiner" accordion
             xyz = xyz_panel.render("txt2img")  # uifeat hook
         with gr.Column(scale=1):
             outputs = render_outputs("txt2img")
@@ -37,7 +39,7 @@ def render(ctx: UIContext) -> SimpleNamespace:
             selected = gr.State(0)
     return SimpleNamespace(controls=controls, outputs=outputs, gallery=outputs["gallery"], to_img2img=to_img2img,
                            to_upscale=to_upscale, selected=selected, hires=hires, hires_size=hires_size,
-                           variation=variation, styles=styles, xyz=xyz)
+                           variation=variation, styles=styles, xyz=xyz, refiner=refiner_controls)
 
 
 def render_hires(ctx: UIContext) -> tuple[dict, gr.HTML]:
@@ -123,9 +125,9 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
     # uifeat: + variation seed, styles; the X/Y/Z plot builds its base request the same way
     def mode_fields(data: dict) -> dict:
         return {"mode": "txt2img", **hires_request_fields(hires, data), **variation_panel.request_fields(tab.variation, data),
-                **styles_panel.request_fields(tab.styles, tab.controls, data)}
+                **styles_panel.request_fields(tab.styles, tab.controls, data), **refiner.request_fields(tab.refiner, data)}
 
-    extra_fields = {**hires, **tab.variation, "styles": tab.styles["styles"]}
+    extra_fields = {**hires, **tab.variation, **tab.refiner, "styles": tab.styles["styles"]}
     wire_generation(ctx, tab.controls, mode_fields, extra_fields, tab.outputs)
     styles_panel.wire(tab.styles, tab.controls)  # uifeat
     xyz_panel.wire(ctx, tab.xyz, tab.controls, mode_fields, extra_fields, tab.outputs)  # uifeat
