@@ -23,7 +23,7 @@ from .models.manager import AUTOMATIC_VAE, NO_VAE, ModelManager
 from .pipelines import hires, img2img, inpaint, txt2img, upscale
 from .pipelines.common import Job, decode_partial, is_cancelled
 from .types import (Architecture, Cancelled, GeneratedImage, GenerationRequest, GenerationResult, InvalidRequest, Limits,
-                    MemoryLevel, ModelKind, Progress, UnknownModelError)
+                    MemoryLevel, ModelKind, Progress, Skipped, UnknownModelError)
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,10 @@ class Engine:
         raise UnknownModelError(f"no checkpoint has the hash '{text[:64]}'. Available: {names}")
 
     def preview_period(self) -> int:
-        """Live previews are made every this many sampling steps (and at the last one)."""
-        from .pipelines.common import PREVIEW_EVERY
-
-        return PREVIEW_EVERY
+        """Live previews are made every this many sampling steps (and at the last one); 0: none
+        (``--preview-every``, A1111's "show_progress_every_n_steps")."""
+        every = self.settings.preview_every
+        return max(0, int(every)) if every is not None else 4
 
     def unload_checkpoints(self) -> None:
         """Free every loaded checkpoint (A1111's unload-checkpoint); waits for a running job, and the
@@ -228,7 +228,10 @@ class Engine:
         return req
 
     def generate(self, request: GenerationRequest, on_progress: Optional[Callable[[Progress], None]] = None,
-                 cancel=None) -> GenerationResult:
+                 cancel=None, skip=None) -> GenerationResult:
+        """``cancel`` (an Event) stops the job, keeping the finished images; ``skip`` (an Event, A1111's
+        Skip) ends the current image (batch) only: its partial image is kept, unsaved, and the job goes
+        on with the next; the engine clears ``skip`` once it has acted on it."""
         t0 = time.perf_counter()
         req = self.prepare(request)
         if is_cancelled(cancel):
@@ -236,11 +239,11 @@ class Engine:
         if req.mode == "upscale":
             result = self._upscale(req, on_progress, cancel)
         else:
-            result = self._diffuse(req, on_progress, cancel)
+            result = self._diffuse(req, on_progress, cancel, skip)
         result.seconds = time.perf_counter() - t0
         return result
 
-    def _diffuse(self, req: GenerationRequest, on_progress, cancel) -> GenerationResult:
+    def _diffuse(self, req: GenerationRequest, on_progress, cancel, skip=None) -> GenerationResult:
         import diffusers
 
         _quiet_libraries()
@@ -269,11 +272,14 @@ class Engine:
             for n in range(req.batch_count):
                 if is_cancelled(cancel):
                     raise _cancelled(result)
+                if skip is not None:
+                    skip.clear()  # a Skip pressed between two images ends nothing (A1111 resets it here too)
                 seeds = [req.seed + n * req.batch_size + i for i in range(req.batch_size)]
 
                 def run_batch(pipe, loaded, seeds=seeds, n=n, req=req, task=task):  # Hires. fix: another req, task
                     job = Job(request=req, seeds=seeds, device=loaded.execution_device, on_progress=on_progress,
-                              cancel=cancel, image_index=n * req.batch_size, image_total=total)
+                              cancel=cancel, skip=skip, image_index=n * req.batch_size, image_total=total,
+                              preview_every=self.preview_period())
                     noise_seed = seeds[0] if len(seeds) == 1 else list(seeds)
                     plan = samplers.plan_sampling(loaded.base_scheduler_config, req.sampler, req.scheduler,
                                                   steps=req.steps, seed=noise_seed, is_sdxl=is_xl)
@@ -321,6 +327,9 @@ class Engine:
                     for img, seed in zip(getattr(stop, "partial_images", []), seeds, strict=False):
                         result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch,
                                                           result.memory_level, vae, partial=True))
+                    if isinstance(stop, Skipped) and not is_cancelled(cancel):
+                        skip.clear()
+                        continue  # A1111's Skip: on with the next image
                     raise _cancelled(result) from None
                 result.memory_level = max(result.memory_level, level)
                 for w in warnings:

@@ -20,7 +20,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .types import Cancelled, GenerationRequest, GenerationResult, JobState, Progress, QueueFull, SduiError, redact_paths
+from .types import (Cancelled, GenerationRequest, GenerationResult, JobState, Progress, QueueFull, SduiError, Skipped,
+                    redact_paths)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ class Job:
     created: float = field(default_factory=time.time)
     started: Optional[float] = None
     finished: Optional[float] = None
-    skipped: bool = False
+    skipped: bool = False  # its owner pressed Skip at least once (A1111's state.skipped)
+    skip_event: threading.Event = field(default_factory=threading.Event, repr=False)
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
     done_event: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -170,11 +172,12 @@ class JobQueue:
         return count
 
     def skip(self, who: str) -> bool:
-        """A1111's skip: stop the running job now but keep the images it has finished."""
+        """A1111's skip: end the running job's current image (batch) now, keep it unsaved as a
+        partial image, and go on with the next one (the job's last image: the job ends)."""
         running = self._running
         if running and self._may_control(running, who):
             running.skipped = True
-            running.cancel_event.set()
+            running.skip_event.set()
             return True
         return False
 
@@ -196,7 +199,8 @@ class JobQueue:
                 self._finish(job, JobState.DONE)
             except Cancelled as e:
                 job.result = getattr(e, "partial", None)
-                self._finish(job, JobState.DONE if job.skipped else JobState.CANCELLED, None if job.skipped else str(e))
+                skipped = isinstance(e, Skipped)  # a Skip that ended the job's last image: the job is done
+                self._finish(job, JobState.DONE if skipped else JobState.CANCELLED, None if skipped else str(e))
             except SduiError as e:
                 job.error_kind = type(e).__name__
                 self._finish(job, JobState.FAILED, str(e))
