@@ -8,6 +8,7 @@ and the invisible watermark.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -99,6 +100,15 @@ class Engine:
         (``--preview-every``, A1111's "show_progress_every_n_steps")."""
         every = self.settings.preview_every
         return max(0, int(every)) if every is not None else 4
+
+    def prompt_tokens(self, text: str) -> tuple[int, int]:
+        """(tokens, chunk capacity) of a prompt as A1111's counter shows them ("23/75", "80/150"):
+        counted with the shipped CLIP tokenizer, never a model's, so nothing is loaded; extra-network
+        tags (<lora:...>) do not count, BREAK starts a new chunk."""
+        text = prompts.EXTRA_NETWORK_TAG.sub("", text or "")
+        chunks = prompts.tokenize(_shipped_tokenizer(), text)
+        tokens = prompts.token_count(_shipped_tokenizer(), text)
+        return tokens, max(1, len(chunks.ids)) * prompts.CHUNK
 
     def unload_checkpoints(self) -> None:
         """Free every loaded checkpoint (A1111's unload-checkpoint); waits for a running job, and the
@@ -504,6 +514,15 @@ class Engine:
     def status(self) -> dict:
         """Device, precision, the loaded model, its memory level, the RAM cache and memory in use."""
         return self.manager.status()
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_tokenizer():
+    from .models.tokenizer import load_clip_tokenizer
+
+    tok = load_clip_tokenizer()
+    tok.model_max_length = 2**31  # only counting here: no "longer than 77" warning for long prompts
+    return tok
 
 
 def _cancelled(result: GenerationResult) -> Cancelled:
