@@ -221,16 +221,22 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
             out, missing = fill(ic, parsed)
             out.update({ctx.tabs: gr.Tabs(selected="img2img"), i2i.mode: mode,
                         i2i.outputs["status"]: session.message_html(missing, "warning") if missing else ""})
-            if img is not None:
-                out[i2i.editor] = {"background": img, "layers": [], "composite": img}
+            if img is not None:  # the picture itself follows (``picture``), once the tab is open
                 out[ic.width], out[ic.height] = img.width - img.width % 8, img.height - img.height % 8
             return out
         return send
 
+    def picture(meta, index, gallery):
+        img = _gallery_image(gallery, index)
+        return {"background": img, "layers": [], "composite": img} if img is not None else gr.update()
+
     for source in (t2i, i2i):
         gallery_inputs = [source.outputs["images"], source.outputs["selected"], source.gallery]
-        source.to_img2img.click(sender(MODES[0]), inputs=gallery_inputs, outputs=i2i_outputs)
-        source.to_inpaint.click(sender(MODES[1]), inputs=gallery_inputs, outputs=i2i_outputs)
+        # the picture goes in once the img2img tab is open: an editor that was never shown drops a value
+        source.to_img2img.click(sender(MODES[0]), inputs=gallery_inputs, outputs=i2i_outputs).then(
+            picture, inputs=gallery_inputs, outputs=[i2i.editor], show_progress="hidden")
+        source.to_inpaint.click(sender(MODES[1]), inputs=gallery_inputs, outputs=i2i_outputs).then(
+            picture, inputs=gallery_inputs, outputs=[i2i.editor], show_progress="hidden")
         source.to_upscale.click(lambda meta, i, g: (_gallery_image(g, i), gr.Tabs(selected="upscale")),
                                 inputs=gallery_inputs, outputs=[ups.image, ctx.tabs])
 
@@ -287,8 +293,8 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
         out, missing = fill(ic, parsed)
         out.update({ctx.tabs: gr.Tabs(selected="img2img"), i2i.mode: MODES[0],
                     i2i.outputs["status"]: session.message_html(missing, "warning") if missing else ""})
-        if shown is not None:
-            out[i2i.editor] = {"background": shown, "layers": [], "composite": shown}
         return out
 
-    png.to_img2img.click(to_i2i, inputs=[png.parsed, png.shown], outputs=i2i_outputs)
+    png.to_img2img.click(to_i2i, inputs=[png.parsed, png.shown], outputs=i2i_outputs).then(
+        lambda shown: {"background": shown, "layers": [], "composite": shown} if shown is not None else gr.update(),
+        inputs=[png.shown], outputs=[i2i.editor], show_progress="hidden")

@@ -100,6 +100,27 @@
     }
   });
 
+  // img2img takes an uploaded picture's size (rounded down to 8, as it is made): Gradio's editor sends no
+  // upload event for a chosen file, so the page measures the file itself and sets Width/Height.
+  function setNumber(id, value) {
+    const box = document.querySelector(`#${id} input[type=number]`);
+    if (!box) return;
+    box.value = value;
+    box.dispatchEvent(new Event("input", { bubbles: true }));
+    box.dispatchEvent(new Event("change", { bubbles: true }));
+    box.dispatchEvent(new Event("blur", { bubbles: true }));
+  }
+  document.addEventListener("change", async (event) => {
+    const input = event.composedPath()[0];
+    if (!input || input.type !== "file" || !input.closest("#img2img_editor") || !input.files || !input.files[0]) return;
+    try {
+      const bitmap = await createImageBitmap(input.files[0]);
+      const round8 = (n) => Math.max(64, Math.floor(n / 8) * 8);  // down to the 8 px grid, as it is made
+      setNumber("img2img_width", round8(bitmap.width));
+      setNumber("img2img_height", round8(bitmap.height));
+    } catch (e) { /* not an image: the server says so */ }
+  }, true);
+
   const ready = setInterval(() => {
     const box = document.querySelector("#txt2img_prompt textarea");
     if (!box) return;

@@ -112,8 +112,8 @@ def _flatten(img: Image.Image) -> Image.Image:
 
 
 def round8(n: float) -> int:
-    """A size on the 8 px latent grid, as the image is made (at least 64)."""
-    return max(64, int(round(n / 8)) * 8)
+    """A size rounded down to the 8 px latent grid, as the image is made (at least 64)."""
+    return max(64, int(n) // 8 * 8)
 
 
 def scaled(value, scale) -> tuple[int, int] | None:
@@ -154,13 +154,23 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
 
     tab.mode.change(show_mode, inputs=[tab.mode], outputs=[tab.mask_options, tab.mask_file], show_progress="hidden")
 
-    def size_of_upload(value, width, height):
-        """The image's own size (on the 8 px grid) once it is uploaded: no stretching to 512x512."""
-        size = scaled(value, 1.0)
-        return (size if size else (width, height))
+    seen = gr.State(None)  # the size of the last picture the editor got
 
-    tab.editor.upload(size_of_upload, inputs=[tab.editor, c.width, c.height], outputs=[c.width, c.height],
-                      show_progress="hidden")
+    def size_of_upload(value, width, height, last):
+        """The image's own size (on the 8 px grid) once a picture arrives (one sent from another tab;
+        a file chosen in the editor is measured in the page, studio.js): no stretching to 512x512.
+        Strokes, and a blank canvas, change nothing."""
+        background = (value or {}).get("background") if isinstance(value, dict) else None
+        if background is None:
+            return gr.update(), gr.update(), last
+        size = list(background.size)
+        if size == last:
+            return gr.update(), gr.update(), last
+        w, h = scaled(value, 1.0)
+        return w, h, size
+
+    tab.editor.change(size_of_upload, inputs=[tab.editor, c.width, c.height, seen], outputs=[c.width, c.height, seen],
+                      show_progress="hidden", trigger_mode="always_last")
 
     def show_size_mode(size_mode, value, scale):
         by = size_mode == RESIZE_BY
