@@ -572,3 +572,24 @@ def test_a_too_long_seed_is_refused_in_a_sentence_and_the_last_result_stays(ui_s
     assert page.locator("#txt2img_status").inner_text().strip() == "The seed must be at most 4294967295."
     assert page.locator("#txt2img_gallery img").first.get_attribute("src") == shown, "the last result stays"
     context.close()
+
+
+def test_a_file_that_is_not_an_image_gets_one_sentence(ui_server, browser, tmp_path):
+    """Upscale and PNG Info answer a file PIL cannot read with our sentence, never Gradio's
+    "Could not preprocess input component" trace."""
+    from sdui.ui.controls import NOT_AN_IMAGE
+
+    base, _, _ = ui_server
+    context, page = open_page(browser, base)
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"this is a shopping list, not a picture\n" * 20)
+    open_tab(page, "Upscale")
+    page.locator("#upscale_image input[type=file]").set_input_files(str(bad))
+    page.wait_for_timeout(800)
+    page.click("#upscale_run")
+    page.get_by_text(NOT_AN_IMAGE).first.wait_for()
+    open_tab(page, "PNG Info")
+    page.locator("#pnginfo_file input[type=file]").set_input_files(str(bad))
+    page.get_by_text(NOT_AN_IMAGE).first.wait_for()
+    assert "preprocess" not in page.content()
+    context.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -18,11 +19,37 @@ CSS = (STATIC / "studio.css").read_text(encoding="utf-8")  # layout, whole image
 JS = (STATIC / "studio.js").read_text(encoding="utf-8")  # keys (Ctrl+Enter, Ctrl+Up/Down, Esc), focus, aria-live
 
 
+def _is_disconnect(exc) -> bool:
+    """A page that went away mid-request (closed tab, reload): not a server error."""
+    from starlette.requests import ClientDisconnect
+
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, (ClientDisconnect, GeneratorExit, ConnectionResetError)):
+            return True
+        group = getattr(exc, "exceptions", None)  # an ExceptionGroup from anyio
+        if group and all(_is_disconnect(e) for e in group):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+class QuietDisconnects(logging.Filter):
+    """Drops the tracebacks a closed page leaves (ClientDisconnect in an upload, GeneratorExit in a
+    streaming job): the job goes on and saves its images; nothing is wrong with the server."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and _is_disconnect(record.exc_info[1]))
+
+
 def mount_ui(app, engine, queue, settings, credentials: list[tuple[str, str]]):
     """Mount the studio at / of the server's FastAPI app. Gradio 6 takes theme and CSS here, not in
     Blocks(). The outputs folder is deliberately not an allowed path: its file names are predictable
     (NNNNN-seed.png), so serving it would let any user fetch anyone's images; galleries show
     unguessable copies instead (session.Publisher)."""
+    for name in ("uvicorn.error", "gradio", "asyncio"):
+        if not any(isinstance(f, QuietDisconnects) for f in logging.getLogger(name).filters):
+            logging.getLogger(name).addFilter(QuietDisconnects())
     # Uploads are capped like every request body (--max-request-mb).
     app = gr.mount_gradio_app(app, build_ui(engine, queue, settings), path="/", auth=credentials or None,
                               auth_message="sdui: please log in", theme=gr.themes.Soft(), css=CSS, js=JS,

@@ -55,6 +55,27 @@ class GenerationControls:
                 "clip_skip": self.clip_skip, "seed": self.seed}
 
 
+NOT_AN_IMAGE = "That file is not an image we can read (PNG, JPEG, WebP)."
+
+
+def readable(component):
+    """``component`` (an image upload) answering a file PIL cannot read with one sentence (a
+    gr.Error, shown as the page's message) instead of Gradio's "Could not preprocess input
+    component" trace. Wraps the instance's preprocess: a subclass would need its own frontend."""
+    preprocess = component.preprocess
+
+    def checked(payload):
+        from PIL import UnidentifiedImageError
+
+        try:
+            return preprocess(payload)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            raise gr.Error(NOT_AN_IMAGE, print_exception=False) from e
+
+    component.preprocess = checked
+    return component
+
+
 def render_prompts(prefix: str) -> tuple[gr.Textbox, gr.Textbox]:
     prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (A1111 syntax: (word:1.2), [word], BREAK)",
                         elem_id=f"{prefix}_prompt", elem_classes=["sdui-prompt"])

@@ -15,7 +15,8 @@ import numpy as np
 from PIL import Image
 
 from ...types import InvalidRequest
-from ..controls import UIContext, coerce, radio, render_controls, render_outputs, render_prompt_row, slider
+from ..controls import (UIContext, readable, coerce, radio, render_controls, render_outputs,
+                        render_prompt_row, slider)
 from .generate import wire_generation
 
 MODES = ("img2img (sketch or photo)", "Inpaint (paint the mask)", "Inpaint sketch (colour strokes, also the mask)",
@@ -34,13 +35,13 @@ def render(ctx: UIContext) -> SimpleNamespace:
         with gr.Row(elem_classes=["sdui-main"]):
             with gr.Column(scale=1, elem_classes=["sdui-settings"]):
                 mode = gr.Radio(list(MODES), value=MODES[0], label="Mode", elem_id="img2img_mode")
-                editor = gr.ImageEditor(label="Image (upload, or draw on the blank canvas)", type="pil",
+                editor = readable(gr.ImageEditor(label="Image (upload, or draw on the blank canvas)", type="pil",
                                         image_mode="RGBA", format="png", elem_id="img2img_editor", height=420,
                                         brush=gr.Brush(default_size=12, colors=BRUSH_COLORS, default_color="#000000",
-                                                       color_mode="defaults"))
-                mask_file = gr.Image(label="Mask (white: the part to change)", type="pil", image_mode="L", format="png",
+                                                       color_mode="defaults")))
+                mask_file = readable(gr.Image(label="Mask (white: the part to change)", type="pil", image_mode="L", format="png",
                                      sources=["upload", "clipboard"], visible=False, elem_id="img2img_mask_upload",
-                                     height=200)
+                                     height=200))
                 with gr.Group(visible=False, elem_id="img2img_mask_options") as mask_options:
                     with gr.Row():
                         mask_blur = slider("mask_blur", limits, "img2img_mask_blur")

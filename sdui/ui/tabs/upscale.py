@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
@@ -9,17 +10,24 @@ from PIL import Image
 
 from ...types import GenerationRequest
 from .. import session
-from ..controls import UIContext, coerce, slider
+from ..controls import UIContext, coerce, readable, slider
+
+SD_X4 = "SD x4 upscaler"  # the engine's name for its SD x4 upscaler in upscaler_names(), listed only when installed
 
 
 def render(ctx: UIContext) -> SimpleNamespace:
     names = ctx.engine.upscaler_names()
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(label="Image", type="pil", format="png", elem_id="upscale_image")
+            image = readable(gr.Image(label="Image", type="pil", format="png", elem_id="upscale_image"))
             upscaler = gr.Dropdown(names, value=names[0], label="Upscaler", elem_id="upscale_upscaler")
             factor = slider("upscale_factor", ctx.engine.limits, "upscale_factor")
-            with gr.Accordion("SD x4 upscaler", open=True):
+            models = Path(ctx.engine.settings.models_dir)
+            gr.Markdown(f"More upscalers: ESRGAN-family models (.pth, .safetensors) go in `{models / 'ESRGAN'}`; "
+                        f"the SD x4 upscaler (a diffusers folder) in `{ctx.engine.checkpoint_folder()}`. Then Refresh.",
+                        elem_id="upscale_where", elem_classes=["sdui-note"])
+            # the SD x4 options only while the SD x4 upscaler is chosen (and only when one is installed)
+            with gr.Accordion("SD x4 upscaler", open=True, visible=names[0] == SD_X4) as x4_options:
                 prompt = gr.Textbox(label="Prompt", lines=2, elem_id="upscale_prompt")
                 negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="upscale_neg_prompt")
                 with gr.Row():
@@ -33,12 +41,16 @@ def render(ctx: UIContext) -> SimpleNamespace:
             compare = gr.ImageSlider(label="Before / after", format="png", elem_id="upscale_compare", interactive=False)
             result = gr.File(label="Saved PNG", elem_id="upscale_result", interactive=False)
             infotext = gr.Textbox(label="Info", lines=2, interactive=False, elem_id="upscale_infotext")
-    return SimpleNamespace(image=image, upscaler=upscaler, factor=factor, prompt=prompt, negative=negative, noise=noise,
+    return SimpleNamespace(x4_options=x4_options,
+                           image=image, upscaler=upscaler, factor=factor, prompt=prompt, negative=negative, noise=noise,
                            steps=steps, run=run, interrupt=interrupt, status=status, compare=compare, result=result,
                            infotext=infotext)
 
 
 def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
+    tab.upscaler.change(lambda name: gr.update(visible=name == SD_X4), inputs=[tab.upscaler], outputs=[tab.x4_options],
+                        show_progress="hidden")
+
     def upscale(data: dict):
         img = data[tab.image]
         if img is None:
