@@ -49,3 +49,25 @@ def test_a_page_without_token_cannot_cancel_or_list_anothers_job(queue):
 def test_queue_refuses_a_job_without_owner(queue):
     with pytest.raises(ValueError, match="owner"):
         queue.submit(_long_request(), "")
+
+
+def test_refusals_read_as_sentences_and_an_empty_seed_is_random():
+    from sdui.types import InvalidRequest
+
+    assert session.request_fields({"seed": None})["seed"] == -1
+    assert session.request_fields({"seed": ""})["seed"] == -1
+    with pytest.raises(InvalidRequest) as too_long:
+        session.request_fields({"seed": 12345678901234567890123.0})
+    assert session.sentence(too_long.value) == "The seed must be at most 4294967295."
+    assert session.sentence(InvalidRequest("mask", "empty", "x")) == "Paint over the part to change, then Generate."
+    assert session.sentence(InvalidRequest("steps", 0, "an integer from 1 to 150")) == \
+        "Sampling steps must be an integer from 1 to 150."
+
+
+def test_token_counts_as_a1111_shows_them_without_loading_a_model(make_engine):
+    engine = make_engine()
+    assert engine.prompt_tokens("") == (0, 75)
+    assert engine.prompt_tokens("a photo of a cat <lora:style:0.8>") == (5, 75)
+    assert engine.prompt_tokens("cat " * 80) == (80, 150)
+    assert engine.prompt_tokens("a BREAK b") == (2, 150)
+    assert engine.manager.status()["current"] is None  # nothing was loaded to count

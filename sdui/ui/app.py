@@ -51,7 +51,8 @@ def mount_ui(app, engine, queue, settings, credentials: list[tuple[str, str]]):
         if not any(isinstance(f, QuietDisconnects) for f in logging.getLogger(name).filters):
             logging.getLogger(name).addFilter(QuietDisconnects())
     # Uploads are capped like every request body (--max-request-mb).
-    app = gr.mount_gradio_app(app, build_ui(engine, queue, settings), path="/", auth=credentials or None,
+    demo = build_ui(engine, queue, settings, logout=bool(credentials))
+    app = gr.mount_gradio_app(app, demo, path="/", auth=credentials or None,
                               auth_message="sdui: please log in", theme=gr.themes.Soft(), css=CSS, js=JS,
                               footer_links=["api"] if settings.api else [], ssr_mode=False,
                               max_file_size=settings.max_request_mb * 2**20)
@@ -108,7 +109,7 @@ def no_model_notice(engine) -> str:
             f"(or start with `--ckpt PATH_OR_HUB_ID`), then press Refresh. Generate stays disabled until then.")
 
 
-def build_ui(engine, queue, settings) -> gr.Blocks:
+def build_ui(engine, queue, settings, logout: bool = False) -> gr.Blocks:
     ctx = UIContext(engine=engine, queue=queue, settings=settings, publisher=session.Publisher())
     titles = engine.model_choices()
     default_entry = engine.default_checkpoint() if titles else None
@@ -122,6 +123,9 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
             ctx.vae = gr.Dropdown(vaes, value=engine.default_vae_choice(), label="SD VAE", scale=3,
                                   elem_id="sd_vae", visible=len(vaes) > 2, allow_custom_value=False)
             refresh = gr.Button("Refresh", scale=0, min_width=80, elem_id="refresh_checkpoints")
+            if logout:  # Gradio's /logout ends the login session and returns to the login page
+                gr.HTML('<a href="logout" id="sdui_logout" class="sdui-logout">Log out</a>', scale=0, min_width=70,
+                        elem_id="logout_link")
         notice = gr.Markdown("" if titles else no_model_notice(engine), visible=not titles, elem_id="no_model_notice")
         offer = not titles and engine.hub_reachable()
         with gr.Row(visible=offer) as download_row:
