@@ -547,6 +547,7 @@ def test_send_to_img2img_copies_every_field_and_upload_sets_the_size(ui_server, 
     assert got == {"steps": "3", "cfg_scale": "5", "seed": "99", "width": "64", "height": "96", "sampler": "DPM++ 2M",
                    "scheduler": "Karras"}, got
     assert page.locator("#img2img_neg_prompt textarea").input_value() == "rain"
+    page.wait_for_timeout(2000)  # the sent picture's own events settle before the next upload
     # an upload of another size sets Width/Height to it (rounded down to the 8 px grid): no stretching
     src = tmp_path / "wide.png"
     Image.fromarray(np.random.default_rng(5).integers(0, 255, (132, 200, 3), dtype=np.uint8)).save(src)

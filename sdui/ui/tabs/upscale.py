@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import gradio as gr
 from PIL import Image
 
+from ... import fields
 from ...types import GenerationRequest
 from .. import session
 from ..controls import UIContext, coerce, readable, slider
@@ -56,10 +57,13 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
         if img is None:
             yield {tab.status: session.message_html("Choose an image to upscale first.")}
             return
+        # the SD x4 controls are hidden unless it is chosen, and a hidden control that was never shown
+        # sends None: that means the field's default
+        x4 = {name: fields.default(name) if data[comp] is None else coerce(name, data[comp])
+              for name, comp in (("prompt", tab.prompt), ("negative_prompt", tab.negative), ("noise_level", tab.noise),
+                                 ("steps", tab.steps))}
         request = GenerationRequest(mode="upscale", init_image=img.convert("RGB"), upscaler=data[tab.upscaler],
-                                    upscale_factor=coerce("upscale_factor", data[tab.factor]), prompt=data[tab.prompt],
-                                    negative_prompt=data[tab.negative], noise_level=coerce("noise_level", data[tab.noise]),
-                                    steps=coerce("steps", data[tab.steps]))
+                                    upscale_factor=coerce("upscale_factor", data[tab.factor]), **x4)
         for update in session.run_job(ctx.queue, request, session.owner_for(data[ctx.token])):
             out = {tab.status: update["status"]}
             job = update.get("result")
