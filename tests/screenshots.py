@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +20,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+# the tab row's buttons and, on a phone, the wrapped row of the rest (not Gradio's hidden measuring copies)
+TAB_BUTTONS = ".tab-wrapper [role=tablist] button, .tab-wrapper .overflow-dropdown button"
 SIZES = {"desktop": (1440, 900), "phone": (390, 844)}
 
 
@@ -34,6 +37,11 @@ def tiny_models(root: Path) -> Path:
     (root / "ESRGAN").mkdir(exist_ok=True)
     torch.save(tiny.tiny_esrgan_state_dict(), root / "ESRGAN" / "tiny-esrgan.pth")
     return root
+
+
+def open_tab(page, name: str) -> None:
+    """A tab by its name, whether in the tab row or (on a phone) in the wrapped overflow row."""
+    page.locator(TAB_BUTTONS, has_text=re.compile(f"^{re.escape(name)}$")).first.click()
 
 
 def shoot(base: str, out: Path, sample: Path) -> list[Path]:
@@ -64,11 +72,11 @@ def shoot(base: str, out: Path, sample: Path) -> list[Path]:
             made.append(out / f"img2img{suffix}.png")
             page.screenshot(path=str(made[-1]))
             for tab, name in (("Upscale", "upscale"), ("Models", "models")):
-                page.get_by_role("tab", name=tab, exact=True).click()
+                open_tab(page, tab)
                 page.wait_for_timeout(800)
                 made.append(out / f"{name}{suffix}.png")
                 page.screenshot(path=str(made[-1]))
-            page.get_by_role("tab", name="PNG Info", exact=True).click()
+            open_tab(page, "PNG Info")
             page.locator("#pnginfo_file input[type=file]").set_input_files(str(sample))
             page.wait_for_function("() => document.querySelector('#pnginfo_infotext textarea').value.length > 0")
             made.append(out / f"pnginfo{suffix}.png")
