@@ -221,7 +221,7 @@ def test_sketch_on_blank_canvas_then_img2img(ui_server, browser, screenshot):
     before = set(pngs(out))
     page.click("#img2img_generate")
     text = wait_infotext(page, "img2img")
-    assert "Denoising strength: 0.75" in text
+    assert "Denoising strength: 0.75" in text and "Size: 64x64" in text  # drawing on the blank canvas keeps the size
     new = [p for p in pngs(out) if p not in before]
     assert len(new) == 1 and "img2img-images" in str(new[0])
     screenshot(page, "img2img.png")

@@ -23,6 +23,7 @@ MODES = ("img2img (sketch or photo)", "Inpaint (paint the mask)", "Inpaint sketc
          "Inpaint upload (a mask file)")
 INPAINT_MODES = MODES[1:]
 RESIZE_TO, RESIZE_BY = "Resize to", "Resize by"
+BLANK_CANVAS = (800, 800)  # gr.ImageEditor's canvas_size: the blank canvas one can draw on
 BRUSH_COLORS = ["#000000", "#ffffff", "#ff0000", "#00a000", "#0050ff", "#ffd000"]
 
 
@@ -37,6 +38,7 @@ def render(ctx: UIContext) -> SimpleNamespace:
                 mode = gr.Radio(list(MODES), value=MODES[0], label="Mode", elem_id="img2img_mode")
                 editor = readable(gr.ImageEditor(label="Image (upload, or draw on the blank canvas)", type="pil",
                                         image_mode="RGBA", format="png", elem_id="img2img_editor", height=420,
+                                        canvas_size=BLANK_CANVAS,
                                         brush=gr.Brush(default_size=12, colors=BRUSH_COLORS, default_color="#000000",
                                                        color_mode="defaults")))
                 mask_file = readable(gr.Image(label="Mask (white: the part to change)", type="pil", image_mode="L", format="png",
@@ -162,7 +164,7 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
         a file chosen in the editor is measured in the page, studio.js): no stretching to 512x512.
         Strokes, and a blank canvas, change nothing."""
         background = (value or {}).get("background") if isinstance(value, dict) else None
-        if background is None:
+        if background is None or _blank_canvas(background):
             return gr.update(), gr.update(), last
         size = list(background.size)
         if size == last:
@@ -181,6 +183,11 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
                          outputs=[tab.scale_by, tab.scaled_size], show_progress="hidden")
     tab.scale_by.change(lambda v, s: _scaled_text(v, s), inputs=[tab.editor, tab.scale_by], outputs=[tab.scaled_size],
                         show_progress="hidden", trigger_mode="always_last")
+
+
+def _blank_canvas(img: Image.Image) -> bool:
+    """The editor's own blank canvas (its canvas size, one colour), drawn on without an upload."""
+    return img.size == BLANK_CANVAS and all(lo == hi for lo, hi in img.getextrema())
 
 
 def _scaled_text(value, scale) -> str:
