@@ -155,7 +155,7 @@ def build_ui(engine, queue, settings, logout: bool = False) -> gr.Blocks:
         # Everything that acts for this session waits until the page has its session token (on_load):
         # a click before that would have no owner to run, cancel or list jobs under.
         session_buttons = [t2i.controls.interrupt, i2i.controls.interrupt, t2i.controls.skip, i2i.controls.skip, ups.run,
-                           ups.interrupt, hist.refresh]
+                           ups.interrupt, ups.batch_run, hist.refresh]
         for b in generate_buttons + session_buttons:
             b.interactive = False
 

@@ -11,7 +11,7 @@ from PIL import Image
 from ... import fields
 from ...types import GenerationRequest
 from .. import session
-from ..controls import UIContext, coerce, readable, slider
+from ..controls import NOT_AN_IMAGE, UIContext, coerce, readable, slider
 
 SD_X4 = "SD x4 upscaler"  # the engine's name for its SD x4 upscaler in upscaler_names(), listed only when installed
 
@@ -37,12 +37,19 @@ def render(ctx: UIContext) -> SimpleNamespace:
             with gr.Row():
                 run = gr.Button("Upscale", variant="primary", elem_id="upscale_run")
                 interrupt = gr.Button("Interrupt", elem_id="upscale_interrupt")
+            with gr.Accordion("Batch: several files", open=False, elem_id="upscale_batch"):
+                batch_files = gr.File(label="Images to upscale", file_count="multiple", file_types=["image"],
+                                      type="filepath", elem_id="upscale_batch_files")
+                batch_run = gr.Button("Upscale all", elem_id="upscale_batch_run")
         with gr.Column(scale=1):
             status = gr.HTML(elem_id="upscale_status")
             compare = gr.ImageSlider(label="Before / after", format="png", elem_id="upscale_compare", interactive=False)
             result = gr.File(label="Saved PNG", elem_id="upscale_result", interactive=False)
             infotext = gr.Textbox(label="Info", lines=2, interactive=False, elem_id="upscale_infotext")
-    return SimpleNamespace(x4_options=x4_options,
+            batch_gallery = gr.Gallery(label="Upscaled (batch)", format="png", columns=4, height=300, object_fit="contain",
+                                       buttons=["download", "fullscreen"], elem_id="upscale_batch_gallery",
+                                       interactive=False, elem_classes=["sdui-gallery"])
+    return SimpleNamespace(batch_files=batch_files, batch_run=batch_run, batch_gallery=batch_gallery, x4_options=x4_options,
                            image=image, upscaler=upscaler, factor=factor, prompt=prompt, negative=negative, noise=noise,
                            steps=steps, run=run, interrupt=interrupt, status=status, compare=compare, result=result,
                            infotext=infotext)
@@ -52,19 +59,21 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
     tab.upscaler.change(lambda name: gr.update(visible=name == SD_X4), inputs=[tab.upscaler], outputs=[tab.x4_options],
                         show_progress="hidden")
 
-    def upscale(data: dict):
-        img = data[tab.image]
-        if img is None:
-            yield {tab.status: session.message_html("Choose an image to upscale first.")}
-            return
+    def request_for(data: dict, img) -> GenerationRequest:
         # the SD x4 controls are hidden unless it is chosen, and a hidden control that was never shown
         # sends None: that means the field's default
         x4 = {name: fields.default(name) if data[comp] is None else coerce(name, data[comp])
               for name, comp in (("prompt", tab.prompt), ("negative_prompt", tab.negative), ("noise_level", tab.noise),
                                  ("steps", tab.steps))}
-        request = GenerationRequest(mode="upscale", init_image=img.convert("RGB"), upscaler=data[tab.upscaler],
-                                    upscale_factor=coerce("upscale_factor", data[tab.factor]), **x4)
-        for update in session.run_job(ctx.queue, request, session.owner_for(data[ctx.token])):
+        return GenerationRequest(mode="upscale", init_image=img.convert("RGB"), upscaler=data[tab.upscaler],
+                                 upscale_factor=coerce("upscale_factor", data[tab.factor]), **x4)
+
+    def upscale(data: dict):
+        img = data[tab.image]
+        if img is None:
+            yield {tab.status: session.message_html("Choose an image to upscale first.")}
+            return
+        for update in session.run_job(ctx.queue, request_for(data, img), session.owner_for(data[ctx.token])):
             out = {tab.status: update["status"]}
             job = update.get("result")
             if job is not None and job.result and job.result.images:
@@ -74,6 +83,38 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
                 out[tab.result] = ctx.publisher.publish(im.path) if im.path else None
                 out[tab.infotext] = im.infotext
             yield out
+
+    def upscale_batch(data: dict):
+        """Each chosen file in turn, through the queue; a file that is not an image is named and skipped."""
+        paths = data[tab.batch_files] or []
+        if not paths:
+            yield {tab.status: session.message_html("Choose the images to upscale first.")}
+            return
+        done, problems = [], []
+        for i, path in enumerate(paths, 1):
+            name = Path(path).name
+            try:
+                img = Image.open(path)
+                img.load()
+            except (OSError, ValueError, SyntaxError):
+                problems.append(session.message_html(f"{name}: {NOT_AN_IMAGE}"))
+                continue
+            for update in session.run_job(ctx.queue, request_for(data, img), session.owner_for(data[ctx.token])):
+                out = {tab.status: session.message_html(f"File {i} of {len(paths)}: {name}", "info") + update["status"]
+                       + "".join(problems)}
+                job = update.get("result")
+                if job is not None and job.result and job.result.images and job.result.images[0].path:
+                    done.append((ctx.publisher.publish(job.result.images[0].path), name))
+                    out[tab.batch_gallery] = list(done)
+                yield out
+                if update.get("error") or (job is not None and job.state == "cancelled"):
+                    return
+        yield {tab.status: session.message_html(f"Upscaled {len(done)} of {len(paths)} file(s).", "info")
+               + "".join(problems), tab.batch_gallery: list(done)}
+
+    batch_inputs = {ctx.token, tab.batch_files, tab.upscaler, tab.factor, tab.prompt, tab.negative, tab.noise, tab.steps}
+    tab.batch_run.click(upscale_batch, inputs=batch_inputs, outputs=[tab.status, tab.batch_gallery],
+                        concurrency_limit=None, show_progress="hidden")
 
     inputs = {ctx.token, tab.image, tab.upscaler, tab.factor, tab.prompt, tab.negative, tab.noise, tab.steps}
     tab.run.click(upscale, inputs=inputs, outputs=[tab.status, tab.compare, tab.result, tab.infotext],
