@@ -71,3 +71,33 @@ def test_token_counts_as_a1111_shows_them_without_loading_a_model(make_engine):
     assert engine.prompt_tokens("cat " * 80) == (80, 150)
     assert engine.prompt_tokens("a BREAK b") == (2, 150)
     assert engine.manager.status()["current"] is None  # nothing was loaded to count
+
+
+def test_a_closed_page_leaves_no_traceback_but_real_errors_stay():
+    import logging
+    import sys
+
+    from starlette.requests import ClientDisconnect
+
+    from sdui.ui.app import QuietDisconnects
+
+    def record(exc):
+        try:
+            raise exc
+        except BaseException:  # noqa: B036 - the record needs the live exc_info
+            return logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI application",
+                                     None, sys.exc_info())
+
+    def wrapped():
+        try:
+            raise GeneratorExit
+        except GeneratorExit:
+            raise RuntimeError("async generator ignored GeneratorExit")  # noqa: B904 - as asyncio reports it
+
+    quiet = QuietDisconnects()
+    assert not quiet.filter(record(ClientDisconnect()))
+    try:
+        wrapped()
+    except RuntimeError as e:
+        assert not quiet.filter(record(e))
+    assert quiet.filter(record(ValueError("a real bug")))
