@@ -124,8 +124,11 @@ def radio(name: str, elem_id: str, **kw) -> gr.Radio:
     return gr.Radio(list(f.choices), value=f.default, label=f.label, elem_id=elem_id, **kw)
 
 
-def render_controls(prefix: str, limits, top: dict) -> GenerationControls:
-    """The generation settings under the canvas/left column; ``top`` is ``render_prompt_row``'s."""
+def render_controls(prefix: str, limits, top: dict | None = None) -> GenerationControls:
+    """The generation settings under the canvas/left column; ``top`` is ``render_prompt_row``'s (None:
+    the prompt row is drawn here, above the settings)."""
+    if top is None:
+        top = render_prompt_row(prefix)
     with gr.Row():
         sampler = gr.Dropdown(samplers.sampler_names(), value=fields.default("sampler"),
                               label=fields.BY_NAME["sampler"].label, elem_id=f"{prefix}_sampler")
