@@ -34,7 +34,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional
 
-from .types import Cancelled, GenerationRequest, GenerationResult, Progress, SduiError
+from .types import Cancelled, GenerationRequest, GenerationResult, Progress, SduiError, Skipped
 from .workers import Worker, WorkerLost, parse_devices
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ class WorkerActor:
         self._lock = threading.Lock()
         self._progress: dict[str, Any] = {}
         self._cancel: dict[str, threading.Event] = {}
+        self._skip: dict[str, threading.Event] = {}  # A1111's Skip: end the current image, go on with the next
         self._parts: dict[str, Path] = {}
         self._early: set[str] = set()  # jobs cancelled before their generate call started here
 
@@ -106,20 +107,21 @@ class WorkerActor:
         return self.engine.current_model_name(), self.engine.loaded_model_names()
 
     def generate(self, job_id: str, request: GenerationRequest) -> dict:
-        cancel = threading.Event()
+        cancel, skip = threading.Event(), threading.Event()
         with self._lock:
-            self._cancel[job_id], self._progress[job_id] = cancel, None
+            self._cancel[job_id], self._skip[job_id], self._progress[job_id] = cancel, skip, None
             if job_id in self._early:  # the studio's cancel came before this call ran
                 self._early.discard(job_id)
                 cancel.set()
         out: dict[str, Any]
         try:
             result = self.engine.generate(request.replace(save=False), on_progress=lambda p: self._record(job_id, p),
-                                          cancel=cancel)
+                                          cancel=cancel, skip=skip)
             out = {"state": "done", "result": _pack_result(result)}
         except Cancelled as e:
             partial = getattr(e, "partial", None)
-            out = {"state": "cancelled", "message": str(e), "result": _pack_result(partial) if partial else None}
+            state = "skipped" if isinstance(e, Skipped) else "cancelled"
+            out = {"state": state, "message": str(e), "result": _pack_result(partial) if partial else None}
         except Exception as e:  # noqa: BLE001 - the studio needs the reason, and the actor stays up
             kind = type(e).__name__
             out = {"state": "error", "kind": kind, "message": str(e) if isinstance(e, SduiError) else f"{kind}: {e}"}
@@ -128,6 +130,7 @@ class WorkerActor:
         finally:
             with self._lock:
                 self._cancel.pop(job_id, None)
+                self._skip.pop(job_id, None)
                 self._progress.pop(job_id, None)
 
     def _record(self, job_id: str, p: Progress) -> None:
@@ -147,6 +150,14 @@ class WorkerActor:
             event = self._cancel.get(job_id)
             if event is None:
                 self._early.add(job_id)
+        if event is not None:
+            event.set()
+        return event is not None
+
+    def skip(self, job_id: str) -> bool:
+        """End the job's current image and go on with its next one (its last: the job ends, as done)."""
+        with self._lock:
+            event = self._skip.get(job_id)
         if event is not None:
             event.set()
         return event is not None
@@ -230,7 +241,7 @@ class RayWorker(Worker):
         except Exception:  # noqa: BLE001 - already gone
             pass
 
-    def generate(self, request, on_progress=None, cancel=None) -> GenerationResult:
+    def generate(self, request, on_progress=None, cancel=None, skip=None) -> GenerationResult:
         ray = _ray()
         from ray import exceptions as rex
 
@@ -245,6 +256,9 @@ class RayWorker(Worker):
                 if not told and cancel is not None and cancel.is_set():
                     self.actor.cancel.remote(job_id)
                     told = True
+                if skip is not None and skip.is_set():  # one Skip press ends one image: pass it on once
+                    skip.clear()
+                    self.actor.skip.remote(job_id)
                 if ready:
                     break
                 p = ray.get(self.actor.progress.remote(job_id))
@@ -261,8 +275,8 @@ class RayWorker(Worker):
         self._loaded = set(loaded)
         if out["state"] == "done":
             return self._unpack(out["result"], request)
-        if out["state"] == "cancelled":
-            stop = Cancelled(out["message"])
+        if out["state"] in ("cancelled", "skipped"):
+            stop = (Skipped if out["state"] == "skipped" else Cancelled)(out["message"])
             stop.partial = self._unpack(out["result"], request) if out["result"] else None
             raise stop
         raise _remote_error(out["kind"], out["message"])

@@ -63,6 +63,8 @@ OPTIONS: tuple[Option, ...] = (
     # output
     Option("no_watermark", "Do not embed the invisible watermark in saved images.", type=bool),
     Option("max_size", "Largest width/height accepted, in pixels.", type=int),
+    Option("preview_every", "Live preview every this many sampling steps, 0 for none (A1111's "
+           "show_progress_every_n_steps setting); the UI shows it in the output area at the output's size.", type=int),
     # server
     Option("listen", "Serve on all interfaces (0.0.0.0) so other machines on the LAN can connect.", type=bool, group="server"),
     Option("port", "Port to serve on.", type=int, group="server"),
@@ -122,6 +124,7 @@ class Settings:
     ram_cache_gb: Optional[float] = None
     no_watermark: bool = False
     max_size: int = 2048
+    preview_every: int = 4
     listen: bool = False
     port: int = 7860
     api: bool = False

@@ -8,6 +8,7 @@ and the invisible watermark.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -25,7 +26,7 @@ from .models.manager import AUTOMATIC_VAE, NO_VAE, ModelManager
 from .pipelines import depth, hires, img2img, inpaint, refiner, txt2img, upscale, vae_guard
 from .pipelines.common import Job, decode_partial, is_cancelled
 from .types import (Architecture, Cancelled, GeneratedImage, GenerationRequest, GenerationResult, InvalidRequest, Limits,
-                    MemoryLevel, ModelKind, Progress, UnknownModelError)
+                    MemoryLevel, ModelKind, Progress, Skipped, UnknownModelError)
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,9 @@ class Engine:
         outputs.clean_stale_temporaries(self.settings.outputs_dir)  # debris of a killed earlier run
         self._siblings: list[Engine] = []  # the other devices' engines (for_device), refreshed and unloaded with this one
         self.history = History(self.settings.outputs_dir)  # the images on disk, with their owners (sdui.history)
-        self.defaults = DefaultsStore(self.settings.settings_file, self.limits)  # the owner's Settings tab
+        every = self.settings.preview_every
+        self.defaults = DefaultsStore(self.settings.settings_file, self.limits,  # the owner's Settings tab
+                                      ServerDefaults(preview_every=max(0, int(every)) if every is not None else 4))
 
     # ---- what the front ends may ask: the only door to the model manager ----------------------
     def checkpoints(self) -> list[registry.ModelEntry]:
@@ -102,8 +105,9 @@ class Engine:
         raise UnknownModelError(f"no checkpoint has the hash '{text[:64]}'. Available: {names}")
 
     def preview_period(self) -> int:
-        """Live previews are made every this many sampling steps (and at the last one): the owner's setting."""
-        return self.defaults.get().preview_every
+        """Live previews are made every this many sampling steps (and at the last one); 0: none. The
+        owner's Settings tab value, else ``--preview-every`` (A1111's "show_progress_every_n_steps")."""
+        return max(0, int(self.defaults.get().preview_every))
 
     def server_defaults(self) -> ServerDefaults:
         """The owner's defaults (Settings tab, ``--settings-file``): sampler, steps, size, preview period,
@@ -113,6 +117,15 @@ class Engine:
     def set_server_defaults(self, changes: dict) -> ServerDefaults:
         """Change the owner's defaults (each checked; InvalidRequest names a bad one) and write the file."""
         return self.defaults.update(changes)
+
+    def prompt_tokens(self, text: str) -> tuple[int, int]:
+        """(tokens, chunk capacity) of a prompt as A1111's counter shows them ("23/75", "80/150"):
+        counted with the shipped CLIP tokenizer, never a model's, so nothing is loaded; extra-network
+        tags (<lora:...>) do not count, BREAK starts a new chunk."""
+        text = prompts.EXTRA_NETWORK_TAG.sub("", text or "")
+        chunks = prompts.tokenize(_shipped_tokenizer(), text)
+        tokens = prompts.token_count(_shipped_tokenizer(), text)
+        return tokens, max(1, len(chunks.ids)) * prompts.CHUNK
 
     def unload_checkpoints(self) -> None:
         """Free every loaded checkpoint (A1111's unload-checkpoint); waits for a running job, and the
@@ -307,7 +320,10 @@ class Engine:
         return req
 
     def generate(self, request: GenerationRequest, on_progress: Optional[Callable[[Progress], None]] = None,
-                 cancel=None) -> GenerationResult:
+                 cancel=None, skip=None) -> GenerationResult:
+        """``cancel`` (an Event) stops the job, keeping the finished images; ``skip`` (an Event, A1111's
+        Skip) ends the current image (batch) only: its partial image is kept, unsaved, and the job goes
+        on with the next; the engine clears ``skip`` once it has acted on it."""
         t0 = time.perf_counter()
         req = self.prepare(request)
         if is_cancelled(cancel):
@@ -315,11 +331,11 @@ class Engine:
         if req.mode == "upscale":
             result = self._upscale(req, on_progress, cancel)
         else:
-            result = self._diffuse(req, on_progress, cancel)
+            result = self._diffuse(req, on_progress, cancel, skip)
         result.seconds = time.perf_counter() - t0
         return result
 
-    def _diffuse(self, req: GenerationRequest, on_progress, cancel) -> GenerationResult:
+    def _diffuse(self, req: GenerationRequest, on_progress, cancel, skip=None) -> GenerationResult:
         import diffusers
 
         _quiet_libraries()
@@ -358,12 +374,14 @@ class Engine:
             for n in range(req.batch_count):
                 if is_cancelled(cancel):
                     raise _cancelled(result)
+                if skip is not None:
+                    skip.clear()  # a Skip pressed between two images ends nothing (A1111 resets it here too)
                 seeds = [req.seed + n * req.batch_size + i for i in range(req.batch_size)]
 
                 # Hires. fix: the second pass runs this with its own req and task, and first_pass=the first's req
                 def run_batch(pipe, loaded, seeds=seeds, n=n, req=req, task=task, first_pass=None):
                     job = Job(request=req, seeds=seeds, device=loaded.execution_device, on_progress=on_progress,
-                              cancel=cancel, image_index=n * req.batch_size, image_total=total,
+                              cancel=cancel, skip=skip, image_index=n * req.batch_size, image_total=total,
                               preview_every=self.preview_period())
                     noise_seed = seeds[0] if len(seeds) == 1 else list(seeds)
                     plan = samplers.plan_sampling(loaded.base_scheduler_config, req.sampler, req.scheduler,
@@ -421,6 +439,9 @@ class Engine:
                     for img, seed in zip(getattr(stop, "partial_images", []), seeds, strict=False):
                         result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch,
                                                           result.memory_level, vae, partial=True))
+                    if isinstance(stop, Skipped) and not is_cancelled(cancel):
+                        skip.clear()
+                        continue  # A1111's Skip: on with the next image
                     raise _cancelled(result) from None
                 result.memory_level = max(result.memory_level, level)
                 for w in warnings:
@@ -702,6 +723,15 @@ def _variation_infotext(req: GenerationRequest, seed) -> dict:
     return {"Variation seed": req.subseed + (seed - req.seed) if varied else None,
             "Variation seed strength": req.subseed_strength if varied else None,
             "Seed resize from": f"{req.seed_resize_from_w}x{req.seed_resize_from_h}" if resized else None}
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_tokenizer():
+    from .models.tokenizer import load_clip_tokenizer
+
+    tok = load_clip_tokenizer()
+    tok.model_max_length = 2**31  # only counting here: no "longer than 77" warning for long prompts
+    return tok
 
 
 def _cancelled(result: GenerationResult) -> Cancelled:

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .workers import EngineWorker, Worker, WorkerLost
-from .types import Cancelled, GenerationRequest, GenerationResult, JobState, Progress, QueueFull, SduiError, redact_paths
+from .types import (Cancelled, GenerationRequest, GenerationResult, JobState, Progress, QueueFull, SduiError, Skipped,
+                    redact_paths)
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ class Job:
     created: float = field(default_factory=time.time)
     started: Optional[float] = None
     finished: Optional[float] = None
-    skipped: bool = False
+    skipped: bool = False  # its owner pressed Skip at least once (A1111's state.skipped)
+    skip_event: threading.Event = field(default_factory=threading.Event, repr=False)
     worker: Optional[str] = None  # the name of the worker running (or that ran) it
     attempts: int = 0  # runs started; a job whose worker was lost runs once more elsewhere
     notes: list = field(default_factory=list)  # one-line notes for the user (a retry on another worker)
@@ -242,12 +244,13 @@ class JobQueue:
         return count
 
     def skip(self, who: str) -> bool:
-        """A1111's skip: stop the running job now but keep the images it has finished."""
+        """A1111's skip: end the running job's current image (batch) now, keep it unsaved as a
+        partial image, and go on with the next one (the job's last image: the job ends)."""
         with self._lock:
             mine = [j for j in self._running_jobs() if self._may_control(j, who)]
         for running in mine:
             running.skipped = True
-            running.cancel_event.set()
+            running.skip_event.set()
         return bool(mine)
 
     # ---- dispatch and the workers ----------------------------------------------------------
@@ -280,7 +283,8 @@ class JobQueue:
             try:
                 progress = functools.partial(_record_progress, job)
                 if job.plan is None:
-                    result = worker.generate(job.request, on_progress=progress, cancel=job.cancel_event)
+                    result = worker.generate(job.request, on_progress=progress, cancel=job.cancel_event,
+                                             skip=job.skip_event)
                 else:  # an X/Y/Z plot: its cells run on this worker, the grid is saved by the studio's engine
                     result = job.plan.run(_WorkerEngine(worker, self.engine), job.request, on_progress=progress,
                                           cancel=job.cancel_event)
@@ -294,7 +298,8 @@ class JobQueue:
                 job.result = getattr(e, "partial", None)
                 if job.result is not None:
                     job.result.warnings[:0] = job.notes
-                self._finish(job, JobState.DONE if job.skipped else JobState.CANCELLED, None if job.skipped else str(e))
+                skipped = isinstance(e, Skipped)  # a Skip that ended the job's last image: the job is done
+                self._finish(job, JobState.DONE if skipped else JobState.CANCELLED, None if skipped else str(e))
             except SduiError as e:
                 job.error_kind = type(e).__name__
                 self._finish(job, JobState.FAILED, str(e))

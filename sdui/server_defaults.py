@@ -86,9 +86,10 @@ def check(key: str, value: Any, limits: Limits) -> Any:
 class DefaultsStore:
     """The owner's defaults and their file. Thread-safe."""
 
-    def __init__(self, path: str | os.PathLike, limits: Limits):
+    def __init__(self, path: str | os.PathLike, limits: Limits, base: ServerDefaults | None = None):
         self.path = Path(path)
         self.limits = limits
+        self.base = base or ServerDefaults()  # what the file does not set (the command line's --preview-every)
         self._lock = threading.Lock()
         self._values: ServerDefaults | None = None
 
@@ -102,17 +103,17 @@ class DefaultsStore:
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return ServerDefaults()
+            return self.base
         except (OSError, ValueError) as e:
             log.warning("settings file %s could not be read (%s); using the built-in defaults", self.path, e)
-            return ServerDefaults()
+            return self.base
         good = {}
         for key, value in (raw if isinstance(raw, dict) else {}).items():
             try:
                 good[key] = check(key, value, self.limits)
             except InvalidRequest as e:
                 log.warning("settings file %s: %s; the built-in default is used", self.path, e)
-        return ServerDefaults(**good)
+        return dataclasses.replace(self.base, **good)
 
     def update(self, changes: dict[str, Any]) -> ServerDefaults:
         """Check every change (InvalidRequest for the first bad one; nothing changes then), then write the

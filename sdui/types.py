@@ -141,6 +141,10 @@ class Cancelled(SduiError):
     partial_images: list = []  # set on the instance: the interrupted batch's images as they were (PIL)
 
 
+class Skipped(Cancelled):
+    """A1111's Skip: the current image (batch) was ended by its owner; the job goes on with the next."""
+
+
 class QueueFull(SduiError):
     """The job queue is at its limit."""
 

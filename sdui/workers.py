@@ -41,7 +41,7 @@ class Worker:
         self.jobs_done = 0
 
     def generate(self, request: GenerationRequest, on_progress: Optional[Callable[[Progress], None]] = None,
-                 cancel=None) -> GenerationResult:
+                 cancel=None, skip=None) -> GenerationResult:
         raise NotImplementedError
 
     def current_model(self) -> Optional[str]:
@@ -67,14 +67,14 @@ class EngineWorker(Worker):
         self.engine = engine
         self.sibling = sibling  # an extra device's own Engine: its model list may lag the studio's
 
-    def generate(self, request, on_progress=None, cancel=None) -> GenerationResult:
+    def generate(self, request, on_progress=None, cancel=None, skip=None) -> GenerationResult:
         try:
-            return self.engine.generate(request, on_progress=on_progress, cancel=cancel)
+            return self.engine.generate(request, on_progress=on_progress, cancel=cancel, skip=skip)
         except UnknownModelError:
             if not self.sibling:
                 raise
             self.engine.refresh()  # a model added since this worker last looked (the studio checked the name)
-            return self.engine.generate(request, on_progress=on_progress, cancel=cancel)
+            return self.engine.generate(request, on_progress=on_progress, cancel=cancel, skip=skip)
 
     def current_model(self) -> Optional[str]:
         return self.engine.current_model_name()

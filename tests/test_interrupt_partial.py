@@ -50,18 +50,37 @@ def test_an_interrupted_job_keeps_finished_images_and_returns_the_partial_one_un
     assert partial.image.tobytes() != full.tobytes()  # it really is the unfinished image
 
 
+def test_skip_ends_the_current_image_unsaved_and_goes_on_with_the_next(make_engine):
+    """A1111's Skip: image 1 of a batch count of 3 is ended at step 2 (kept as a partial image, not
+    saved); images 2 and 3 are made and saved, and the engine clears the skip event."""
+    engine = make_engine()
+    skip = threading.Event()
+
+    def on_progress(p):
+        if p.image_index == 0 and p.step == 2:
+            skip.set()
+
+    req = GenerationRequest(prompt="x", steps=4, width=64, height=64, seed=20, batch_count=3, save=True)
+    result = engine.generate(req, on_progress=on_progress, cancel=threading.Event(), skip=skip)
+    assert [(im.partial, im.seed) for im in result.images] == [(True, 20), (False, 21), (False, 22)]
+    assert result.images[0].path is None and all(Path(im.path).exists() for im in result.images[1:])
+    assert not skip.is_set()
+    saved = sorted(Path(engine.settings.outputs_dir).rglob("*.png"))
+    assert saved == sorted(Path(im.path) for im in result.images[1:])
+
+
 def test_the_api_answers_an_interrupted_job_with_the_partial_image_marked(models_root, tmp_path, monkeypatch):
     app = create_app(Settings(models_dir=str(models_root), outputs_dir=str(tmp_path), api=True), with_ui=False)
     queue = app.state.queue
     real_generate = app.state.engine.generate
 
-    def interrupted_at_step_2(request, on_progress=None, cancel=None):
+    def interrupted_at_step_2(request, on_progress=None, cancel=None, skip=None):
         def progress(p):
             if on_progress:
                 on_progress(p)
             if p.step >= 2:
                 cancel.set()  # as a POST /interrupt from the same client would, mid-image
-        return real_generate(request, on_progress=progress, cancel=cancel)
+        return real_generate(request, on_progress=progress, cancel=cancel, skip=skip)
 
     monkeypatch.setattr(app.state.engine, "generate", interrupted_at_step_2)
     try:

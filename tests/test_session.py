@@ -49,3 +49,55 @@ def test_a_page_without_token_cannot_cancel_or_list_anothers_job(queue):
 def test_queue_refuses_a_job_without_owner(queue):
     with pytest.raises(ValueError, match="owner"):
         queue.submit(_long_request(), "")
+
+
+def test_refusals_read_as_sentences_and_an_empty_seed_is_random():
+    from sdui.types import InvalidRequest
+
+    assert session.request_fields({"seed": None})["seed"] == -1
+    assert session.request_fields({"seed": ""})["seed"] == -1
+    with pytest.raises(InvalidRequest) as too_long:
+        session.request_fields({"seed": 12345678901234567890123.0})
+    assert session.sentence(too_long.value) == "The seed must be at most 4294967295."
+    assert session.sentence(InvalidRequest("mask", "empty", "x")) == "Paint over the part to change, then Generate."
+    assert session.sentence(InvalidRequest("steps", 0, "an integer from 1 to 150")) == \
+        "Sampling steps must be an integer from 1 to 150."
+
+
+def test_token_counts_as_a1111_shows_them_without_loading_a_model(make_engine):
+    engine = make_engine()
+    assert engine.prompt_tokens("") == (0, 75)
+    assert engine.prompt_tokens("a photo of a cat <lora:style:0.8>") == (5, 75)
+    assert engine.prompt_tokens("cat " * 80) == (80, 150)
+    assert engine.prompt_tokens("a BREAK b") == (2, 150)
+    assert engine.manager.status()["current"] is None  # nothing was loaded to count
+
+
+def test_a_closed_page_leaves_no_traceback_but_real_errors_stay():
+    import logging
+    import sys
+
+    from starlette.requests import ClientDisconnect
+
+    from sdui.ui.app import QuietDisconnects
+
+    def record(exc):
+        try:
+            raise exc
+        except BaseException:  # noqa: B036 - the record needs the live exc_info
+            return logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI application",
+                                     None, sys.exc_info())
+
+    def wrapped():
+        try:
+            raise GeneratorExit
+        except GeneratorExit:
+            raise RuntimeError("async generator ignored GeneratorExit")  # noqa: B904 - as asyncio reports it
+
+    quiet = QuietDisconnects()
+    assert not quiet.filter(record(ClientDisconnect()))
+    try:
+        wrapped()
+    except RuntimeError as e:
+        assert not quiet.filter(record(e))
+    assert quiet.filter(record(ValueError("a real bug")))

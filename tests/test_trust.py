@@ -193,7 +193,7 @@ class _InstantEngine:
     def prepare(self, request):
         return request
 
-    def generate(self, request, on_progress=None, cancel=None):
+    def generate(self, request, on_progress=None, cancel=None, skip=None):
         return GenerationResult(images=[], request=request)
 
 

@@ -221,7 +221,7 @@ def test_sketch_on_blank_canvas_then_img2img(ui_server, browser, screenshot):
     before = set(pngs(out))
     page.click("#img2img_generate")
     text = wait_infotext(page, "img2img")
-    assert "Denoising strength: 0.75" in text
+    assert "Denoising strength: 0.75" in text and "Size: 64x64" in text  # drawing on the blank canvas keeps the size
     new = [p for p in pngs(out) if p not in before]
     assert len(new) == 1 and "img2img-images" in str(new[0])
     screenshot(page, "img2img.png")
@@ -371,7 +371,7 @@ def test_error_is_a_readable_message_not_a_trace(ui_server, browser):
     page.click("#img2img_generate")
     page.wait_for_selector("#img2img_status .sdui-message.error")
     text = page.locator("#img2img_status").inner_text()
-    assert "init_image" in text and "Traceback" not in text
+    assert text.strip() == "Upload an image or draw on the blank canvas first, then Generate." and "Traceback" not in text
     context.close()
 
 
@@ -466,3 +466,144 @@ def test_first_start_with_fake_hub_offers_the_default_model_and_downloads_it(tmp
             context.close()
     finally:
         hub.close()
+
+
+# ---- the studio as people use it (issue 14) ---------------------------------------------------------------
+
+def _shown_vs_natural(page, elem_id: str) -> list[tuple[float, float]]:
+    """(natural aspect ratio, shown aspect ratio) of every image the gallery shows: the element's box,
+    or, where the image is fitted into its box with object-fit contain, the fitted picture (never cropped)."""
+    return page.locator(f"#{elem_id} img").evaluate_all(
+        "els => els.filter(e => e.offsetParent !== null && e.naturalWidth > 0).map(e => {"
+        "  const n = e.naturalWidth / e.naturalHeight, box = e.clientWidth / e.clientHeight;"
+        "  const fit = getComputedStyle(e).objectFit;"
+        "  if (fit !== 'contain' && fit !== 'scale-down') return [n, box];"
+        "  const s = Math.min(e.clientWidth / e.naturalWidth, e.clientHeight / e.naturalHeight);"
+        "  return [n, (e.naturalWidth * s) / (e.naturalHeight * s)]; })")
+
+
+def _seed_of(text: str) -> int:
+    return int(re.search(r"Seed: (\d+)", text).group(1))
+
+
+@pytest.mark.parametrize("viewport", [(1440, 900), (390, 844)], ids=["desktop", "phone"])
+def test_whole_images_info_follows_selection_ctrl_enter_and_token_counter(ui_server, browser, viewport):
+    """Keyboard only from a fresh page: the prompt has focus, typing updates the token counter,
+    Ctrl+Enter generates; a 64x192 batch of 2 shows whole (uncropped) images; choosing the second
+    image shows its infotext and "Reuse seed" takes its seed. On a phone the result sits above the
+    prompt and every tab's name is on screen."""
+    base, _, _ = ui_server
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    page.goto(base)
+    page.wait_for_selector("#txt2img_interrupt:enabled")
+    page.wait_for_function("() => document.activeElement && document.activeElement.closest('#txt2img_prompt')")
+    page.keyboard.type("a tall lighthouse")
+    page.wait_for_function("() => document.querySelector('#txt2img_token_counter').innerText.trim() === '3/75'")
+    small_settings(page, "txt2img")
+    set_number(page, "txt2img_height", 192)
+    set_number(page, "txt2img_batch_size", 2)
+    page.locator("#txt2img_prompt textarea").focus()
+    page.keyboard.press("Control+Enter")
+    first = wait_infotext(page, "txt2img")
+    page.wait_for_function("() => document.querySelectorAll('#txt2img_gallery img').length >= 2")
+    page.wait_for_timeout(500)
+    ratios = _shown_vs_natural(page, "txt2img_gallery")
+    assert ratios and all(abs(n - 1 / 3) < 1e-6 and abs(s - n) < 0.05 for n, s in ratios), ratios
+    page.locator("#txt2img_gallery button[aria-label='Thumbnail 2 of 2']:visible").first.click()
+    page.wait_for_function("() => !document.querySelector('#txt2img_infotext textarea').value"
+                           f".includes('Seed: {_seed_of(first)},')")
+    second = page.locator("#txt2img_infotext textarea").input_value()
+    assert _seed_of(second) == _seed_of(first) + 1
+    page.click("#txt2img_reuse_seed")
+    page.wait_for_function(f"() => document.querySelector('#txt2img_seed input').value === '{_seed_of(second)}'")
+    if viewport[0] < 500:
+        out_top = page.locator("#txt2img_gallery").bounding_box()["y"]
+        assert out_top < page.locator("#txt2img_prompt").bounding_box()["y"], "the result sits above the prompt"
+        shown = page.locator(".tab-wrapper [role=tablist] button, .tab-wrapper .overflow-dropdown button").evaluate_all(
+            "els => els.filter(e => { const r = e.getBoundingClientRect();"
+            " return r.width > 20 && r.height > 10 && r.left >= 0 && r.right <= window.innerWidth; })"
+            ".map(e => e.innerText.trim())")
+        assert set(shown) >= {"txt2img", "img2img", "Upscale", "PNG Info", "History", "Models"}, shown
+    context.close()
+
+
+def test_send_to_img2img_copies_every_field_and_upload_sets_the_size(ui_server, browser, tmp_path):
+    base, _, _ = ui_server
+    context, page = open_page(browser, base)
+    set_text(page, "txt2img_prompt", "a kite, sent on")
+    set_text(page, "txt2img_neg_prompt", "rain")
+    small_settings(page, "txt2img", steps=3)
+    set_number(page, "txt2img_height", 96)
+    set_number(page, "txt2img_cfg_scale", 5)
+    set_number(page, "txt2img_seed", 99)
+    pick(page, "txt2img_sampler", "DPM++ 2M")
+    pick(page, "txt2img_scheduler", "Karras")
+    page.click("#txt2img_generate")
+    wait_infotext(page, "txt2img")
+    page.click("#txt2img_send_to_img2img")
+    page.wait_for_function("() => document.querySelector('#img2img_prompt textarea')?.value === 'a kite, sent on'")
+    page.wait_for_timeout(500)
+    got = {name: page.locator(f"#img2img_{name} input").first.input_value()
+           for name in ("steps", "cfg_scale", "seed", "width", "height", "sampler", "scheduler")}
+    assert got == {"steps": "3", "cfg_scale": "5", "seed": "99", "width": "64", "height": "96", "sampler": "DPM++ 2M",
+                   "scheduler": "Karras"}, got
+    assert page.locator("#img2img_neg_prompt textarea").input_value() == "rain"
+    page.wait_for_timeout(2000)  # the sent picture's own events settle before the next upload
+    # an upload of another size sets Width/Height to it (rounded down to the 8 px grid): no stretching
+    src = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 255, (132, 200, 3), dtype=np.uint8)).save(src)
+    page.locator("#img2img_editor input[type=file]").set_input_files(str(src))
+    page.wait_for_function("() => document.querySelector('#img2img_width input').value === '200' && "
+                           "document.querySelector('#img2img_height input').value === '128'")
+    page.click("#img2img_generate")
+    text = wait_infotext(page, "img2img")
+    assert "Size: 200x128" in text and "Seed: 99" in text
+    context.close()
+
+
+def test_a_too_long_seed_is_refused_in_a_sentence_and_the_last_result_stays(ui_server, browser):
+    base, _, _ = ui_server
+    context, page = open_page(browser, base)
+    small_settings(page, "txt2img")
+    page.click("#txt2img_generate")
+    wait_infotext(page, "txt2img")
+    shown = page.locator("#txt2img_gallery img").first.get_attribute("src")
+    set_number(page, "txt2img_seed", "12345678901234567890123")
+    page.click("#txt2img_generate")
+    page.wait_for_selector("#txt2img_status .sdui-message.error")
+    assert page.locator("#txt2img_status").inner_text().strip() == "The seed must be at most 4294967295."
+    assert page.locator("#txt2img_gallery img").first.get_attribute("src") == shown, "the last result stays"
+    context.close()
+
+
+def test_a_file_that_is_not_an_image_gets_one_sentence(ui_server, browser, tmp_path):
+    """Upscale and PNG Info answer a file PIL cannot read with our sentence, never Gradio's
+    "Could not preprocess input component" trace."""
+    from sdui.ui.controls import NOT_AN_IMAGE
+
+    base, _, _ = ui_server
+    context, page = open_page(browser, base)
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"this is a shopping list, not a picture\n" * 20)
+    open_tab(page, "Upscale")
+    page.locator("#upscale_image input[type=file]").set_input_files(str(bad))
+    page.wait_for_timeout(800)
+    page.click("#upscale_run")
+    page.get_by_text(NOT_AN_IMAGE).first.wait_for()
+    # batch upscaling: the readable file is upscaled, the other one is named with the same sentence
+    good = tmp_path / "small.png"
+    Image.new("RGB", (24, 16), (200, 30, 30)).save(good)
+    page.locator("#upscale_batch").get_by_text("Batch: several files").click()
+    page.locator("#upscale_batch_files input[type=file]").set_input_files([str(good), str(bad)])
+    page.wait_for_timeout(800)
+    page.click("#upscale_batch_run")
+    page.locator("#upscale_status").get_by_text("Upscaled 1 of 2 file(s).").wait_for()
+    assert f"notes.png: {NOT_AN_IMAGE}" in page.locator("#upscale_status").inner_text()
+    page.wait_for_selector("#upscale_batch_gallery img")
+    open_tab(page, "PNG Info")
+    page.locator("#pnginfo_file input[type=file]").set_input_files(str(bad))
+    page.get_by_text(NOT_AN_IMAGE).locator("visible=true").first.wait_for()
+    assert "preprocess" not in page.content()
+    context.close()

@@ -126,7 +126,7 @@ class _Fake(Worker):
         super().__init__(name)
         self.behaviour, self.engine, self.calls = behaviour, engine, 0
 
-    def generate(self, request, on_progress=None, cancel=None):
+    def generate(self, request, on_progress=None, cancel=None, skip=None):
         self.calls += 1
         return self.behaviour(self, request, on_progress, cancel)
 

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ..types import Cancelled, GenerationRequest, Progress
+from ..types import Cancelled, GenerationRequest, Progress, Skipped
 
 # A fixed linear map from SD's 4 latent channels to RGB (an approximation good enough for a
 # live preview; no extra weights, no VAE pass). Rows: latent channels; columns: R, G, B.
@@ -110,6 +110,7 @@ class Job:
     negative_prompt_embeds: Any = None
     on_progress: Optional[Callable[[Progress], None]] = None
     cancel: Any = None  # threading.Event or a callable returning True to stop
+    skip: Any = None  # threading.Event: end the current image (batch) and go on with the next (A1111's Skip)
     image_index: int = 0  # index of this batch's first image in the whole job
     image_total: int = 1
     preview_every: int = PREVIEW_EVERY
@@ -146,6 +147,8 @@ class StepTracker:
     def check_cancel(self) -> None:
         if is_cancelled(self.job.cancel):
             raise Cancelled("interrupted")
+        if is_cancelled(self.job.skip):
+            raise Skipped("skipped")
 
     def report(self, step: int, total: int, latents=None) -> None:
         self.check_cancel()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from pathlib import Path
 
 import gradio as gr
 
@@ -14,17 +16,32 @@ from .owner import browser_secret
 from .tabs import history, img2img, models, pnginfo, txt2img, upscale
 from .tabs import settings as settings_tab  # uifeat: the Settings tab
 
-CSS = """
-.sdui-progress { position: relative; border: 1px solid var(--border-color-primary); border-radius: 6px;
-                 padding: 6px 10px; overflow: hidden; min-height: 1.6em; }
-.sdui-progress .bar { position: absolute; left: 0; top: 0; bottom: 0; background: var(--color-accent-soft); z-index: 0; }
-.sdui-progress span { position: relative; z-index: 1; }
-.sdui-message { padding: 6px 10px; border-radius: 6px; margin: 2px 0; }
-.sdui-message.error { background: #fde8e8; color: #8a1c1c; }
-.sdui-message.warning { background: #fff4d6; color: #6b4e00; }
-.sdui-message.info { background: #e8f2fd; color: #0d3b66; }
-.sdui-params td { padding: 2px 8px; vertical-align: top; }
-"""
+STATIC = Path(__file__).resolve().parent / "static"
+CSS = (STATIC / "studio.css").read_text(encoding="utf-8")  # layout, whole images, the phone layout, contrast
+JS = (STATIC / "studio.js").read_text(encoding="utf-8")  # keys (Ctrl+Enter, Ctrl+Up/Down, Esc), focus, aria-live
+
+
+def _is_disconnect(exc) -> bool:
+    """A page that went away mid-request (closed tab, reload): not a server error."""
+    from starlette.requests import ClientDisconnect
+
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, (ClientDisconnect, GeneratorExit, ConnectionResetError)):
+            return True
+        group = getattr(exc, "exceptions", None)  # an ExceptionGroup from anyio
+        if group and all(_is_disconnect(e) for e in group):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+class QuietDisconnects(logging.Filter):
+    """Drops the tracebacks a closed page leaves (ClientDisconnect in an upload, GeneratorExit in a
+    streaming job): the job goes on and saves its images; nothing is wrong with the server."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and _is_disconnect(record.exc_info[1]))
 
 
 def mount_ui(app, engine, queue, settings, credentials: list[tuple[str, str]]):
@@ -32,9 +49,13 @@ def mount_ui(app, engine, queue, settings, credentials: list[tuple[str, str]]):
     Blocks(). The outputs folder is deliberately not an allowed path: its file names are predictable
     (NNNNN-seed.png), so serving it would let any user fetch anyone's images; galleries show
     unguessable copies instead (session.Publisher)."""
+    for name in ("uvicorn.error", "gradio", "asyncio"):
+        if not any(isinstance(f, QuietDisconnects) for f in logging.getLogger(name).filters):
+            logging.getLogger(name).addFilter(QuietDisconnects())
     # Uploads are capped like every request body (--max-request-mb).
-    app = gr.mount_gradio_app(app, build_ui(engine, queue, settings), path="/", auth=credentials or None,
-                              auth_message="sdui: please log in", theme=gr.themes.Soft(), css=CSS,
+    demo = build_ui(engine, queue, settings, logout=bool(credentials))
+    app = gr.mount_gradio_app(app, demo, path="/", auth=credentials or None,
+                              auth_message="sdui: please log in", theme=gr.themes.Soft(), css=CSS, js=JS,
                               footer_links=["api"] if settings.api else [], ssr_mode=False,
                               max_file_size=settings.max_request_mb * 2**20)
     if credentials:
@@ -90,7 +111,7 @@ def no_model_notice(engine) -> str:
             f"(or start with `--ckpt PATH_OR_HUB_ID`), then press Refresh. Generate stays disabled until then.")
 
 
-def build_ui(engine, queue, settings) -> gr.Blocks:
+def build_ui(engine, queue, settings, logout: bool = False) -> gr.Blocks:
     ctx = UIContext(engine=engine, queue=queue, settings=settings, publisher=session.Publisher())
     titles = engine.model_choices()
     default_entry = engine.default_checkpoint() if titles else None
@@ -104,6 +125,9 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
             ctx.vae = gr.Dropdown(vaes, value=engine.default_vae_choice(), label="SD VAE", scale=3,
                                   elem_id="sd_vae", visible=len(vaes) > 2, allow_custom_value=False)
             refresh = gr.Button("Refresh", scale=0, min_width=80, elem_id="refresh_checkpoints")
+            if logout:  # Gradio's /logout ends the login session and returns to the login page
+                gr.HTML('<a href="logout" id="sdui_logout" class="sdui-logout">Log out</a>', scale=0, min_width=70,
+                        elem_id="logout_link")
         notice = gr.Markdown("" if titles else no_model_notice(engine), visible=not titles, elem_id="no_model_notice")
         offer = not titles and engine.hub_reachable()
         with gr.Row(visible=offer) as download_row:
@@ -122,7 +146,7 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
                 png = pnginfo.render(ctx)
             with gr.Tab("History", id="history"):
                 hist = history.render(ctx)
-            with gr.Tab("Models", id="models"):
+            with gr.Tab("Models", id="models") as models_tab:
                 mdl = models.render(ctx)
             with gr.Tab("Settings", id="settings"):  # uifeat
                 sett = settings_tab.render(ctx)
@@ -134,7 +158,8 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
         generate_buttons = [t2i.controls.generate, i2i.controls.generate]
         # Everything that acts for this session waits until the page has its session token (on_load):
         # a click before that would have no owner to run, cancel or list jobs under.
-        session_buttons = [t2i.controls.interrupt, i2i.controls.interrupt, ups.run, ups.interrupt, hist.refresh]
+        session_buttons = [t2i.controls.interrupt, i2i.controls.interrupt, t2i.controls.skip, i2i.controls.skip, ups.run,
+                           ups.interrupt, ups.batch_run, hist.refresh]
         for b in generate_buttons + session_buttons:
             b.interactive = False
 
@@ -173,7 +198,34 @@ def build_ui(engine, queue, settings) -> gr.Blocks:
         demo.load(on_load, inputs=[ctx.token], outputs=[ctx.token, hist.gallery, hist.paths, *generate_buttons,
                                                         *session_buttons],
                   concurrency_limit=None, show_progress="hidden")
+        # the Models tab tells what is loaded as soon as it is opened (no Refresh needed)
+        models_tab.select(lambda: models.status_markdown(ctx), outputs=[mdl.status], show_progress="hidden")
+        wire_model_fallback(ctx, [t2i, i2i])
     return demo
+
+
+def wire_model_fallback(ctx: UIContext, tabs) -> None:
+    """A checkpoint the server refuses (an unsafe pickle, a broken file) leaves the list once it has
+    been tried, and the dropdown goes back to the model this session used before."""
+    chosen = gr.State([])  # this session's models, newest first
+
+    def remember(model, seen):
+        return [model] + [m for m in (seen or []) if m != model][:4]
+
+    def fall_back(model, seen, status_html):
+        if not status_html or "sdui-message error" not in status_html:
+            return gr.update()
+        choices = ctx.engine.model_choices()
+        names = [name for _, name in choices]
+        if model in names:
+            return gr.update()
+        back = next((m for m in (seen or []) if m in names), names[0] if names else None)
+        return gr.update(choices=choices, value=back)
+
+    ctx.model.change(remember, inputs=[ctx.model, chosen], outputs=[chosen], show_progress="hidden")
+    for tab in tabs:
+        tab.outputs["status"].change(fall_back, inputs=[ctx.model, chosen, tab.outputs["status"]], outputs=[ctx.model],
+                                     show_progress="hidden")
 
 
 def _gallery_image(gallery, index):
@@ -190,21 +242,44 @@ def _gallery_image(gallery, index):
 
 
 def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
-    """"Send to ..." buttons between tabs, and PNG Info -> txt2img / img2img."""
-    c = t2i.controls
+    """"Send to ..." buttons between tabs (each sends the selected image and every parameter its
+    infotext holds), and PNG Info -> txt2img / img2img."""
+    from ..images.infotext import parse_infotext
+    from .tabs.img2img import MODES
 
-    def to_img2img(gallery, index, prompt, negative, width, height):
+    tc, ic = t2i.controls, i2i.controls
+    i2i_outputs = [ic.prompt, ic.negative_prompt, ic.steps, ic.sampler, ic.scheduler, ic.cfg_scale, ic.seed, ic.width,
+                   ic.height, ic.clip_skip, ctx.model, ctx.vae, ctx.tabs, i2i.editor, i2i.mode, i2i.outputs["status"]]
+
+    def sender(mode: str):
+        def send(meta, index, gallery):
+            img = _gallery_image(gallery, index)
+            index = index if isinstance(index, int) and meta and 0 <= index < len(meta) else 0
+            parsed = parse_infotext(meta[index]["infotext"]) if meta and meta[index].get("infotext") else {}
+            out, missing = fill(ic, parsed)
+            out.update({ctx.tabs: gr.Tabs(selected="img2img"), i2i.mode: mode,
+                        i2i.outputs["status"]: session.message_html(missing, "warning") if missing else ""})
+            if img is not None:  # the picture itself follows (``picture``), once the tab is open
+                out[ic.width], out[ic.height] = img.width - img.width % 8, img.height - img.height % 8
+            return out
+        return send
+
+    def picture(meta, index, gallery):
         img = _gallery_image(gallery, index)
-        editor = {"background": img, "layers": [], "composite": img} if img else None
-        return editor, prompt, negative, width, height, gr.Tabs(selected="img2img")
+        return {"background": img, "layers": [], "composite": img} if img is not None else gr.update()
 
-    t2i.to_img2img.click(to_img2img, inputs=[t2i.gallery, t2i.selected, c.prompt, c.negative_prompt, c.width, c.height],
-                         outputs=[i2i.editor, i2i.controls.prompt, i2i.controls.negative_prompt, i2i.controls.width,
-                                  i2i.controls.height, ctx.tabs])
-    t2i.to_upscale.click(lambda g, i: (_gallery_image(g, i), gr.Tabs(selected="upscale")),
-                         inputs=[t2i.gallery, t2i.selected], outputs=[ups.image, ctx.tabs])
+    for source in (t2i, i2i):
+        gallery_inputs = [source.outputs["images"], source.outputs["selected"], source.gallery]
+        # the picture goes in once the img2img tab is open: an editor that was never shown drops a value
+        source.to_img2img.click(sender(MODES[0]), inputs=gallery_inputs, outputs=i2i_outputs).then(
+            picture, inputs=gallery_inputs, outputs=[i2i.editor], show_progress="hidden")
+        source.to_inpaint.click(sender(MODES[1]), inputs=gallery_inputs, outputs=i2i_outputs).then(
+            picture, inputs=gallery_inputs, outputs=[i2i.editor], show_progress="hidden")
+        source.to_upscale.click(lambda meta, i, g: (_gallery_image(g, i), gr.Tabs(selected="upscale")),
+                                inputs=gallery_inputs, outputs=[ups.image, ctx.tabs])
 
-    def fill(target, parsed: dict):
+    def fill(target, parsed: dict) -> tuple[dict, str]:
+        """The controls an infotext sets, and a sentence when its model is not installed here."""
         fields = infotext_to_request_fields(parsed) if parsed else {}
         out = {}
         names = {"prompt": target.prompt, "negative_prompt": target.negative_prompt, "steps": target.steps,
@@ -227,30 +302,37 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
             except Exception:  # noqa: BLE001 - a VAE we do not have: keep the current choice
                 pass
         hint = fields.get("model_hint") or {}
+        missing = ""
         for key in (hint.get("hash"), hint.get("name")):
             if not key:
                 continue
             try:
                 out[ctx.model] = ctx.engine.find_model(key).name
+                missing = ""
                 break
             except Exception:  # noqa: BLE001 - a model we do not have: keep the current choice
-                continue
-        return out
+                label = hint.get("name") or hint.get("hash")
+                missing = (f"This image was made with the model \"{label}\", which is not installed here; "
+                           "the current model is selected instead.")
+        return out, missing
 
-    tc, ic = t2i.controls, i2i.controls
     t2i_outputs = [tc.prompt, tc.negative_prompt, tc.steps, tc.sampler, tc.scheduler, tc.cfg_scale, tc.seed, tc.width,
-                   tc.height, tc.clip_skip, ctx.model, ctx.vae, ctx.tabs]
+                   tc.height, tc.clip_skip, ctx.model, ctx.vae, ctx.tabs, t2i.outputs["status"]]
     hires_names = ctx.engine.hires_upscaler_names()  # the Hires. fix accordion's choices, as it was built
-    png.to_txt2img.click(lambda parsed: {**fill(tc, parsed), **txt2img.fill_hires(t2i.hires, parsed, hires_names),
-                                         ctx.tabs: gr.Tabs(selected="txt2img")},
-                         inputs=[png.parsed], outputs=t2i_outputs + list(t2i.hires.values()))
+
+    def to_t2i(parsed):
+        out, missing = fill(tc, parsed)
+        return {**out, **txt2img.fill_hires(t2i.hires, parsed, hires_names), ctx.tabs: gr.Tabs(selected="txt2img"),
+                t2i.outputs["status"]: session.message_html(missing, "warning") if missing else ""}
+
+    png.to_txt2img.click(to_t2i, inputs=[png.parsed], outputs=t2i_outputs + list(t2i.hires.values()))
 
     def to_i2i(parsed, shown):
-        out = {**fill(ic, parsed), ctx.tabs: gr.Tabs(selected="img2img")}
-        if shown is not None:
-            out[i2i.editor] = {"background": shown, "layers": [], "composite": shown}
+        out, missing = fill(ic, parsed)
+        out.update({ctx.tabs: gr.Tabs(selected="img2img"), i2i.mode: MODES[0],
+                    i2i.outputs["status"]: session.message_html(missing, "warning") if missing else ""})
         return out
 
-    png.to_img2img.click(to_i2i, inputs=[png.parsed, png.shown],
-                         outputs=[ic.prompt, ic.negative_prompt, ic.steps, ic.sampler, ic.scheduler, ic.cfg_scale,
-                                  ic.seed, ic.width, ic.height, ic.clip_skip, ctx.model, ctx.vae, ctx.tabs, i2i.editor])
+    png.to_img2img.click(to_i2i, inputs=[png.parsed, png.shown], outputs=i2i_outputs).then(
+        lambda shown: {"background": shown, "layers": [], "composite": shown} if shown is not None else gr.update(),
+        inputs=[png.shown], outputs=[i2i.editor], show_progress="hidden")

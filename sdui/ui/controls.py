@@ -42,6 +42,10 @@ class GenerationControls:
     recycle: gr.Button
     generate: gr.Button
     interrupt: gr.Button
+    skip: gr.Button = None
+    swap: gr.Button = None  # ⇅: swap width and height
+    prompt_tokens: gr.HTML = None  # A1111's token counters ("23/75") of the two prompt boxes
+    negative_tokens: gr.HTML = None
 
     def request_fields(self) -> dict:
         """GenerationRequest field name -> component, for the fields these controls set."""
@@ -51,11 +55,62 @@ class GenerationControls:
                 "clip_skip": self.clip_skip, "seed": self.seed}
 
 
+NOT_AN_IMAGE = "That file is not an image we can read (PNG, JPEG, WebP)."
+
+
+def readable(component):
+    """``component`` (an image upload) answering a file PIL cannot read with one sentence (a
+    gr.Error, shown as the page's message) instead of Gradio's "Could not preprocess input
+    component" trace. Wraps the instance's preprocess: a subclass would need its own frontend."""
+    preprocess = component.preprocess
+
+    def checked(payload):
+        from PIL import UnidentifiedImageError
+
+        try:
+            return preprocess(payload)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            raise gr.Error(NOT_AN_IMAGE, print_exception=False) from e
+
+    component.preprocess = checked
+    return component
+
+
 def render_prompts(prefix: str) -> tuple[gr.Textbox, gr.Textbox]:
     prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (A1111 syntax: (word:1.2), [word], BREAK)",
-                        elem_id=f"{prefix}_prompt")
-    negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{prefix}_neg_prompt")
+                        elem_id=f"{prefix}_prompt", elem_classes=["sdui-prompt"])
+    negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{prefix}_neg_prompt",
+                          placeholder="What to leave out", elem_classes=["sdui-prompt"])
     return prompt, negative
+
+
+def token_counter(elem_id: str) -> gr.HTML:
+    return gr.HTML(token_counter_html(0, 75), elem_id=elem_id, elem_classes=["sdui-token-counter"])
+
+
+def token_counter_html(tokens: int, capacity: int) -> str:
+    over = " over" if tokens > capacity else ""
+    return f'<span class="sdui-tokens{over}" title="tokens / capacity (75 per chunk)">{tokens}/{capacity}</span>'
+
+
+def render_prompt_row(prefix: str) -> dict:
+    """A1111's top row: the prompt boxes (each with its token counter) and, beside them, Generate,
+    Interrupt and Skip. On a phone the row sits right under the progress and the result."""
+    with gr.Row(elem_id=f"{prefix}_toprow", elem_classes=["sdui-toprow"]):
+        with gr.Column(scale=5, min_width=240):
+            prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (A1111 syntax: (word:1.2), [word], BREAK)",
+                                elem_id=f"{prefix}_prompt", elem_classes=["sdui-prompt"], autofocus=prefix == "txt2img")
+            prompt_tokens = token_counter(f"{prefix}_token_counter")
+            negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{prefix}_neg_prompt",
+                                  placeholder="What to leave out", elem_classes=["sdui-prompt"])
+            negative_tokens = token_counter(f"{prefix}_negative_token_counter")
+        with gr.Column(scale=1, min_width=150, elem_classes=["sdui-actions"]):
+            generate = gr.Button("Generate", variant="primary", elem_id=f"{prefix}_generate", size="lg")
+            with gr.Row(elem_classes=["sdui-nowrap"]):
+                interrupt = gr.Button("Interrupt", elem_id=f"{prefix}_interrupt", min_width=60, size="sm")
+                skip = gr.Button("Skip", elem_id=f"{prefix}_skip", min_width=60, size="sm")
+    return {"prompt": prompt, "negative_prompt": negative, "prompt_tokens": prompt_tokens,
+            "negative_tokens": negative_tokens, "generate": generate, "interrupt": interrupt, "skip": skip}
 
 
 def slider(name: str, limits, elem_id: str, **kw) -> gr.Slider:
@@ -69,19 +124,21 @@ def radio(name: str, elem_id: str, **kw) -> gr.Radio:
     return gr.Radio(list(f.choices), value=f.default, label=f.label, elem_id=elem_id, **kw)
 
 
-def render_controls(prefix: str, limits) -> GenerationControls:
-    prompt, negative = render_prompts(prefix)
-    with gr.Row():
-        generate = gr.Button("Generate", variant="primary", elem_id=f"{prefix}_generate")
-        interrupt = gr.Button("Interrupt", elem_id=f"{prefix}_interrupt")
+def render_controls(prefix: str, limits, top: dict | None = None) -> GenerationControls:
+    """The generation settings under the canvas/left column; ``top`` is ``render_prompt_row``'s (None:
+    the prompt row is drawn here, above the settings)."""
+    if top is None:
+        top = render_prompt_row(prefix)
     with gr.Row():
         sampler = gr.Dropdown(samplers.sampler_names(), value=fields.default("sampler"),
                               label=fields.BY_NAME["sampler"].label, elem_id=f"{prefix}_sampler")
         scheduler = gr.Dropdown(samplers.schedule_names(), value=fields.default("scheduler"),
                                 label=fields.BY_NAME["scheduler"].label, elem_id=f"{prefix}_scheduler")
         steps = slider("steps", limits, f"{prefix}_steps")
-    with gr.Row():
+    with gr.Row(elem_classes=["sdui-size"]):
         width = slider("width", limits, f"{prefix}_width")
+        swap = gr.Button("⇅", elem_id=f"{prefix}_res_switch_btn", scale=0, min_width=40, size="sm",
+                         elem_classes=["sdui-swap"])
         height = slider("height", limits, f"{prefix}_height")
     with gr.Row():
         batch_count = slider("batch_count", limits, f"{prefix}_batch_count")
@@ -90,23 +147,31 @@ def render_controls(prefix: str, limits) -> GenerationControls:
         clip_skip = slider("clip_skip", limits, f"{prefix}_clip_skip")
     with gr.Row():
         seed = gr.Number(value=fields.default("seed"), precision=0, label=fields.BY_NAME["seed"].label,
-                         elem_id=f"{prefix}_seed", scale=4)
+                         elem_id=f"{prefix}_seed", scale=4, info="-1 or empty: a random seed")
         dice = gr.Button("Random", elem_id=f"{prefix}_random_seed", scale=0, min_width=80)
-        recycle = gr.Button("Reuse last", elem_id=f"{prefix}_reuse_seed", scale=0, min_width=80)
-    return GenerationControls(prompt, negative, sampler, scheduler, steps, width, height, batch_count, batch_size,
-                              cfg_scale, clip_skip, seed, dice, recycle, generate, interrupt)
+        recycle = gr.Button("Reuse seed", elem_id=f"{prefix}_reuse_seed", scale=0, min_width=80)
+    return GenerationControls(top["prompt"], top["negative_prompt"], sampler, scheduler, steps, width, height, batch_count,
+                              batch_size, cfg_scale, clip_skip, seed, dice, recycle, top["generate"], top["interrupt"],
+                              skip=top["skip"], swap=swap, prompt_tokens=top["prompt_tokens"],
+                              negative_tokens=top["negative_tokens"])
 
 
 def render_outputs(prefix: str) -> dict:
-    """Status, live preview, gallery of saved PNGs and infotext: the right-hand column of a
-    generation tab. Returns the dict ``wire_generation`` takes as ``outputs``."""
-    status = gr.HTML(elem_id=f"{prefix}_status")
-    preview = gr.Image(label="Preview", format="png", interactive=False, visible=False, height=160,
-                       elem_id=f"{prefix}_preview")
-    gallery = gr.Gallery(label="Output", format="png", columns=2, height=420, elem_id=f"{prefix}_gallery",
-                         interactive=False)
+    """Status, the gallery (whole images; the live preview is drawn in it at the output's size),
+    the Send-to buttons and the selected image's infotext: the right-hand column of a generation
+    tab. Returns the dict ``wire_generation`` takes as ``outputs``."""
+    status = gr.HTML(elem_id=f"{prefix}_status", elem_classes=["sdui-status"])
+    gallery = gr.Gallery(label="Output", format="png", columns=2, height=460, elem_id=f"{prefix}_gallery",
+                         interactive=False, object_fit="contain", buttons=["download", "fullscreen"],
+                         elem_classes=["sdui-gallery"], preview=True)
+    with gr.Row(elem_classes=["sdui-send", "sdui-nowrap"]):
+        to_img2img = gr.Button("Send to img2img", elem_id=f"{prefix}_send_to_img2img", size="sm", min_width=60)
+        to_inpaint = gr.Button("Send to inpaint", elem_id=f"{prefix}_send_to_inpaint", size="sm", min_width=60)
+        to_upscale = gr.Button("Send to Upscale", elem_id=f"{prefix}_send_to_upscale", size="sm", min_width=60)
     infotext = gr.Textbox(label="Generation info", lines=4, interactive=False, elem_id=f"{prefix}_infotext")
-    return {"status": status, "preview": preview, "gallery": gallery, "infotext": infotext, "last_seed": gr.State(None)}
+    # per session: the shown images' seeds and infotexts (gallery order) and which one is selected
+    return {"status": status, "gallery": gallery, "infotext": infotext, "images": gr.State([]), "selected": gr.State(0),
+            "to_img2img": to_img2img, "to_inpaint": to_inpaint, "to_upscale": to_upscale}
 
 
 def coerce(field_name: str, value):

@@ -18,8 +18,9 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator, Optional
 
+from .. import fields as field_table
 from ..jobs import Job, JobQueue
-from ..types import GenerationRequest, JobState, SduiError
+from ..types import GenerationRequest, InvalidRequest, JobState, SduiError
 
 POLL_SECONDS = 0.25
 
@@ -128,7 +129,45 @@ def bar_html(pct: int, label: str) -> str:
 
 
 def message_html(text: str, kind: str = "error") -> str:
-    return f'<div class="sdui-message {kind}">{html.escape(text)}</div>'
+    role = "alert" if kind == "error" else "status"
+    return f'<div class="sdui-message {kind}" role="{role}">{html.escape(text)}</div>'
+
+
+# What to do, for the request fields a person meets as "missing" rather than "out of range".
+_SENTENCES = {
+    "init_image": "Upload an image or draw on the blank canvas first, then Generate.",
+    "mask": "Paint over the part to change, then Generate.",
+}
+
+
+def sentence(error: Exception) -> str:
+    """A refused request as a sentence a person reads (the API keeps the field=value form)."""
+    if not isinstance(error, InvalidRequest):
+        return str(error)
+    name = error.field
+    if name in _SENTENCES:
+        return _SENTENCES[name]
+    f = field_table.BY_NAME.get(name)
+    label = f.label if f is not None and f.label else name.replace("_", " ").capitalize()
+    if name == "seed" and isinstance(error.value, (int, float)) and error.value > field_table.MAX_SEED:
+        return f"The seed must be at most {field_table.MAX_SEED}."
+    allowed = error.allowed.rstrip(".")
+    return f"{label} must be {allowed}." if label else f"{allowed}."
+
+
+def request_fields(values: dict) -> dict:
+    """The generation controls' values as request fields: sliders' floats made ints where the field
+    table says int, and an empty seed box means a random seed (-1), as A1111 reads it."""
+    from .controls import coerce
+
+    out = {}
+    for name, value in values.items():
+        if name == "seed" and (value is None or value == ""):
+            value = -1
+        if name == "seed" and isinstance(value, float) and value > field_table.MAX_SEED:
+            raise InvalidRequest("seed", value, f"at most {field_table.MAX_SEED}")
+        out[name] = coerce(name, value)
+    return out
 
 
 def run_job(queue: JobQueue, request: GenerationRequest, owner: Optional[str]) -> Iterator[dict]:
@@ -140,26 +179,31 @@ def run_job(queue: JobQueue, request: GenerationRequest, owner: Optional[str]) -
     try:
         job = queue.submit(request, owner)
     except (SduiError, ValueError) as e:
-        yield {"status": message_html(str(e)), "error": str(e)}
+        yield {"status": message_html(sentence(e)), "error": sentence(e)}
         return
-    last_preview = None
+    last_preview, step_text = None, ""
     while not job.wait(POLL_SECONDS):
         p = job.progress
-        if p is not None and p.preview is not None:
+        if p is not None and p.preview is not None and p.preview is not last_preview:
             last_preview = p.preview
-        yield {"status": progress_html(job, queue.position(job)), "preview": last_preview}
+            step_text = f"step {p.preview_step or p.step}/{p.total}"
+        yield {"status": progress_html(job, queue.position(job)), "preview": last_preview, "step_text": step_text}
     if job.state == JobState.FAILED:
         yield {"status": message_html(job.error or "failed"), "error": job.error}
         return
     n = sum(1 for im in job.result.images if not im.partial) if job.result else 0  # the partial one is not saved
-    if job.state == JobState.CANCELLED or job.skipped:
+    partial = sum(1 for im in job.result.images if im.partial) if job.result else 0
+    if job.state == JobState.CANCELLED:
         text = f"Interrupted. {n} finished image(s) kept." if n else "Interrupted. Nothing was saved."
+        if partial:
+            text += " The unfinished image is shown, not saved."
         yield {"status": message_html(text, "info"), "result": job}
         return
     took = (job.finished or time.time()) - (job.started or job.created)
     warnings = job.result.warnings if job.result else []
     note = "".join(message_html(w, "warning") for w in warnings)
-    yield {"status": message_html(f"Done: {n} image(s) in {took:.1f}s.", "info") + note, "result": job}
+    skipped = f" {partial} skipped (shown unfinished, not saved)." if partial else ""
+    yield {"status": message_html(f"Done: {n} image(s) in {took:.1f}s.{skipped}", "info") + note, "result": job}
 
 
 def interrupt(queue: JobQueue, token: Optional[str]) -> str:
@@ -167,6 +211,30 @@ def interrupt(queue: JobQueue, token: Optional[str]) -> str:
     owner = owner_for(token)
     n = queue.cancel(owner) if owner else 0
     return message_html("Interrupting…" if n else "Nothing of yours is running.", "info")
+
+
+def skip(queue: JobQueue, token: Optional[str]) -> str:
+    """A1111's Skip for this session's running job: end the current image, go on with the next."""
+    owner = owner_for(token)
+    done = queue.skip(owner) if owner else False
+    return message_html("Skipping this image…" if done else "Nothing of yours is running.", "info")
+
+
+def result_items(job: Job, publisher: Publisher) -> tuple[list, list[dict]]:
+    """The gallery items of a finished job (saved PNGs as published copies; an interrupted or
+    skipped image as the picture itself, captioned "not saved") and, in the same order, each
+    image's seed and infotext (what the selection shows and reuses)."""
+    items, meta = [], []
+    if job.result:
+        for im in job.result.images:
+            if im.path:
+                items.append((publisher.publish(im.path), f"seed {im.seed}"))
+            elif im.partial:
+                items.append((im.image, f"Interrupted: unfinished, not saved · seed {im.seed}"))
+            else:
+                items.append((im.image, f"seed {im.seed} (not saved)"))
+            meta.append({"seed": im.seed, "infotext": im.infotext, "partial": bool(im.partial)})
+    return items, meta
 
 
 def gallery_items(job: Job, publisher: Publisher) -> list[tuple[str, str]]:

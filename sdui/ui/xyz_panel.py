@@ -78,10 +78,10 @@ def wire(ctx, panel: dict, controls, mode_fn, extra_fields: dict, outputs: dict)
         while not job.wait(session.POLL_SECONDS):
             p = job.progress
             out = {outputs["status"]: session.progress_html(job, ctx.queue.position(job))}
-            if p is not None and p.preview is not None:
-                out[outputs["preview"]] = gr.update(value=p.preview, visible=True)
+            if p is not None and p.preview is not None:  # the live preview in the output area, as Generate shows it
+                out[outputs["gallery"]] = gr.Gallery(value=[(p.preview, "Preview")], selected_index=0)
             yield out
-        out = {outputs["preview"]: gr.update(visible=False)}
+        out = {}
         if job.state == JobState.FAILED:
             out[outputs["status"]] = session.message_html(job.error or "failed")
         elif job.state == JobState.CANCELLED:
@@ -89,9 +89,11 @@ def wire(ctx, panel: dict, controls, mode_fn, extra_fields: dict, outputs: dict)
             out[outputs["status"]] = session.message_html(f"Interrupted: {n} cell image(s) kept, no grid.", "info")
         else:
             images = job.result.images
-            captions = _captions(plan, job)
-            out[outputs["gallery"]] = [(ctx.publisher.publish(im.path), cap) for im, cap in zip(images, captions,
-                                                                                                  strict=False) if im.path]
+            items, meta = session.result_items(job, ctx.publisher)
+            captions = _captions(plan, job)  # each cell's axis values instead of its seed
+            out[outputs["gallery"]] = gr.Gallery(value=[(item, cap) for (item, _), cap in zip(items, captions, strict=False)],
+                                                 selected_index=0)
+            out[outputs["images"]], out[outputs["selected"]] = meta, 0  # info, Reuse seed, Send follow the selection
             out[outputs["infotext"]] = images[0].infotext
             took = (job.finished or time.time()) - (job.started or job.created)
             w, h = images[0].image.size
@@ -99,5 +101,5 @@ def wire(ctx, panel: dict, controls, mode_fn, extra_fields: dict, outputs: dict)
                 f"Done: X/Y/Z plot of {plan.cell_count} cells ({w}x{h} grid) in {took:.1f}s.", "info")
         yield out
 
-    panel["run"].click(run, inputs=inputs, outputs=[outputs[k] for k in ("gallery", "infotext", "status", "preview")],
+    panel["run"].click(run, inputs=inputs, outputs=[outputs[k] for k in ("gallery", "infotext", "status", "images", "selected")],
                        concurrency_limit=None, show_progress="hidden")

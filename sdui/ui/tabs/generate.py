@@ -1,4 +1,4 @@
-"""The Generate/Interrupt/seed wiring shared by txt2img and img2img."""
+"""The Generate/Interrupt/Skip/seed wiring shared by txt2img and img2img."""
 
 from __future__ import annotations
 
@@ -6,49 +6,90 @@ import gradio as gr
 
 from ...types import GenerationRequest, InvalidRequest
 from .. import session
-from ..controls import GenerationControls, UIContext, coerce
+from ..controls import GenerationControls, UIContext, token_counter_html
 from . import settings as settings_tab  # uifeat
 
 
 def wire_generation(ctx: UIContext, c: GenerationControls, mode_fn, extra_fields: dict, outputs: dict) -> None:
-    """Generate streams progress and then the gallery; Interrupt stops this session's job only.
+    """Generate streams progress, the live preview (in the gallery, at the output's size) and then
+    the results; the last result stays until a new image arrives. Interrupt and Skip act on this
+    session's job only.
 
     ``mode_fn(data) -> dict`` returns the request fields that are not in ``c`` (mode, images);
-    ``outputs`` holds gallery, infotext, status, preview and last_seed components.
+    ``outputs`` is ``render_outputs``'s dict.
     """
     inputs = {ctx.token, ctx.model, ctx.vae, *c.request_fields().values(), *extra_fields.values()}
+    gallery, status, images, selected = outputs["gallery"], outputs["status"], outputs["images"], outputs["selected"]
 
     def generate(data: dict):
-        fields = {name: coerce(name, data[comp]) for name, comp in c.request_fields().items()}
         try:
+            fields = session.request_fields({name: data[comp] for name, comp in c.request_fields().items()})
             fields.update(mode_fn(data))
         except InvalidRequest as e:
-            yield {outputs["status"]: session.message_html(str(e))}
+            yield {status: session.message_html(session.sentence(e))}
             return
         fields["model"] = data[ctx.model] or None
         fields["vae"] = data[ctx.vae] or None
         fields.update(settings_tab.output_fields(ctx))  # uifeat: the owner's image format and saving (Settings)
         request = GenerationRequest(**fields)
         owner = session.owner_for(data[ctx.token])
-        yield {outputs["gallery"]: None, outputs["infotext"]: "", outputs["preview"]: gr.update(value=None, visible=True)}
+        yield {status: session.message_html("Starting…", "info")}  # the last result stays; old messages go
+        shown_preview = None
         for update in session.run_job(ctx.queue, request, owner):
-            out = {outputs["status"]: update["status"]}
-            if update.get("preview") is not None:
-                out[outputs["preview"]] = update["preview"]
+            out = {status: update["status"]}
+            preview = update.get("preview")
+            if preview is not None and preview is not shown_preview and update.get("result") is None:
+                shown_preview = preview
+                size = (request.width - request.width % 8, request.height - request.height % 8)
+                out[gallery] = gr.Gallery(value=[(preview.resize(size), f"Preview · {update.get('step_text', '')}")],
+                                          selected_index=0)
             job = update.get("result")
             if job is not None and job.result and job.result.images:
-                out[outputs["gallery"]] = session.gallery_items(job, ctx.publisher)
-                out[outputs["infotext"]] = job.result.images[0].infotext
-                out[outputs["last_seed"]] = job.result.images[0].seed
-                out[outputs["preview"]] = gr.update(visible=False)
+                items, meta = session.result_items(job, ctx.publisher)
+                out[gallery] = gr.Gallery(value=items, selected_index=0)
+                out[images] = meta
+                out[selected] = 0
+                out[outputs["infotext"]] = meta[0]["infotext"]
             yield out
 
-    c.generate.click(generate, inputs=inputs,
-                     outputs=[outputs[k] for k in ("gallery", "infotext", "status", "preview", "last_seed")],
+    c.generate.click(generate, inputs=inputs, outputs=[gallery, outputs["infotext"], status, images, selected],
                      concurrency_limit=None, show_progress="hidden")
 
-    c.interrupt.click(lambda token: session.interrupt(ctx.queue, token), inputs=[ctx.token], outputs=[outputs["status"]],
-                      concurrency_limit=None)
-    c.dice.click(lambda: -1, outputs=[c.seed])
-    c.recycle.click(lambda last: last if last is not None else -1, inputs=[outputs["last_seed"]], outputs=[c.seed])
+    c.interrupt.click(lambda token: session.interrupt(ctx.queue, token), inputs=[ctx.token], outputs=[status],
+                      concurrency_limit=None, show_progress="hidden")
+    if c.skip is not None:
+        c.skip.click(lambda token: session.skip(ctx.queue, token), inputs=[ctx.token], outputs=[status],
+                     concurrency_limit=None, show_progress="hidden")
+
+    def select(meta, evt: gr.SelectData):
+        index = evt.index if isinstance(evt.index, int) else 0
+        if not meta or index >= len(meta):
+            return index, gr.update()
+        return index, meta[index]["infotext"]
+
+    gallery.select(select, inputs=[images], outputs=[selected, outputs["infotext"]], show_progress="hidden")
+    c.dice.click(lambda: -1, outputs=[c.seed], show_progress="hidden")
+
+    def reuse(meta, index):
+        if not meta:
+            return -1
+        return meta[index if isinstance(index, int) and 0 <= index < len(meta) else 0]["seed"]
+
+    c.recycle.click(reuse, inputs=[images, selected], outputs=[c.seed], show_progress="hidden")
+    c.swap.click(lambda w, h: (h, w), inputs=[c.width, c.height], outputs=[c.width, c.height], show_progress="hidden")
+    wire_token_counters(ctx, c)
+
+
+def wire_token_counters(ctx: UIContext, c: GenerationControls) -> None:
+    """A1111's "23/75" per prompt box, as you type: the newest text only (``always_last``), counted
+    with the shipped tokenizer (no model is loaded); the page never waits for it."""
+
+    def count(text):
+        tokens, capacity = ctx.engine.prompt_tokens(text or "")
+        return token_counter_html(tokens, capacity)
+
+    for box, counter in ((c.prompt, c.prompt_tokens), (c.negative_prompt, c.negative_tokens)):
+        if counter is not None:
+            box.change(count, inputs=[box], outputs=[counter], trigger_mode="always_last", show_progress="hidden",
+                       concurrency_limit=None)
 

@@ -9,14 +9,16 @@ from types import SimpleNamespace
 import gradio as gr
 from PIL import Image
 
-from ..controls import UIContext
+from ..controls import NOT_AN_IMAGE, UIContext, readable
 
 
 def render(ctx: UIContext) -> SimpleNamespace:
     with gr.Row():
         with gr.Column(scale=1):
-            file = gr.File(label="Drop a PNG here", file_types=["image"], type="filepath", elem_id="pnginfo_file")
-            shown = gr.Image(label="Image", interactive=False, format="png", height=300, elem_id="pnginfo_image")
+            # one picture: the dropped file itself (kept as uploaded, so its text chunks can be read)
+            file = readable(gr.Image(label="Drop a PNG here", type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                              height=320, elem_id="pnginfo_file"))
+            shown = gr.State(None)  # the picture, for Send to img2img
         with gr.Column(scale=1):
             infotext = gr.Textbox(label="Parameters", lines=6, interactive=False, elem_id="pnginfo_infotext")
             table = gr.HTML(elem_id="pnginfo_table")
@@ -36,7 +38,7 @@ def read(engine, path):
         img = Image.open(path)
         img.load()
     except (OSError, ValueError, SyntaxError):
-        return None, "", "<p>Not a readable image.</p>", "", {}
+        return None, "", f"<div class='sdui-message error' role='alert'>{html.escape(NOT_AN_IMAGE)}</div>", "", {}
     info = engine.png_info(img)
     text, params, wm = info["infotext"], info["parameters"], info["watermark"]
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in params.items()

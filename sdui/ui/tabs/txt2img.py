@@ -11,9 +11,8 @@ from ... import fields, samplers
 from ...fields import HR_SAME_SAMPLER, HR_SAME_SCHEDULER
 from ...images.infotext import infotext_to_request_fields
 from ...types import hires_target
-from .. import refiner
-from ..controls import UIContext, coerce, render_controls, render_outputs, slider
-from .. import lora_picker
+from .. import lora_picker, refiner
+from ..controls import UIContext, coerce, render_controls, render_outputs, render_prompt_row, slider
 from .generate import wire_generation
 
 from .. import styles_panel, variation_panel, xyz_panel  # uifeat: Styles, variation seed, X/Y/Z plot
@@ -22,23 +21,24 @@ HIRES_DENOISING = 0.7  # A1111's txt2img "Denoising strength" slider starts here
 
 
 def render(ctx: UIContext) -> SimpleNamespace:
-    with gr.Row():
-        with gr.Column(scale=1):
-            controls = render_controls("txt2img", ctx.engine.limits)
-            lora_picker.add(ctx, "txt2img", controls.prompt)
-            styles = styles_panel.render("txt2img", ctx.settings)  # uifeat hook
-            variation = variation_panel.render("txt2img", ctx.engine.limits)  # uifeat hook
-            hires, hires_size = render_hires(ctx)
-            refiner_controls = refiner.render(ctx)  # A1111's "Refiner" accordion
-            xyz = xyz_panel.render("txt2img")  # uifeat hook
-        with gr.Column(scale=1):
-            outputs = render_outputs("txt2img")
-            with gr.Row():
-                to_img2img = gr.Button("Send to img2img", elem_id="txt2img_send_to_img2img")
-                to_upscale = gr.Button("Send to Upscale", elem_id="txt2img_send_to_upscale")
-            selected = gr.State(0)
-    return SimpleNamespace(controls=controls, outputs=outputs, gallery=outputs["gallery"], to_img2img=to_img2img,
-                           to_upscale=to_upscale, selected=selected, hires=hires, hires_size=hires_size,
+    """A1111's order: prompts and Generate on top, settings on the left, the output beside them
+    (on a phone: progress and result first, then the prompt; see the stylesheet)."""
+    with gr.Column(elem_classes=["sdui-tab"]):
+        top = render_prompt_row("txt2img")
+        with gr.Row(elem_classes=["sdui-main"]):
+            with gr.Column(scale=1, elem_classes=["sdui-settings"]):
+                controls = render_controls("txt2img", ctx.engine.limits, top)
+                lora_picker.add(ctx, "txt2img", controls.prompt)
+                styles = styles_panel.render("txt2img", ctx.settings)  # uifeat hook
+                variation = variation_panel.render("txt2img", ctx.engine.limits)  # uifeat hook
+                hires, hires_size = render_hires(ctx)
+                refiner_controls = refiner.render(ctx)  # A1111's "Refiner" accordion
+                xyz = xyz_panel.render("txt2img")  # uifeat hook
+            with gr.Column(scale=1, elem_classes=["sdui-outputs"]):
+                outputs = render_outputs("txt2img")
+    return SimpleNamespace(controls=controls, outputs=outputs, gallery=outputs["gallery"], to_img2img=outputs["to_img2img"],
+                           to_inpaint=outputs["to_inpaint"], to_upscale=outputs["to_upscale"],
+                           selected=outputs["selected"], images=outputs["images"], hires=hires, hires_size=hires_size,
                            variation=variation, styles=styles, xyz=xyz, refiner=refiner_controls)
 
 
@@ -131,13 +131,9 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
     wire_generation(ctx, tab.controls, mode_fields, extra_fields, tab.outputs)
     styles_panel.wire(tab.styles, tab.controls)  # uifeat
     xyz_panel.wire(ctx, tab.xyz, tab.controls, mode_fields, extra_fields, tab.outputs)  # uifeat
-    tab.gallery.select(_selected_index, outputs=[tab.selected])
     c = tab.controls
     size_inputs = [hires["enable_hr"], c.width, c.height, hires["hr_scale"], hires["hr_resize_x"], hires["hr_resize_y"]]
     for comp in size_inputs:
         comp.change(hires_size_text, inputs=size_inputs, outputs=[tab.hires_size], show_progress="hidden",
                     queue=False)
 
-
-def _selected_index(evt: gr.SelectData) -> int:
-    return evt.index if isinstance(evt.index, int) else 0
