@@ -49,6 +49,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("half_dtype", "Half type on a GPU: fp16 or bf16.", choices=("fp16", "bf16")),
     Option("medvram", "Start at memory level 3 (model CPU offload) on a GPU, as A1111 --medvram.", type=bool),
     Option("lowvram", "Start at memory level 4 (sequential CPU offload) on a GPU, as A1111 --lowvram.", type=bool),
+    Option("backend", "What runs the UNet: 'openvino' (OpenVINO on the CPU, about twice PyTorch's speed there; the "
+           "model is converted once on first use and kept under the cache folder), 'torch' (PyTorch), or 'auto' "
+           "(OpenVINO when the device is the CPU and the openvino package is installed: pip install sdui[openvino]).",
+           choices=("auto", "torch", "openvino")),
     Option("ram_cache_gb", "RAM budget in GB for recently used models (default: a quarter of total RAM).", type=float),
     # output
     Option("no_watermark", "Do not embed the invisible watermark in saved images.", type=bool),
@@ -103,6 +107,7 @@ class Settings:
     half_dtype: str = "fp16"
     medvram: bool = False
     lowvram: bool = False
+    backend: str = "auto"
     ram_cache_gb: Optional[float] = None
     no_watermark: bool = False
     max_size: int = 2048

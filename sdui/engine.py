@@ -23,7 +23,7 @@ from .models.manager import AUTOMATIC_VAE, NO_VAE, ModelManager
 from .pipelines import hires, img2img, inpaint, txt2img, upscale
 from .pipelines.common import Job, decode_partial, is_cancelled
 from .types import (Architecture, Cancelled, GeneratedImage, GenerationRequest, GenerationResult, InvalidRequest, Limits,
-                    MemoryLevel, ModelKind, Progress, UnknownModelError)
+                    MemoryLevel, ModelKind, PREPARING_STAGE, Progress, UnknownModelError)
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +266,7 @@ class Engine:
                                       vae_name=vae.filename if vae else None, vae_hash=vae.short_hash if vae else None,
                                       warnings=list(req.notes))
             total = req.batch_size * req.batch_count
+            backends_used: set[str] = set()  # "Backend: OpenVINO" in the infotext when the UNet ran there
             for n in range(req.batch_count):
                 if is_cancelled(cancel):
                     raise _cancelled(result)
@@ -305,11 +306,16 @@ class Engine:
                     if is_xl and any(prompt_schedule.is_edited(t, req.steps) for t in (req.prompt, req.negative_prompt)):
                         job.warnings.append("SDXL: prompt editing [from:to:when] and alternation [a|b] are not applied "
                                             "yet; the prompt was used as written")
-                    try:
-                        return task.run(pipe, job), job.warnings
-                    except Cancelled as stop:
-                        stop.partial_images = decode_partial(pipe, job)
-                        raise
+                    # --backend: the UNet on OpenVINO (CPU) or PyTorch; a LoRA needs the PyTorch UNet
+                    lora_reason = "LoRA" if prompt != req.prompt else None
+                    with mgr.unet_backend(loaded, pipe, _preparing_progress(on_progress), lora_reason) as (name, notes):
+                        job.warnings.extend(notes)
+                        backends_used.add(name)
+                        try:
+                            return task.run(pipe, job), job.warnings
+                        except Cancelled as stop:
+                            stop.partial_images = decode_partial(pipe, job)
+                            raise
 
                 try:
                     (pil_images, warnings), level = mgr.run(run_batch, size=(req.width, req.height), pipeline_cls=cls,
@@ -320,14 +326,17 @@ class Engine:
                 except Cancelled as stop:
                     for img, seed in zip(getattr(stop, "partial_images", []), seeds, strict=False):
                         result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch,
-                                                          result.memory_level, vae, partial=True))
+                                                          result.memory_level, vae, partial=True,
+                                                          backend=_backend_label(backends_used)))
                     raise _cancelled(result) from None
                 result.memory_level = max(result.memory_level, level)
                 for w in warnings:
                     if w not in result.warnings:
                         result.warnings.append(w)
                 for img, seed in zip(pil_images, seeds, strict=False):
-                    result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch, level, vae))
+                    result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch, level, vae,
+                                                      backend=_backend_label(backends_used)))
+                backends_used.clear()
         return result
 
     def _hires_fix(self, first, req: GenerationRequest, run_batch, loaded, cancel):
@@ -461,7 +470,8 @@ class Engine:
         return p
 
     def _finish(self, img, req: GenerationRequest, seed, model_name, model_hash, arch, level,
-                vae: Optional[registry.ModelEntry] = None, partial: bool = False) -> GeneratedImage:
+                vae: Optional[registry.ModelEntry] = None, partial: bool = False,
+                backend: Optional[str] = None) -> GeneratedImage:
         """Infotext, watermark and (unless ``partial``: an interrupted image is never saved) the PNG."""
         params = self.infotext_params(req, seed, model_name, model_hash, img.width, img.height, vae)
         wm_on = (not self.settings.no_watermark) if req.watermark is None else req.watermark
@@ -473,6 +483,8 @@ class Engine:
             params["Watermark"] = f"none (under {watermark.WATERMARK_MIN_SIZE}px)"
         if level:
             params["Memory level"] = f"{int(level)} ({MemoryLevel(level).label})"
+        if backend:  # only when the UNet ran on OpenVINO: PyTorch is what every A1111 image says nothing about
+            params["Backend"] = backend
         params["Version"] = f"sdui {__version__}"
         text = infotext.build_infotext(req.prompt if req.mode != "upscale" or req.upscaler == upscale.SD_X4 else "",
                                      req.negative_prompt if req.mode != "upscale" else "", params)
@@ -502,6 +514,23 @@ def _cancelled(result: GenerationResult) -> Cancelled:
     exc = Cancelled(f"interrupted; {finished} finished image(s) kept")
     exc.partial = result
     return exc
+
+
+def _backend_label(used: set) -> Optional[str]:
+    """The infotext's "Backend" for a batch whose UNet ran on ``used``: set only for OpenVINO."""
+    return "OpenVINO" if "OpenVINO" in used else None
+
+
+def _preparing_progress(on_progress: Optional[Callable[[Progress], None]]) -> Optional[Callable[[int], None]]:
+    """The one-time OpenVINO conversion as progress: "Preparing the CPU-optimised model, once" 0-100."""
+    if on_progress is None:
+        return None
+    t0 = time.perf_counter()
+
+    def report(percent: int) -> None:
+        on_progress(Progress(step=percent, total=100, elapsed=time.perf_counter() - t0, eta=0.0, stage=PREPARING_STAGE))
+
+    return report
 
 
 def _quiet_libraries() -> None:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -21,7 +22,7 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from . import detect, devices, formats, loader, registry
+from . import detect, devices, formats, loader, openvino_backend, registry
 from .embeddings import ModelEmbeddings
 from .lora_adapters import ModelLoras
 from ..config import Settings
@@ -54,6 +55,8 @@ class LoadedModel:
     base_scheduler_config: Any = None  # as loaded; every job builds its own scheduler from it
     own_vae: Any = None  # the checkpoint's built-in VAE, kept while a VAE file replaces it
     vae_entry: Optional[registry.ModelEntry] = None  # the VAE file in use; None = built-in
+    openvino: Any = None  # the OpenVINO UNet (openvino_backend), made on first use when --backend wants it
+    openvino_error: Optional[str] = None  # why the conversion failed (the model then runs on PyTorch)
 
     @property
     def name(self) -> str:
@@ -381,6 +384,65 @@ class ModelManager:
             devices.free_memory()
             return entry
 
+    # ---- backend (--backend auto|torch|openvino) -------------------------------------------------
+    def backend_name(self, loaded: Optional[LoadedModel] = None) -> str:
+        """What runs the UNet of ``loaded`` (default: the current model), or would on its next job."""
+        loaded = loaded or self.current
+        if loaded is not None and loaded.openvino is not None:
+            return openvino_backend.LABEL
+        if loaded is None or loaded.openvino_error is None:
+            if openvino_backend.wanted(self.settings, self.device):
+                return openvino_backend.LABEL
+        return "PyTorch"
+
+    def _openvino_fits(self, loaded: LoadedModel, pipe) -> Optional[str]:
+        """Why ``loaded`` cannot run its UNet on OpenVINO (None: it can)."""
+        if not openvino_backend.wanted(self.settings, self.device) or loaded.openvino_error is not None:
+            return ""
+        said = self.settings.backend == "openvino"  # with auto, models OpenVINO does not take run on PyTorch silently
+        if getattr(pipe, "text_encoder_2", None) is not None:
+            return "--backend openvino: SDXL runs on PyTorch for now" if said else ""
+        c = loaded.pipe.unet.config
+        if any(getattr(c, k, None) is not None for k in ("class_embed_type", "num_class_embeds", "addition_embed_type",
+                                                          "time_cond_proj_dim")):
+            return "--backend openvino: this UNet takes extra conditioning; it runs on PyTorch" if said else ""
+        if loaded.level != MemoryLevel.AS_LOADED or loaded.dtype != devices.float32():
+            return ""
+        return None
+
+    @contextlib.contextmanager
+    def unet_backend(self, loaded: LoadedModel, pipe, on_progress: Optional[Callable[[int], None]] = None,
+                     torch_reason: Optional[str] = None):
+        """Run ``pipe`` (a view of ``loaded``) on the backend ``--backend`` chooses for the duration;
+        yields ``(backend label, warnings)``. OpenVINO: the UNet is converted on the model's first job
+        (``on_progress(percent)``) or read from the disk cache; a failed conversion leaves the model on
+        PyTorch with one warning, never fails the job. ``torch_reason``: this job needs the PyTorch
+        UNet (a LoRA); it says so in the warnings."""
+        with self.lock:
+            why = self._openvino_fits(loaded, pipe)
+            warnings: list[str] = []
+            if why is None and torch_reason:
+                warnings.append(f"{torch_reason}: this job ran on PyTorch, not OpenVINO")
+                why = torch_reason
+            elif why:
+                warnings.append(why)
+            if why is None and loaded.openvino is None:
+                try:
+                    loaded.openvino = openvino_backend.prepare(
+                        loaded.pipe.unet, openvino_backend.identity_of(loaded.entry), on_progress)
+                except Exception as e:  # noqa: BLE001 - any conversion failure means: stay on PyTorch
+                    loaded.openvino_error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                    log.warning("OpenVINO conversion of %s failed (%s); it runs on PyTorch", loaded.name,
+                                loaded.openvino_error)
+                    warnings.append(f"OpenVINO conversion failed ({loaded.openvino_error}); this model runs on PyTorch")
+                    why = loaded.openvino_error
+                else:
+                    loaded.nbytes += loaded.openvino.nbytes
+                    self._evict()
+            unet = loaded.openvino if why is None else None
+            with openvino_backend.unet_swapped(pipe, unet):
+                yield (openvino_backend.LABEL if unet is not None else "PyTorch"), warnings
+
     # ---- memory ladder ------------------------------------------------------------------------
     def available_levels(self) -> list[MemoryLevel]:
         """Levels 3 and 4 need an accelerator; on a CPU-only machine they are skipped."""
@@ -508,6 +570,7 @@ class ModelManager:
             "cached": [{"name": m.name, "bytes": m.nbytes, "load_seconds": round(m.load_seconds, 2)}
                        for m in self._cache.values()],
             "cache_budget_bytes": self.cache_budget,
+            "backend": self.backend_name(cur),
             "upscalers_cached": [Path(p).stem for p in self._upscalers],
             **devices.memory_report(self.device),
         }

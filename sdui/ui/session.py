@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from ..jobs import Job, JobQueue
-from ..types import GenerationRequest, JobState, SduiError
+from ..types import PREPARING_STAGE, GenerationRequest, JobState, SduiError
 
 POLL_SECONDS = 0.25
 
@@ -98,6 +98,8 @@ def progress_html(job: Job, position: int) -> str:
     if p is None:
         return '<div class="sdui-progress">Starting (loading the model if needed)…</div>'
     pct = int(job.fraction * 100)
+    if p.stage == PREPARING_STAGE:  # the one-time OpenVINO conversion
+        return bar_html(p.step, f"{p.stage}: {p.step}%")
     label = f"{p.stage} step {p.step}/{p.total}"
     if p.image_total > 1:
         label = f"image {p.image_index + 1}/{p.image_total}, " + label
