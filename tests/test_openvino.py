@@ -61,13 +61,15 @@ def _pixels(result):
     return np.asarray(result.images[0].image.convert("RGB"), dtype=np.int16)
 
 
-def test_backend_choice_auto_is_openvino_on_cpu_torch_when_asked(make_engine, ov_cache):
+def test_backend_choice_auto_is_openvino_on_cpu_torch_when_asked(make_engine, ov_cache, monkeypatch):
+    monkeypatch.delenv("SDUI_AUTO_BACKEND")  # the suite pins auto to PyTorch (conftest); here it means itself
     assert make_engine().status()["backend"] == "OpenVINO"
     assert make_engine(backend="openvino").status()["backend"] == "OpenVINO"
     assert make_engine(backend="torch").status()["backend"] == "PyTorch"
 
 
 def test_auto_without_the_package_is_torch(make_engine, monkeypatch):
+    monkeypatch.delenv("SDUI_AUTO_BACKEND")
     monkeypatch.setattr(openvino_backend, "available", lambda: False)
     engine = make_engine()
     assert engine.status()["backend"] == "PyTorch"
@@ -91,6 +93,11 @@ def test_openvino_unet_really_runs(make_engine, ov_cache):
     ov_unet = engine.manager.current.openvino
     assert ov_unet is not None
     assert ov_unet.calls["openvino"] == 3 * 1 and ov_unet.calls["torch"] == 0  # 3 steps, CFG batched in one call
+    # a size that is not a multiple of 64 px (latents the UNet cannot halve evenly) runs on OpenVINO too
+    odd = engine.generate(_request(width=72, height=88))
+    assert odd.images[0].image.size == (72, 88) and ov_unet.calls["torch"] == 0
+    reference = make_engine(backend="torch").generate(_request(width=72, height=88))
+    assert np.abs(_pixels(odd) - _pixels(reference)).max() <= 2
 
 
 def test_conversion_is_progress_and_the_second_start_does_not_convert(make_engine, fresh_cache, conversions):

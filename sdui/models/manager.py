@@ -100,7 +100,8 @@ class ModelManager:
         self.loras = ModelLoras(self)  # A1111's <lora:...> tags on the cached models
         self.embeddings = ModelEmbeddings(self)  # textual-inversion files a prompt names, on the cached models
         gb = self.settings.ram_cache_gb
-        self.cache_budget = int(gb * 1024**3) if gb is not None else devices.total_ram_bytes() // 4
+        # sized from the RAM available at start (less a reserve), not a fixed share: see devices.default_cache_budget
+        self.cache_budget = int(gb * 1024**3) if gb is not None else devices.default_cache_budget()
 
     # ---- device -------------------------------------------------------------------------------
     @property
@@ -309,6 +310,8 @@ class ModelManager:
             devices.free_memory()
 
     def _evict(self) -> None:
+        """Least recently used first: down to the budget, then while the machine's available RAM is under
+        the reserve (the cache never pushes the machine into swap). The current model always stays."""
         total = sum(m.nbytes for m in self._cache.values())
         for name in list(self._cache):
             if total <= self.cache_budget:
@@ -316,6 +319,13 @@ class ModelManager:
             if name == self._current:
                 continue
             total -= self._cache[name].nbytes
+            self.release(name)
+        for name in list(self._cache):
+            if name == self._current:
+                continue
+            if devices.available_ram_bytes() >= devices.ram_reserve_bytes():
+                break
+            log.info("available RAM is under the reserve; %s leaves the RAM cache", name)
             self.release(name)
 
     def release(self, name: str) -> None:
@@ -570,6 +580,7 @@ class ModelManager:
             "cached": [{"name": m.name, "bytes": m.nbytes, "load_seconds": round(m.load_seconds, 2)}
                        for m in self._cache.values()],
             "cache_budget_bytes": self.cache_budget,
+            "cache_count": len(self._cache),
             "backend": self.backend_name(cur),
             "upscalers_cached": [Path(p).stem for p in self._upscalers],
             **devices.memory_report(self.device),
