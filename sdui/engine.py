@@ -282,6 +282,8 @@ class Engine:
                     job.warnings.extend(plan.warnings)
                     pipe.set_progress_bar_config(disable=True)
                     # A1111's <lora:...> tags: out of the text the encoder sees, onto the model (SD 1.x/2.x)
+                    if prompts.extract_lora_tags(req.prompt).loras:
+                        mgr.torch_unet_ready(loaded)  # LoRAs load into the PyTorch UNet at its working precision
                     prompt, lora_warnings = mgr.loras.use(loaded, pipe, req.prompt, req.negative_prompt)
                     job.warnings.extend(lora_warnings)
                     # A1111's textual-inversion embeddings: each name becomes its vectors' tokens (SD 1.x/2.x)

@@ -153,3 +153,44 @@ def test_a_lora_job_runs_on_pytorch_with_a_note(lora_root, tmp_path, ov_cache): 
         reference.manager.release_all()
     finally:
         engine.manager.release_all()
+
+
+def test_the_pytorch_unet_waits_in_fp16_beside_openvino_and_a_lora_job_gets_it_back_exactly(lora_root, tiny_pipe, tmp_path,  # noqa: F811
+                                                                                             ov_cache):
+    """An fp16 checkpoint: while OpenVINO runs its UNet, the PyTorch copy is held in fp16 (exact for
+    these weights, half the RAM, counted so in the cache); a LoRA job casts it back to fp32 first and
+    equals the PyTorch backend's pixels."""
+    import shutil
+
+    import torch
+
+    from sdui.config import Settings
+    from sdui.engine import Engine
+    from tests import tiny
+
+    root = tmp_path / "models"
+    shutil.copytree(lora_root, root)
+    tiny.save_single_file(tiny_pipe, root / "Stable-diffusion" / "half.safetensors", dtype=torch.float16)
+    engine = Engine(Settings(models_dir=str(root), outputs_dir=str(tmp_path / "out"), backend="openvino"))
+    reference = Engine(Settings(models_dir=str(root), outputs_dir=str(tmp_path / "out"), backend="torch"))
+    try:
+        plain = engine.generate(_request(model="half"))
+        loaded = engine.manager.current
+        assert "Backend: OpenVINO" in plain.images[0].infotext
+        assert loaded.pipe.unet.dtype == torch.float16
+        unet_fp32 = sum(p.numel() * 4 for p in loaded.pipe.unet.parameters())
+        assert loaded.nbytes < devices_bytes_fp32(loaded) - unet_fp32 // 3  # the copy counts at its fp16 size
+        tagged = _request(model="half", prompt="a red cube <lora:unet-only:1>")
+        with_lora = engine.generate(tagged)
+        assert loaded.pipe.unet.dtype == torch.float32
+        assert np.array_equal(_pixels(with_lora), _pixels(reference.generate(tagged)))
+        assert np.abs(_pixels(plain) - _pixels(reference.generate(_request(model="half")))).max() <= 2
+    finally:
+        engine.manager.release_all()
+        reference.manager.release_all()
+
+
+def devices_bytes_fp32(loaded) -> int:
+    """The model's bytes were every weight fp32, plus its OpenVINO copy."""
+    return sum(p.numel() * 4 for c in loaded.pipe.components.values() if hasattr(c, "parameters")
+               for p in c.parameters()) + loaded.openvino.nbytes

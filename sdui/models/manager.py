@@ -420,6 +420,27 @@ class ModelManager:
             return ""
         return None
 
+    def _compact_torch_unet(self, loaded: LoadedModel) -> None:
+        """While OpenVINO runs the UNet, its PyTorch copy (kept for LoRA jobs) is held in fp16 when that
+        loses nothing: every weight came from an fp16 checkpoint, so fp16 holds it exactly. Halves the
+        copy (1.7 instead of 3.4 GB for SD 1.5); ``torch_unet_ready`` casts it back."""
+        import torch
+
+        unet = loaded.pipe.unet
+        if devices.is_accelerator(self.device) or any(p.dtype != torch.float32 for p in unet.parameters()):
+            return
+        if all(torch.equal(p, p.half().float()) for p in unet.parameters()):
+            unet.to(torch.float16)
+            devices.free_memory()
+
+    def torch_unet_ready(self, loaded: LoadedModel) -> None:
+        """The PyTorch UNet in the model's working dtype (after ``_compact_torch_unet``), before a job or
+        a LoRA uses it."""
+        unet = loaded.pipe.unet
+        if unet.dtype != loaded.dtype:
+            unet.to(loaded.dtype)
+            loaded.nbytes = devices.module_bytes(loaded.pipe) + (loaded.openvino.nbytes if loaded.openvino else 0)
+
     @contextlib.contextmanager
     def unet_backend(self, loaded: LoadedModel, pipe, on_progress: Optional[Callable[[int], None]] = None,
                      torch_reason: Optional[str] = None):
@@ -447,8 +468,11 @@ class ModelManager:
                     warnings.append(f"OpenVINO conversion failed ({loaded.openvino_error}); this model runs on PyTorch")
                     why = loaded.openvino_error
                 else:
-                    loaded.nbytes += loaded.openvino.nbytes
+                    self._compact_torch_unet(loaded)
+                    loaded.nbytes = devices.module_bytes(loaded.pipe) + loaded.openvino.nbytes
                     self._evict()
+            if why is not None:
+                self.torch_unet_ready(loaded)
             unet = loaded.openvino if why is None else None
             with openvino_backend.unet_swapped(pipe, unet):
                 yield (openvino_backend.LABEL if unet is not None else "PyTorch"), warnings

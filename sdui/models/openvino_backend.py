@@ -159,6 +159,8 @@ def _unet_class():
 
             if not self.serves(sample, timestep, extra):
                 self.calls["torch"] += 1
+                if self.torch_unet.dtype != sample.dtype:  # held in fp16 beside OpenVINO (manager._compact_torch_unet)
+                    self.torch_unet.to(sample.dtype)
                 return self.torch_unet(sample, timestep, encoder_hidden_states, return_dict=return_dict, **extra)
             self.calls["openvino"] += 1
             t = timestep.reshape(()) if torch.is_tensor(timestep) else torch.tensor(timestep)
