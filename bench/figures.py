@@ -77,7 +77,7 @@ _CLICK_JS = """async (seed) => {
 }"""
 
 
-def figure1_overhead(report: Report, models: Path, size: int = 128, steps: int = 4, pairs: int = 5) -> None:
+def figure1_overhead(report: Report, models: Path, size: int = 128, steps: int = 4, pairs: int = 5, cli: bool = True) -> None:
     """One txt2img through the engine, the REST API and the UI (headless Chromium), each against a
     plain diffusers call on the same weights; ``pairs`` rounds, interleaved (the order rotates each
     round, so a slow minute hits every path), medians and spread. The engine runs with
@@ -146,7 +146,8 @@ def figure1_overhead(report: Report, models: Path, size: int = 128, steps: int =
     engine.manager.release_all()
     pipe = engine = app = None  # let the models go before the CLI figure
     gc.collect()
-    _cli_vs_script(report, models, out, size, steps)
+    if cli:
+        _cli_vs_script(report, models, out, size, steps)
 
 
 _PLAIN_SCRIPT = """

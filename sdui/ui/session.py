@@ -128,6 +128,8 @@ def run_job(queue: JobQueue, request: GenerationRequest, owner: Optional[str]) -
         yield {"status": message_html(str(e)), "error": str(e)}
         return
     last_preview = None
+    # at once, not after the first poll: the click is answered with "In the queue" / "Starting" now
+    yield {"status": progress_html(job, queue.position(job)), "preview": None}
     while not job.wait(POLL_SECONDS):
         p = job.progress
         if p is not None and p.preview is not None:
