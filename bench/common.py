@@ -172,4 +172,17 @@ def machine_info() -> dict:
             "threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        import openvino
+
+        info["openvino"] = openvino.__version__.split("-")[0]
+    except ImportError:
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+        if name:
+            info["cpu"] = name
+    except OSError:
+        pass
     return info

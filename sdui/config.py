@@ -59,6 +59,10 @@ OPTIONS: tuple[Option, ...] = (
            "or 'auto' for the cluster `ray start` made on this machine); this process keeps the queue, the UI/API and "
            "the saved images. Needs `pip install sdui[cluster]`. With --devices, one actor per entry instead.",
            group="server"),
+    Option("backend", "What runs the UNet: 'openvino' (OpenVINO on the CPU, about twice PyTorch's speed there; the "
+           "model is converted once on first use and kept under the cache folder), 'torch' (PyTorch), or 'auto' "
+           "(OpenVINO when the device is the CPU and the openvino package is installed: pip install sdui[openvino]).",
+           choices=("auto", "torch", "openvino")),
     Option("ram_cache_gb", "RAM budget in GB for recently used models (default: a quarter of total RAM).", type=float),
     # output
     Option("no_watermark", "Do not embed the invisible watermark in saved images.", type=bool),
@@ -121,6 +125,7 @@ class Settings:
     lowvram: bool = False
     devices: Optional[str] = None
     ray_address: Optional[str] = None
+    backend: str = "auto"
     ram_cache_gb: Optional[float] = None
     no_watermark: bool = False
     max_size: int = 2048

@@ -26,7 +26,7 @@ from .models.manager import AUTOMATIC_VAE, NO_VAE, ModelManager
 from .pipelines import depth, hires, img2img, inpaint, refiner, txt2img, upscale, vae_guard
 from .pipelines.common import Job, decode_partial, is_cancelled
 from .types import (Architecture, Cancelled, GeneratedImage, GenerationRequest, GenerationResult, InvalidRequest, Limits,
-                    MemoryLevel, ModelKind, Progress, Skipped, UnknownModelError)
+                    MemoryLevel, ModelKind, PREPARING_STAGE, Progress, Skipped, UnknownModelError)
 
 log = logging.getLogger(__name__)
 
@@ -371,6 +371,7 @@ class Engine:
                                       vae_name=vae.filename if vae else None, vae_hash=vae.short_hash if vae else None,
                                       warnings=list(req.notes))
             total = req.batch_size * req.batch_count
+            backends_used: set[str] = set()  # "Backend: OpenVINO" in the infotext when the UNet ran there
             for n in range(req.batch_count):
                 if is_cancelled(cancel):
                     raise _cancelled(result)
@@ -389,7 +390,9 @@ class Engine:
                     pipe.scheduler, job.sigmas = plan.scheduler, plan.sigmas
                     job.warnings.extend(plan.warnings)
                     pipe.set_progress_bar_config(disable=True)
-                    # A1111's <lora:...> tags: out of the text the encoder sees, onto the model
+                    # A1111's <lora:...> tags: out of the text the encoder sees, onto the model (SD 1.x/2.x)
+                    if prompts.extract_lora_tags(req.prompt).loras:
+                        mgr.torch_unet_ready(loaded)  # LoRAs load into the PyTorch UNet at its working precision
                     prompt, lora_warnings = mgr.loras.use(loaded, pipe, req.prompt, req.negative_prompt)
                     job.warnings.extend(lora_warnings)
                     # A1111's textual-inversion embeddings: each name becomes its vectors' tokens
@@ -418,13 +421,18 @@ class Engine:
                     job.prompt_embeds, job.negative_prompt_embeds = cond.prompt_embeds, cond.negative_prompt_embeds
                     job.cond_schedule = cond.schedule
                     job.warnings.extend(cond.warnings)
-                    try:
-                        # A1111's VAE precision rescue: a NaN half decode is redone in fp32 (--no-half-vae: always)
-                        with vae_guard.guarded_decode(pipe, job.warnings, self.settings.no_half_vae):
-                            return task.run(pipe, job), job.warnings
-                    except Cancelled as stop:
-                        stop.partial_images = decode_partial(pipe, job)
-                        raise
+                    # --backend: the UNet on OpenVINO (CPU) or PyTorch; a LoRA needs the PyTorch UNet
+                    lora_reason = "LoRA" if prompt != req.prompt else None
+                    with mgr.unet_backend(loaded, pipe, _preparing_progress(on_progress), lora_reason) as (name, notes):
+                        job.warnings.extend(notes)
+                        backends_used.add(name)
+                        try:
+                            # A1111's VAE precision rescue: a NaN half decode is redone in fp32 (--no-half-vae: always)
+                            with vae_guard.guarded_decode(pipe, job.warnings, self.settings.no_half_vae):
+                                return task.run(pipe, job), job.warnings
+                        except Cancelled as stop:
+                            stop.partial_images = decode_partial(pipe, job)
+                            raise
 
                 try:
                     (pil_images, warnings), level = mgr.run(run_batch, size=(req.width, req.height), pipeline_cls=cls,
@@ -438,9 +446,11 @@ class Engine:
                 except Cancelled as stop:
                     for img, seed in zip(getattr(stop, "partial_images", []), seeds, strict=False):
                         result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch,
-                                                          result.memory_level, vae, partial=True))
+                                                          result.memory_level, vae, partial=True,
+                                                          backend=_backend_label(backends_used)))
                     if isinstance(stop, Skipped) and not is_cancelled(cancel):
                         skip.clear()
+                        backends_used.clear()
                         continue  # A1111's Skip: on with the next image
                     raise _cancelled(result) from None
                 result.memory_level = max(result.memory_level, level)
@@ -448,7 +458,9 @@ class Engine:
                     if w not in result.warnings:
                         result.warnings.append(w)
                 for img, seed in zip(pil_images, seeds, strict=False):
-                    result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch, level, vae))
+                    result.images.append(self._finish(img, req, seed, loaded.name, model_hash, arch, level, vae,
+                                                      backend=_backend_label(backends_used)))
+                backends_used.clear()
         return result
 
     def _refiner_infotext(self, req: GenerationRequest) -> dict:
@@ -666,7 +678,8 @@ class Engine:
         return p
 
     def _finish(self, img, req: GenerationRequest, seed, model_name, model_hash, arch, level,
-                vae: Optional[registry.ModelEntry] = None, partial: bool = False) -> GeneratedImage:
+                vae: Optional[registry.ModelEntry] = None, partial: bool = False,
+                backend: Optional[str] = None) -> GeneratedImage:
         """Infotext, watermark and (unless ``partial``: an interrupted image is never saved) the PNG."""
         params = self.infotext_params(req, seed, model_name, model_hash, img.width, img.height, vae)
         wm_on = (not self.settings.no_watermark) if req.watermark is None else req.watermark
@@ -678,6 +691,8 @@ class Engine:
             params["Watermark"] = f"none (under {watermark.WATERMARK_MIN_SIZE}px)"
         if level:
             params["Memory level"] = f"{int(level)} ({MemoryLevel(level).label})"
+        if backend:  # only when the UNet ran on OpenVINO: PyTorch is what every A1111 image says nothing about
+            params["Backend"] = backend
         params["Version"] = f"sdui {__version__}"
         text = infotext.build_infotext(req.prompt if req.mode != "upscale" or req.upscaler == upscale.SD_X4 else "",
                                      req.negative_prompt if req.mode != "upscale" else "", params)
@@ -739,6 +754,23 @@ def _cancelled(result: GenerationResult) -> Cancelled:
     exc = Cancelled(f"interrupted; {finished} finished image(s) kept")
     exc.partial = result
     return exc
+
+
+def _backend_label(used: set) -> Optional[str]:
+    """The infotext's "Backend" for a batch whose UNet ran on ``used``: set only for OpenVINO."""
+    return "OpenVINO" if "OpenVINO" in used else None
+
+
+def _preparing_progress(on_progress: Optional[Callable[[Progress], None]]) -> Optional[Callable[[int], None]]:
+    """The one-time OpenVINO conversion as progress: "Preparing the CPU-optimised model, once" 0-100."""
+    if on_progress is None:
+        return None
+    t0 = time.perf_counter()
+
+    def report(percent: int) -> None:
+        on_progress(Progress(step=percent, total=100, elapsed=time.perf_counter() - t0, eta=0.0, stage=PREPARING_STAGE))
+
+    return report
 
 
 def _quiet_libraries() -> None:

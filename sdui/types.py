@@ -412,6 +412,10 @@ class Progress:
     stage: str = "sampling"
 
 
+# Progress.stage while a model is converted for the OpenVINO backend (once per model and machine)
+PREPARING_STAGE = "Preparing the CPU-optimised model, once"
+
+
 @dataclass
 class GeneratedImage:
     image: Any  # PIL.Image

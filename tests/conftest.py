@@ -12,6 +12,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_HOME", os.path.join(_SESSION_TMP, "hf"))
 os.environ["SDUI_CACHE_DIR"] = os.path.join(_SESSION_TMP, "sdui-cache")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# --backend auto means PyTorch in the tests, so reference checks compare like with like (exact to plain
+# diffusers) and progress is the same whichever test converts a model first; tests/test_openvino.py runs
+# the OpenVINO backend by name and checks what auto means.
+os.environ["SDUI_AUTO_BACKEND"] = "torch"
 
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402

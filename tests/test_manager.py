@@ -145,6 +145,48 @@ def test_lru_eviction_respects_the_budget(models_root):
     assert m.cached_names() == ["tiny"], "the current model is kept even over budget, nothing else"
 
 
+GB = 1024**3
+
+
+def test_default_budget_is_sized_from_available_ram_not_a_quarter(models_root, monkeypatch):
+    """A 24 GB machine with 22 GB available (faked: psutil's figures): two fp32 SD 1.5 models (~4.1 GB
+    each) fit the default budget, which a quarter of RAM (6 GB) did not."""
+    monkeypatch.setattr(devices, "total_ram_bytes", lambda: 24 * GB)
+    monkeypatch.setattr(devices, "available_ram_bytes", lambda: 22 * GB)
+    m = _manager(models_root)
+    assert m.cache_budget == 22 * GB - devices.ram_reserve_bytes()
+    assert m.cache_budget >= 2 * int(4.1 * GB) > 24 * GB // 4
+    monkeypatch.setattr(devices, "available_ram_bytes", lambda: 1 * GB)  # a busy machine: never under a quarter
+    assert _manager(models_root).cache_budget == 6 * GB
+    assert _manager(models_root, ram_cache_gb=1.5).cache_budget == int(1.5 * GB)  # the owner's figure wins
+
+
+def test_a_budget_set_in_settings_holds_that_many_models(models_root):
+    one = _manager(models_root, ram_cache_gb=0).select("tiny").nbytes
+    m = _manager(models_root, ram_cache_gb=2.5 * one / GB)  # room for two
+    for name in ("tiny", "other", "tiny-ckpt", "other"):
+        m.select(name)
+    assert m.cached_names() == ["tiny-ckpt", "other"]
+    assert m.status()["cache_count"] == 2
+
+
+def test_low_available_ram_gives_cached_models_back_before_swapping(models_root, monkeypatch):
+    """Available RAM (faked) falls under the reserve: the least recently used models leave the cache
+    whatever the budget, until it is back above the reserve; the current model stays."""
+    m = _manager(models_root, ram_cache_gb=100)
+    m.select("tiny")
+    m.select("other")
+    m.select("tiny-ckpt")
+    assert m.cached_names() == ["tiny", "other", "tiny-ckpt"]
+    available = iter([0, devices.ram_reserve_bytes()])  # tiny goes; then there is enough again
+    monkeypatch.setattr(devices, "available_ram_bytes", lambda: next(available))
+    m.select("other")
+    assert m.cached_names() == ["tiny-ckpt", "other"]
+    monkeypatch.setattr(devices, "available_ram_bytes", lambda: 0)
+    m.select("tiny-ckpt")
+    assert m.cached_names() == ["tiny-ckpt"], "the current model is kept even when RAM is short, nothing else"
+
+
 def test_released_models_are_really_freed(models_root):
     m = _manager(models_root, ram_cache_gb=0)
     unet_ref = weakref.ref(m.select("tiny").pipe.unet)

@@ -15,7 +15,7 @@ from ..fields import UPSCALE_MODES
 from ..images import infotext, uploads
 from ..styles import apply_styles, read_styles
 from ..jobs import Job
-from ..types import GenerationRequest, InvalidRequest, JobState
+from ..types import PREPARING_STAGE, GenerationRequest, InvalidRequest, JobState
 from . import client_options, schemas
 from .convert import result_info, to_generation_request
 from .errors import error_response, status_for
@@ -198,7 +198,8 @@ def progress(skip_current_image: bool = False, state: ApiState = Depends(api_sta
                   "sampling_steps": p.total if active and p else 0,
                   "queue_position": state.queue.position(job) if active else 0},
         "current_image": current_image,
-        "textinfo": (f"Queued, position {state.queue.position(job)}" if job and job.state == JobState.QUEUED else None),
+        "textinfo": (f"Queued, position {state.queue.position(job)}" if job and job.state == JobState.QUEUED
+                     else f"{p.stage}: {p.step}%" if active and p is not None and p.stage == PREPARING_STAGE else None),
         "current_task": f"task({job.id})" if active else None,
     }
 

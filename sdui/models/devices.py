@@ -96,6 +96,29 @@ def total_ram_bytes() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def available_ram_bytes() -> int:
+    """RAM the system can give without swapping (MemAvailable)."""
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available
+    except ImportError:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def ram_reserve_bytes() -> int:
+    """RAM kept free for the work itself and the rest of the machine: the cache never eats into it
+    (15% of RAM, at least 2 GB)."""
+    return max(2 * 1024**3, int(total_ram_bytes() * 0.15))
+
+
+def default_cache_budget() -> int:
+    """The RAM cache's budget without --ram-cache-gb: what is available now less the reserve, so that
+    two SD 1.5 models (about 4 GB each in fp32) stay cached on a 24 GB machine; never less than a
+    quarter of RAM. The cache also gives models back whenever available RAM falls under the reserve."""
+    return max(total_ram_bytes() // 4, available_ram_bytes() - ram_reserve_bytes())
+
+
 def rss_bytes() -> int:
     try:
         import psutil

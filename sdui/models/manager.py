@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -21,7 +22,7 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from . import detect, devices, formats, loader, registry
+from . import detect, devices, formats, loader, openvino_backend, registry
 from .depth import DepthEstimators
 from .embeddings import ModelEmbeddings
 from .lora_adapters import ModelLoras
@@ -55,6 +56,8 @@ class LoadedModel:
     base_scheduler_config: Any = None  # as loaded; every job builds its own scheduler from it
     own_vae: Any = None  # the checkpoint's built-in VAE, kept while a VAE file replaces it
     vae_entry: Optional[registry.ModelEntry] = None  # the VAE file in use; None = built-in
+    openvino: Any = None  # the OpenVINO UNet (openvino_backend), made on first use when --backend wants it
+    openvino_error: Optional[str] = None  # why the conversion failed (the model then runs on PyTorch)
 
     @property
     def name(self) -> str:
@@ -99,7 +102,8 @@ class ModelManager:
         self.embeddings = ModelEmbeddings(self)  # textual-inversion files a prompt names, on the cached models
         self.depth = DepthEstimators(self)  # the SD 2 depth model's depth estimator (models/depth/)
         gb = self.settings.ram_cache_gb
-        self.cache_budget = int(gb * 1024**3) if gb is not None else devices.total_ram_bytes() // 4
+        # sized from the RAM available at start (less a reserve), not a fixed share: see devices.default_cache_budget
+        self.cache_budget = int(gb * 1024**3) if gb is not None else devices.default_cache_budget()
 
     # ---- device -------------------------------------------------------------------------------
     @property
@@ -308,6 +312,8 @@ class ModelManager:
             devices.free_memory()
 
     def _evict(self) -> None:
+        """Least recently used first: down to the budget, then while the machine's available RAM is under
+        the reserve (the cache never pushes the machine into swap). The current model always stays."""
         total = sum(m.nbytes for m in self._cache.values())
         for name in list(self._cache):
             if total <= self.cache_budget:
@@ -315,6 +321,13 @@ class ModelManager:
             if name == self._current:
                 continue
             total -= self._cache[name].nbytes
+            self.release(name)
+        for name in list(self._cache):
+            if name == self._current:
+                continue
+            if devices.available_ram_bytes() >= devices.ram_reserve_bytes():
+                break
+            log.info("available RAM is under the reserve; %s leaves the RAM cache", name)
             self.release(name)
 
     def release(self, name: str) -> None:
@@ -382,6 +395,89 @@ class ModelManager:
                 self.ensure_hash(entry)
             devices.free_memory()
             return entry
+
+    # ---- backend (--backend auto|torch|openvino) -------------------------------------------------
+    def backend_name(self, loaded: Optional[LoadedModel] = None) -> str:
+        """What runs the UNet of ``loaded`` (default: the current model), or would on its next job."""
+        loaded = loaded or self.current
+        if loaded is not None and loaded.openvino is not None:
+            return openvino_backend.LABEL
+        if loaded is None or loaded.openvino_error is None:
+            if openvino_backend.wanted(self.settings, self.device):
+                return openvino_backend.LABEL
+        return "PyTorch"
+
+    def _openvino_fits(self, loaded: LoadedModel, pipe) -> Optional[str]:
+        """Why ``loaded`` cannot run its UNet on OpenVINO (None: it can)."""
+        if not openvino_backend.wanted(self.settings, self.device) or loaded.openvino_error is not None:
+            return ""
+        said = self.settings.backend == "openvino"  # with auto, models OpenVINO does not take run on PyTorch silently
+        if getattr(pipe, "text_encoder_2", None) is not None:
+            return "--backend openvino: SDXL runs on PyTorch for now" if said else ""
+        c = loaded.pipe.unet.config
+        if any(getattr(c, k, None) is not None for k in ("class_embed_type", "num_class_embeds", "addition_embed_type",
+                                                          "time_cond_proj_dim")):
+            return "--backend openvino: this UNet takes extra conditioning; it runs on PyTorch" if said else ""
+        if loaded.level != MemoryLevel.AS_LOADED or loaded.dtype != devices.float32():
+            return ""
+        return None
+
+    def _compact_torch_unet(self, loaded: LoadedModel) -> None:
+        """While OpenVINO runs the UNet, its PyTorch copy (kept for LoRA jobs) is held in fp16 when that
+        loses nothing: every weight came from an fp16 checkpoint, so fp16 holds it exactly. Halves the
+        copy (1.7 instead of 3.4 GB for SD 1.5); ``torch_unet_ready`` casts it back."""
+        import torch
+
+        unet = loaded.pipe.unet
+        if devices.is_accelerator(self.device) or any(p.dtype != torch.float32 for p in unet.parameters()):
+            return
+        if all(torch.equal(p, p.half().float()) for p in unet.parameters()):
+            unet.to(torch.float16)
+            devices.free_memory()
+
+    def torch_unet_ready(self, loaded: LoadedModel) -> None:
+        """The PyTorch UNet in the model's working dtype (after ``_compact_torch_unet``), before a job or
+        a LoRA uses it."""
+        unet = loaded.pipe.unet
+        if unet.dtype != loaded.dtype:
+            unet.to(loaded.dtype)
+            loaded.nbytes = devices.module_bytes(loaded.pipe) + (loaded.openvino.nbytes if loaded.openvino else 0)
+
+    @contextlib.contextmanager
+    def unet_backend(self, loaded: LoadedModel, pipe, on_progress: Optional[Callable[[int], None]] = None,
+                     torch_reason: Optional[str] = None):
+        """Run ``pipe`` (a view of ``loaded``) on the backend ``--backend`` chooses for the duration;
+        yields ``(backend label, warnings)``. OpenVINO: the UNet is converted on the model's first job
+        (``on_progress(percent)``) or read from the disk cache; a failed conversion leaves the model on
+        PyTorch with one warning, never fails the job. ``torch_reason``: this job needs the PyTorch
+        UNet (a LoRA); it says so in the warnings."""
+        with self.lock:
+            why = self._openvino_fits(loaded, pipe)
+            warnings: list[str] = []
+            if why is None and torch_reason:
+                warnings.append(f"{torch_reason}: this job ran on PyTorch, not OpenVINO")
+                why = torch_reason
+            elif why:
+                warnings.append(why)
+            if why is None and loaded.openvino is None:
+                try:
+                    loaded.openvino = openvino_backend.prepare(
+                        loaded.pipe.unet, openvino_backend.identity_of(loaded.entry), on_progress)
+                except Exception as e:  # noqa: BLE001 - any conversion failure means: stay on PyTorch
+                    loaded.openvino_error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                    log.warning("OpenVINO conversion of %s failed (%s); it runs on PyTorch", loaded.name,
+                                loaded.openvino_error)
+                    warnings.append(f"OpenVINO conversion failed ({loaded.openvino_error}); this model runs on PyTorch")
+                    why = loaded.openvino_error
+                else:
+                    self._compact_torch_unet(loaded)
+                    loaded.nbytes = devices.module_bytes(loaded.pipe) + loaded.openvino.nbytes
+                    self._evict()
+            if why is not None:
+                self.torch_unet_ready(loaded)
+            unet = loaded.openvino if why is None else None
+            with openvino_backend.unet_swapped(pipe, unet):
+                yield (openvino_backend.LABEL if unet is not None else "PyTorch"), warnings
 
     # ---- memory ladder ------------------------------------------------------------------------
     def available_levels(self) -> list[MemoryLevel]:
@@ -510,6 +606,8 @@ class ModelManager:
             "cached": [{"name": m.name, "bytes": m.nbytes, "load_seconds": round(m.load_seconds, 2)}
                        for m in self._cache.values()],
             "cache_budget_bytes": self.cache_budget,
+            "cache_count": len(self._cache),
+            "backend": self.backend_name(cur),
             "upscalers_cached": [Path(p).stem for p in self._upscalers],
             **devices.memory_report(self.device),
         }

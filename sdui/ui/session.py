@@ -20,7 +20,7 @@ from typing import Iterator, Optional
 
 from .. import fields as field_table
 from ..jobs import Job, JobQueue
-from ..types import GenerationRequest, InvalidRequest, JobState, SduiError
+from ..types import PREPARING_STAGE, GenerationRequest, InvalidRequest, JobState, SduiError
 
 POLL_SECONDS = 0.25
 
@@ -116,6 +116,8 @@ def progress_html(job: Job, position: int) -> str:
     if p is None:
         return '<div class="sdui-progress">Starting (loading the model if needed)…</div>'
     pct = int(job.fraction * 100)
+    if p.stage == PREPARING_STAGE:  # the one-time OpenVINO conversion
+        return bar_html(p.step, f"{p.stage}: {p.step}%")
     label = f"{p.stage} step {p.step}/{p.total}"
     if p.image_total > 1:
         label = f"image {p.image_index + 1}/{p.image_total}, " + label
@@ -182,6 +184,8 @@ def run_job(queue: JobQueue, request: GenerationRequest, owner: Optional[str]) -
         yield {"status": message_html(sentence(e)), "error": sentence(e)}
         return
     last_preview, step_text = None, ""
+    # at once, not after the first poll: the click is answered with "In the queue" / "Starting" now
+    yield {"status": progress_html(job, queue.position(job)), "preview": None}
     while not job.wait(POLL_SECONDS):
         p = job.progress
         if p is not None and p.preview is not None and p.preview is not last_preview:

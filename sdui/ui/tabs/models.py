@@ -22,12 +22,14 @@ def model_rows(ctx: UIContext) -> list[list]:
 def status_markdown(ctx: UIContext) -> str:
     s = ctx.engine.status()
     gb = 1024**3
-    lines = [f"**Device:** {s['device']} · **precision:** {s['dtype']}",
+    n = len(s["cached"])
+    lines = [f"**Device:** {s['device']} · **precision:** {s['dtype']} · **backend:** {s['backend']}",
              f"**Loaded:** {s['current'] or 'nothing yet'}"
              + (f" ({s['architecture']}) · **VAE:** {s['vae']} · **memory level:** {s['memory_level']} ({s['memory_level_name']})"
                 if s["current"] else ""),
-             f"**RAM cache:** {', '.join(c['name'] for c in s['cached']) or 'empty'} "
-             f"(budget {s['cache_budget_bytes'] / gb:.1f} GB)",
+             f"**RAM cache:** holds {n} model{'' if n == 1 else 's'}"
+             f"{': ' + ', '.join(c['name'] for c in s['cached']) if n else ''} "
+             f"({sum(c['bytes'] for c in s['cached']) / gb:.1f} of a {s['cache_budget_bytes'] / gb:.1f} GB budget)",
              f"**RAM in use:** {s['ram_rss_bytes'] / gb:.2f} of {s['ram_total_bytes'] / gb:.1f} GB"]
     if "vram_total_bytes" in s:
         lines.append(f"**VRAM:** {s['vram_allocated_bytes'] / gb:.2f} GB allocated, "

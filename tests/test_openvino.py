@@ -1,0 +1,196 @@
+"""The OpenVINO backend (--backend auto|torch|openvino) on tiny random-weight pipelines, on the CPU.
+
+OpenVINO runs here for real (CPU plugin); only a conversion failure is simulated (patched to raise).
+Pixels are compared with the PyTorch path of the same request (DESIGN: OpenVINO <= 2/255).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+openvino = pytest.importorskip("openvino", reason="the openvino package is not installed (pip install sdui[openvino])")
+
+from sdui.models import openvino_backend  # noqa: E402
+from sdui.types import PREPARING_STAGE, GenerationRequest  # noqa: E402
+from tests.test_lora import lora_layers, lora_root  # noqa: E402,F401 - the LoRA files of the LoRA tests
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One disk cache for this module's tests (each tiny model is converted once)."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("ov-cache")
+        mp.setenv("SDUI_CACHE_DIR", str(path))
+        yield path
+
+
+@pytest.fixture()
+def ov_cache(shared_cache):
+    return shared_cache
+
+
+@pytest.fixture()
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty disk cache, so conversions are counted from zero."""
+    monkeypatch.setenv("SDUI_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture()
+def conversions(monkeypatch):
+    calls = []
+    real = openvino_backend.convert_unet
+
+    def counting(unet, path):
+        calls.append(path)
+        return real(unet, path)
+
+    monkeypatch.setattr(openvino_backend, "convert_unet", counting)
+    return calls
+
+
+def _request(**kw):
+    values = dict(prompt="a red cube", steps=3, width=64, height=64, seed=7, save=False, model="tiny", sampler="Euler",
+                  watermark=False)
+    values.update(kw)
+    return GenerationRequest(**values)
+
+
+def _pixels(result):
+    return np.asarray(result.images[0].image.convert("RGB"), dtype=np.int16)
+
+
+def test_backend_choice_auto_is_openvino_on_cpu_torch_when_asked(make_engine, ov_cache, monkeypatch):
+    monkeypatch.delenv("SDUI_AUTO_BACKEND")  # the suite pins auto to PyTorch (conftest); here it means itself
+    assert make_engine().status()["backend"] == "OpenVINO"
+    assert make_engine(backend="openvino").status()["backend"] == "OpenVINO"
+    assert make_engine(backend="torch").status()["backend"] == "PyTorch"
+
+
+def test_auto_without_the_package_is_torch(make_engine, monkeypatch):
+    monkeypatch.delenv("SDUI_AUTO_BACKEND")
+    monkeypatch.setattr(openvino_backend, "available", lambda: False)
+    engine = make_engine()
+    assert engine.status()["backend"] == "PyTorch"
+    result = engine.generate(_request())
+    assert "Backend:" not in result.images[0].infotext
+
+
+@pytest.mark.parametrize("sampler", ["Euler", "Euler a", "DPM++ 2M", "DDIM"])
+def test_openvino_pixels_within_2_of_255_of_pytorch(make_engine, ov_cache, sampler):
+    torch_result = make_engine(backend="torch").generate(_request(sampler=sampler))
+    ov_result = make_engine(backend="openvino").generate(_request(sampler=sampler))
+    assert "Backend: OpenVINO" in ov_result.images[0].infotext
+    assert "Backend:" not in torch_result.images[0].infotext
+    diff = np.abs(_pixels(torch_result) - _pixels(ov_result))
+    assert diff.max() <= 2, f"{sampler}: max pixel difference {diff.max()}/255"
+
+
+def test_openvino_unet_really_runs(make_engine, ov_cache):
+    engine = make_engine(backend="openvino")
+    engine.generate(_request())
+    ov_unet = engine.manager.current.openvino
+    assert ov_unet is not None
+    assert ov_unet.calls["openvino"] == 3 * 1 and ov_unet.calls["torch"] == 0  # 3 steps, CFG batched in one call
+    # a size that is not a multiple of 64 px (latents the UNet cannot halve evenly) runs on OpenVINO too
+    odd = engine.generate(_request(width=72, height=88))
+    assert odd.images[0].image.size == (72, 88) and ov_unet.calls["torch"] == 0
+    reference = make_engine(backend="torch").generate(_request(width=72, height=88))
+    assert np.abs(_pixels(odd) - _pixels(reference)).max() <= 2
+
+
+def test_conversion_is_progress_and_the_second_start_does_not_convert(make_engine, fresh_cache, conversions):
+    seen = []
+    make_engine(backend="openvino").generate(_request(), on_progress=seen.append)
+    assert len(conversions) == 1
+    preparing = [p.step for p in seen if p.stage == PREPARING_STAGE]
+    assert preparing and preparing[-1] == 100 and preparing == sorted(preparing)
+    assert any(p.stage == "sampling" for p in seen)
+    # a new engine (a restart): the IR on disk is used, not converted again, and there is no preparing stage
+    again = []
+    result = make_engine(backend="openvino").generate(_request(), on_progress=again.append)
+    assert len(conversions) == 1
+    assert "Backend: OpenVINO" in result.images[0].infotext
+    assert list(fresh_cache.glob("openvino/*/unet.xml"))
+
+
+def test_simulated_conversion_failure_falls_back_to_pytorch_with_one_warning(make_engine, fresh_cache, monkeypatch,
+                                                                             caplog):
+    def broken(unet, path):
+        raise RuntimeError("simulated: the converter cannot trace this model")
+
+    monkeypatch.setattr(openvino_backend, "convert_unet", broken)
+    engine = make_engine(backend="openvino")
+    with caplog.at_level("WARNING", logger="sdui.models.manager"):
+        result = engine.generate(_request())
+        second = engine.generate(_request())
+    assert len(result.images) == 1
+    assert "Backend:" not in result.images[0].infotext
+    assert sum("OpenVINO conversion failed" in w for w in result.warnings) == 1
+    assert not any("OpenVINO" in w for w in second.warnings)  # said once, then the model simply runs on PyTorch
+    assert sum("OpenVINO conversion" in r.message for r in caplog.records) == 1
+    assert engine.status()["backend"] == "PyTorch"
+    reference = make_engine(backend="torch").generate(_request())
+    assert np.array_equal(_pixels(result), _pixels(reference))
+
+
+def test_a_lora_job_runs_on_pytorch_with_a_note(lora_root, tmp_path, ov_cache):  # noqa: F811 - the fixture
+    from sdui.config import Settings
+    from sdui.engine import Engine
+
+    engine = Engine(Settings(models_dir=str(lora_root), outputs_dir=str(tmp_path / "out"), backend="openvino"))
+    try:
+        with_lora = engine.generate(_request(prompt="a red cube <lora:unet-only:1>"))
+        assert any("LoRA: this job ran on PyTorch" in w for w in with_lora.warnings)
+        assert "Backend:" not in with_lora.images[0].infotext
+        plain = engine.generate(_request())
+        assert "Backend: OpenVINO" in plain.images[0].infotext
+        reference = Engine(Settings(models_dir=str(lora_root), outputs_dir=str(tmp_path / "out"), backend="torch"))
+        lora_reference = reference.generate(_request(prompt="a red cube <lora:unet-only:1>"))
+        assert np.array_equal(_pixels(with_lora), _pixels(lora_reference))  # the LoRA really applied, on PyTorch
+        assert not np.array_equal(_pixels(with_lora), _pixels(plain))
+        reference.manager.release_all()
+    finally:
+        engine.manager.release_all()
+
+
+def test_the_pytorch_unet_waits_in_fp16_beside_openvino_and_a_lora_job_gets_it_back_exactly(lora_root, tiny_pipe, tmp_path,  # noqa: F811
+                                                                                             ov_cache):
+    """An fp16 checkpoint: while OpenVINO runs its UNet, the PyTorch copy is held in fp16 (exact for
+    these weights, half the RAM, counted so in the cache); a LoRA job casts it back to fp32 first and
+    equals the PyTorch backend's pixels."""
+    import shutil
+
+    import torch
+
+    from sdui.config import Settings
+    from sdui.engine import Engine
+    from tests import tiny
+
+    root = tmp_path / "models"
+    shutil.copytree(lora_root, root)
+    tiny.save_single_file(tiny_pipe, root / "Stable-diffusion" / "half.safetensors", dtype=torch.float16)
+    engine = Engine(Settings(models_dir=str(root), outputs_dir=str(tmp_path / "out"), backend="openvino"))
+    reference = Engine(Settings(models_dir=str(root), outputs_dir=str(tmp_path / "out"), backend="torch"))
+    try:
+        plain = engine.generate(_request(model="half"))
+        loaded = engine.manager.current
+        assert "Backend: OpenVINO" in plain.images[0].infotext
+        assert loaded.pipe.unet.dtype == torch.float16
+        unet_fp32 = sum(p.numel() * 4 for p in loaded.pipe.unet.parameters())
+        assert loaded.nbytes < devices_bytes_fp32(loaded) - unet_fp32 // 3  # the copy counts at its fp16 size
+        tagged = _request(model="half", prompt="a red cube <lora:unet-only:1>")
+        with_lora = engine.generate(tagged)
+        assert loaded.pipe.unet.dtype == torch.float32
+        assert np.array_equal(_pixels(with_lora), _pixels(reference.generate(tagged)))
+        assert np.abs(_pixels(plain) - _pixels(reference.generate(_request(model="half")))).max() <= 2
+    finally:
+        engine.manager.release_all()
+        reference.manager.release_all()
+
+
+def devices_bytes_fp32(loaded) -> int:
+    """The model's bytes were every weight fp32, plus its OpenVINO copy."""
+    return sum(p.numel() * 4 for c in loaded.pipe.components.values() if hasattr(c, "parameters")
+               for p in c.parameters()) + loaded.openvino.nbytes
