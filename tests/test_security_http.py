@@ -221,6 +221,7 @@ def test_nothing_about_models_or_endpoints_before_login(lan_ui, portal):
             answers[host, path] = (r.status_code, [s for s in SECRETS if s in r.text])
             if path == "/":
                 assert '"auth_required":true' in r.text  # it is the login page
+                assert "window.fetch" in r.text  # with the script that keeps the user name after a wrong password
     expected = {(host, path): (200 if path == "/" else 401, []) for host, path in answers}
     assert answers == expected
 

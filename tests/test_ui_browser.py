@@ -408,6 +408,27 @@ def test_auth_refuses_page_upload_and_file_without_login(models_root, tmp_path, 
             assert anonymous.get(url).status_code in (401, 403)
 
 
+def test_a_wrong_password_keeps_the_user_name_and_the_form_logs_in_with_it(models_root, tmp_path, browser):
+    settings = Settings(models_dir=str(models_root), outputs_dir=str(tmp_path / "o"), gradio_auth="ann:pw")
+    app = create_app(settings)
+    with running_server(app) as base:
+        context = browser.new_context()
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT)
+        pg.goto(base)
+        pg.get_by_label("username").fill("ann")
+        pg.get_by_label("password").fill("wrong")
+        pg.get_by_role("button", name="Login").click()
+        pg.wait_for_selector("text=Incorrect Credentials")
+        pg.wait_for_function("document.querySelector('input:not([type=password])').value === 'ann'")
+        assert pg.get_by_label("password").input_value() == ""
+        # only the password typed again: the form's own state has the name back, so this logs in
+        pg.get_by_label("password").fill("pw")
+        pg.get_by_role("button", name="Login").click()
+        pg.wait_for_selector("#txt2img_prompt textarea")
+        context.close()
+
+
 def test_first_start_without_models_explains_and_disables_generate(tmp_path, browser, screenshot):
     empty = tmp_path / "models"
     (empty / "Stable-diffusion").mkdir(parents=True)
