@@ -550,6 +550,26 @@ def test_whole_images_info_follows_selection_ctrl_enter_and_token_counter(ui_ser
     context.close()
 
 
+def test_models_tab_on_a_phone_reads_without_sideways_scrolling(ui_server, browser):
+    base, _, _ = ui_server
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    page.goto(base)
+    page.wait_for_selector("#txt2img_interrupt:enabled")
+    page.locator(".tab-wrapper .overflow-dropdown button").filter(has_text="Models").first.click()  # the second tab row
+    page.wait_for_selector("#models_table table.sdui-models tbody tr")
+    sizes = page.evaluate("""() => { const t = document.querySelector('#models_table');
+        const rows = [...t.querySelectorAll('tbody tr')].map(r => r.getBoundingClientRect());
+        return {scroll: t.scrollWidth, client: t.clientWidth, page: document.documentElement.scrollWidth,
+                rows: rows.length, right: Math.max(...rows.map(r => r.right)),
+                label: getComputedStyle(t.querySelector('tbody td'), '::before').content}; }""")
+    assert sizes["rows"] >= 3 and sizes["scroll"] <= sizes["client"] and sizes["page"] <= 390, sizes
+    assert sizes["right"] <= 390, sizes  # each model is a card within the screen
+    assert sizes["label"] == '"title: "', sizes  # every line names its column
+    context.close()
+
+
 def test_send_to_img2img_copies_every_field_and_upload_sets_the_size(ui_server, browser, tmp_path):
     base, _, _ = ui_server
     context, page = open_page(browser, base)
