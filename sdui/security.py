@@ -293,6 +293,31 @@ class BodyLimit:
 
 _API_INFO = re.compile(r"window\.gradio_api_info = .*?;</script>", re.DOTALL)
 _NO_API_INFO = 'window.gradio_api_info = {"named_endpoints":{},"unnamed_endpoints":{}};</script>'
+# Gradio's login form empties both boxes after a wrong password; this puts the user name back (and the
+# cursor in the password box): after its POST to /login answers 400, the name it sent goes back into the
+# first text box, with an input event so the form's own state has it too.
+_KEEP_LOGIN_NAME = """<script>(() => {
+  const plainFetch = window.fetch;
+  window.fetch = async function (input, init) {
+    const answer = await plainFetch.apply(this, arguments);
+    try {
+      const url = new URL(typeof input === "string" ? input : input.url, location.href);
+      const body = init && init.body;
+      if (answer.status === 400 && /\\/login\\/?$/.test(url.pathname) && body instanceof FormData && body.get("username")) {
+        const name = String(body.get("username"));
+        setTimeout(() => {
+          const box = document.querySelector("input:not([type=password]):not([type=hidden]):not([type=checkbox])");
+          if (!box || box.value) return;
+          box.value = name;
+          box.dispatchEvent(new Event("input", { bubbles: true }));
+          const secret = document.querySelector("input[type=password]");
+          if (secret) secret.focus();
+        }, 0);
+      }
+    } catch (err) { /* never in the way of the login itself */ }
+    return answer;
+  };
+})();</script>"""
 
 
 class LoginGate:
@@ -325,14 +350,15 @@ class LoginGate:
             await self.app(scope, receive, send)
             return
         if path in self.LOGIN_PATHS or path.startswith(self.STATIC_PREFIXES):
-            await self.app(scope, receive, send if path != "/" else self._without_api_info(send))
+            await self.app(scope, receive, send if path != "/" else self._login_page(send))
             return
         await refuse(scope, receive, send, 401, "Not logged in: log in on this server's page first.",
                      "Unauthorized")
 
     @staticmethod
-    def _without_api_info(send: Send) -> Send:
-        """Buffer an HTML answer and replace its embedded API description by an empty one."""
+    def _login_page(send: Send) -> Send:
+        """Buffer an HTML answer, replace its embedded API description by an empty one and add the
+        script that keeps the user name after a wrong password."""
         start: Optional[Message] = None
         chunks: list[bytes] = []
 
@@ -351,7 +377,8 @@ class LoginGate:
             chunks.append(message.get("body", b""))
             if message.get("more_body", False):
                 return
-            page = _API_INFO.sub(lambda _: _NO_API_INFO, b"".join(chunks).decode("utf-8")).encode("utf-8")
+            page = _API_INFO.sub(lambda _: _NO_API_INFO, b"".join(chunks).decode("utf-8"))
+            page = page.replace("</head>", _KEEP_LOGIN_NAME + "</head>", 1).encode("utf-8")
             headers = MutableHeaders(raw=list(start.get("headers", [])))
             headers["content-length"] = str(len(page))
             await send({**start, "headers": headers.raw})

@@ -203,19 +203,15 @@ def add_security(app: FastAPI, settings: Settings) -> None:
 
 
 def lan_addresses() -> list[str]:
-    """This machine's IPv4 addresses other than loopback and link-local: its network interfaces'
-    (the hostname often resolves only to 127.0.1.1) and its hostname's."""
+    """This machine's IPv4 addresses other than loopback and link-local: those of its network
+    interfaces, and only those (what the hostname resolves to may be 127.0.1.1, a stale /etc/hosts
+    line or a DNS answer for another machine: not an address this server can be reached at)."""
+    import psutil
+
     addrs = set()
     try:
-        import psutil
-
         for nics in psutil.net_if_addrs().values():
             addrs.update(a.address for a in nics if a.family == socket.AF_INET)
-    except (ImportError, OSError):
-        pass
-    try:
-        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
-            addrs.add(info[4][0])
     except OSError:
         pass
     return sorted(a for a in addrs if not a.startswith(("127.", "169.254.")))

@@ -365,6 +365,22 @@ def test_extra_batch_images_upscales_every_image(client):
     assert r.status_code == 422 and "imageList[1].data" in r.json()["detail"]
 
 
+def test_extras_list_face_restoration_and_upscale_first_as_ignored(client):
+    c = client("extras-ignored")
+    img = _b64(Image.new("RGB", (8, 8), (250, 10, 10)))
+    plain = {"upscaler_1": "Lanczos", "upscaling_resize": 2, "gfpgan_visibility": 0, "codeformer_visibility": 0,
+             "codeformer_weight": 0, "upscale_first": False}  # what A1111's clients send: the defaults, nothing ignored
+    asked = {**plain, "gfpgan_visibility": 0.5, "codeformer_visibility": 1, "codeformer_weight": 0.3, "upscale_first": True,
+             "no_such_option": 1}
+    wanted = ["codeformer_visibility", "codeformer_weight", "gfpgan_visibility", "no_such_option", "upscale_first"]
+    for route, body in (("extra-single-image", {"image": img}), ("extra-batch-images", {"imageList": [{"data": img}]})):
+        r = c.post(f"/sdapi/v1/{route}", json={**body, **plain})
+        assert r.status_code == 200 and json.loads(r.json()["info"]) == {"ignored": []}, r.text
+        r = c.post(f"/sdapi/v1/{route}", json={**body, **asked})
+        assert r.status_code == 200 and json.loads(r.json()["info"]) == {"ignored": wanted}, r.text
+        assert "Postprocess upscaler: Lanczos" in r.json()["html_info"]  # the upscale itself still ran
+
+
 def test_refresh_unload_and_reload(client, api_app):
     c = client("loader")
     for route in ("refresh-checkpoints", "refresh-vae", "refresh-loras", "refresh-embeddings"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import anyio.from_thread
 import httpx
@@ -190,6 +191,35 @@ def test_host_names_with_listen_and_allowed_hosts(lan_ui, models_root, tmp_path,
         plain.state.queue.stop()
 
 
+def test_listen_prints_every_interface_address_and_not_the_hostnames_resolution(monkeypatch, capsys, tmp_path):
+    """psutil's interface list and the name lookup are faked: the test must not depend on this machine's network."""
+    import psutil
+
+    def nic(address, family=server.socket.AF_INET):  # what psutil lists per interface (family, address, ...)
+        return SimpleNamespace(family=family, address=address, netmask=None, broadcast=None, ptp=None)
+
+    monkeypatch.setattr(psutil, "net_if_addrs", lambda: {
+        "lo": [nic("127.0.0.1")], "eth0": [nic("192.168.1.5"), nic("fe80::1", server.socket.AF_INET6)],
+        "wlan0": [nic("10.0.0.7")], "usb0": [nic("169.254.3.3")]})
+
+    def no_lookup(*args, **kw):
+        raise AssertionError("the hostname must not be resolved")
+
+    monkeypatch.setattr(server.socket, "getaddrinfo", no_lookup)
+    monkeypatch.setattr(server.socket, "gethostbyname", no_lookup)
+    assert server.lan_addresses() == ["10.0.0.7", "192.168.1.5"]
+    # the start banner: no app is built and no server started (both faked), only what is printed
+    monkeypatch.setattr(server, "create_app", lambda settings: object())
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: None)
+    settings = Settings(models_dir=str(tmp_path), outputs_dir=str(tmp_path / "o"), listen=True, gradio_auth="ann:pw")
+    assert server.serve(settings) == 0
+    out = capsys.readouterr().out
+    lan = [line.strip() for line in out.splitlines() if "on the LAN" in line]
+    assert lan == [f"on the LAN: http://10.0.0.7:{settings.port}/", f"on the LAN: http://192.168.1.5:{settings.port}/"]
+
+
 # ---- the login cookie and what the login page tells -----------------------------------------------------
 def test_login_cookies_are_lax_and_httponly_and_login_still_works(lan_ui, portal):
     app, _ = lan_ui
@@ -221,6 +251,7 @@ def test_nothing_about_models_or_endpoints_before_login(lan_ui, portal):
             answers[host, path] = (r.status_code, [s for s in SECRETS if s in r.text])
             if path == "/":
                 assert '"auth_required":true' in r.text  # it is the login page
+                assert "window.fetch" in r.text  # with the script that keeps the user name after a wrong password
     expected = {(host, path): (200 if path == "/" else 401, []) for host, path in answers}
     assert answers == expected
 

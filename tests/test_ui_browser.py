@@ -408,6 +408,27 @@ def test_auth_refuses_page_upload_and_file_without_login(models_root, tmp_path, 
             assert anonymous.get(url).status_code in (401, 403)
 
 
+def test_a_wrong_password_keeps_the_user_name_and_the_form_logs_in_with_it(models_root, tmp_path, browser):
+    settings = Settings(models_dir=str(models_root), outputs_dir=str(tmp_path / "o"), gradio_auth="ann:pw")
+    app = create_app(settings)
+    with running_server(app) as base:
+        context = browser.new_context()
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT)
+        pg.goto(base)
+        pg.get_by_label("username").fill("ann")
+        pg.get_by_label("password").fill("wrong")
+        pg.get_by_role("button", name="Login").click()
+        pg.wait_for_selector("text=Incorrect Credentials")
+        pg.wait_for_function("document.querySelector('input:not([type=password])').value === 'ann'")
+        assert pg.get_by_label("password").input_value() == ""
+        # only the password typed again: the form's own state has the name back, so this logs in
+        pg.get_by_label("password").fill("pw")
+        pg.get_by_role("button", name="Login").click()
+        pg.wait_for_selector("#txt2img_prompt textarea")
+        context.close()
+
+
 def test_first_start_without_models_explains_and_disables_generate(tmp_path, browser, screenshot):
     empty = tmp_path / "models"
     (empty / "Stable-diffusion").mkdir(parents=True)
@@ -526,6 +547,26 @@ def test_whole_images_info_follows_selection_ctrl_enter_and_token_counter(ui_ser
             " return r.width > 20 && r.height > 10 && r.left >= 0 && r.right <= window.innerWidth; })"
             ".map(e => e.innerText.trim())")
         assert set(shown) >= {"txt2img", "img2img", "Upscale", "PNG Info", "History", "Models"}, shown
+    context.close()
+
+
+def test_models_tab_on_a_phone_reads_without_sideways_scrolling(ui_server, browser):
+    base, _, _ = ui_server
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    page.goto(base)
+    page.wait_for_selector("#txt2img_interrupt:enabled")
+    page.locator(".tab-wrapper .overflow-dropdown button").filter(has_text="Models").first.click()  # the second tab row
+    page.wait_for_selector("#models_table table.sdui-models tbody tr")
+    sizes = page.evaluate("""() => { const t = document.querySelector('#models_table');
+        const rows = [...t.querySelectorAll('tbody tr')].map(r => r.getBoundingClientRect());
+        return {scroll: t.scrollWidth, client: t.clientWidth, page: document.documentElement.scrollWidth,
+                rows: rows.length, right: Math.max(...rows.map(r => r.right)),
+                label: getComputedStyle(t.querySelector('tbody td'), '::before').content}; }""")
+    assert sizes["rows"] >= 3 and sizes["scroll"] <= sizes["client"] and sizes["page"] <= 390, sizes
+    assert sizes["right"] <= 390, sizes  # each model is a card within the screen
+    assert sizes["label"] == '"title: "', sizes  # every line names its column
     context.close()
 
 

@@ -99,6 +99,12 @@ def _upscale_request(body: schemas.ExtrasBaseRequest, img, save: bool) -> Genera
                              steps=20, save=save)
 
 
+def _extras_info(body: schemas.ExtrasBaseRequest) -> str:
+    """The extras answer's ``info`` (sdui's addition to A1111's shape): the fields it was asked for and
+    does not do (face restoration, ``upscale_first``, names A1111 does not have), as txt2img's ``ignored``."""
+    return json.dumps({"ignored": schemas.ignored_fields(body)})
+
+
 def _upscale(state: ApiState, owner: str, request: GenerationRequest):
     """(the finished image or None when interrupted, None) or (None, an error answer)."""
     job = _run(state, owner, request)
@@ -115,7 +121,9 @@ def extra_single_image(body: schemas.ExtraSingleImageRequest, http: Request, sta
     by ``upscaling_resize``, or with ``resize_mode`` 1 to cover ``upscaling_resize_w`` x
     ``upscaling_resize_h`` (cropped to exactly that with ``upscaling_crop``), blended with ``upscaler_2``
     at ``extras_upscaler_2_visibility``, as A1111. The result is saved unless this client set
-    ``samples_save`` off."""
+    ``samples_save`` off. ``info`` (sdui's addition) lists under ``ignored`` what was asked for and
+    not done: face restoration (``gfpgan_visibility``, ``codeformer_visibility``, ``codeformer_weight``
+    other than 0), ``upscale_first`` and fields A1111 does not have."""
     img = uploads.decode_image(body.image, "image")
     note(http, f"extras {img.width}x{img.height}, {body.upscaler_1}")
     save = client_options.saves_images(state, owner)
@@ -123,7 +131,7 @@ def extra_single_image(body: schemas.ExtraSingleImageRequest, http: Request, sta
     if failed is not None:
         return failed
     return {"html_info": out.infotext if out else "interrupted",
-            "image": uploads.encode_png_base64(out.image, out.infotext) if out else None}
+            "image": uploads.encode_png_base64(out.image, out.infotext) if out else None, "info": _extras_info(body)}
 
 
 @router.post("/extra-batch-images", response_model=schemas.ExtrasBatchImagesResponse)
@@ -147,7 +155,7 @@ def extra_batch_images(body: schemas.ExtrasBatchImagesRequest, http: Request, st
         done.append(uploads.encode_png_base64(out.image, out.infotext))
         info = out.infotext
     return {"html_info": info if len(done) == len(imgs) else f"interrupted after {len(done)} of {len(imgs)}",
-            "images": done}
+            "images": done, "info": _extras_info(body)}
 
 
 @router.post("/png-info", response_model=schemas.PNGInfoResponse)

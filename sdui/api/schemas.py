@@ -122,6 +122,7 @@ class ExtraSingleImageRequest(ExtrasBaseRequest):
 class ExtraSingleImageResponse(BaseModel):
     html_info: str
     image: Optional[str] = None
+    info: str = Field("{}", description='sdui\'s addition: JSON, {"ignored": [the fields set to what sdui does not do]}')
 
 
 class FileData(_Lenient):
@@ -136,6 +137,7 @@ class ExtrasBatchImagesRequest(ExtrasBaseRequest):
 class ExtrasBatchImagesResponse(BaseModel):
     html_info: str
     images: list[str]
+    info: str = Field("{}", description='sdui\'s addition: JSON, {"ignored": [the fields set to what sdui does not do]}')
 
 
 class PNGInfoRequest(_Lenient):
@@ -159,13 +161,19 @@ UNIMPLEMENTED_DEFAULTS: dict[str, Any] = {
     "firstphase_width": (0,), "firstphase_height": (0,),  # A1111's old Hires. fix first-pass size: not applied
     "disable_extra_networks": (False,), "comments": (None,), "force_task_id": (None,),
 }
+# the extras' face restoration (no GFPGAN/CodeFormer here) and its order against upscaling (so nothing to order)
+EXTRAS_UNIMPLEMENTED_DEFAULTS: dict[str, Any] = {
+    "gfpgan_visibility": (0, 0.0), "codeformer_visibility": (0, 0.0), "codeformer_weight": (0, 0.0),
+    "upscale_first": (False,),
+}
 
 
 def ignored_fields(req: BaseModel) -> list[str]:
     """Fields the client set to something we do not implement, plus fields A1111 does not know."""
     out = []
+    unimplemented = EXTRAS_UNIMPLEMENTED_DEFAULTS if isinstance(req, ExtrasBaseRequest) else UNIMPLEMENTED_DEFAULTS
     for name in req.model_fields_set:
-        if name in UNIMPLEMENTED_DEFAULTS and getattr(req, name) not in UNIMPLEMENTED_DEFAULTS[name]:
+        if name in unimplemented and getattr(req, name) not in unimplemented[name]:
             out.append(name)
     if isinstance(req, Img2ImgRequest) and req.enable_hr:
         out.append("enable_hr")  # Hires. fix is txt2img's (A1111's img2img has none)

@@ -245,11 +245,13 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
     """"Send to ..." buttons between tabs (each sends the selected image and every parameter its
     infotext holds), and PNG Info -> txt2img / img2img."""
     from ..images.infotext import parse_infotext
-    from .tabs.img2img import MODES
+    from . import variation_panel
+    from .tabs.img2img import MODES, inpaint_from_infotext
 
     tc, ic = t2i.controls, i2i.controls
     i2i_outputs = [ic.prompt, ic.negative_prompt, ic.steps, ic.sampler, ic.scheduler, ic.cfg_scale, ic.seed, ic.width,
-                   ic.height, ic.clip_skip, ctx.model, ctx.vae, ctx.tabs, i2i.editor, i2i.mode, i2i.outputs["status"]]
+                   ic.height, ic.clip_skip, ctx.model, ctx.vae, ctx.tabs, i2i.editor, i2i.mode, i2i.outputs["status"],
+                   i2i.mask_blur, i2i.fill, i2i.mask_mode, i2i.inpaint_area, i2i.padding]
 
     def sender(mode: str):
         def send(meta, index, gallery):
@@ -257,7 +259,7 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
             index = index if isinstance(index, int) and meta and 0 <= index < len(meta) else 0
             parsed = parse_infotext(meta[index]["infotext"]) if meta and meta[index].get("infotext") else {}
             out, missing = fill(ic, parsed)
-            out.update({ctx.tabs: gr.Tabs(selected="img2img"), i2i.mode: mode,
+            out.update({**inpaint_from_infotext(i2i, parsed), ctx.tabs: gr.Tabs(selected="img2img"), i2i.mode: mode,
                         i2i.outputs["status"]: session.message_html(missing, "warning") if missing else ""})
             if img is not None:  # the picture itself follows (``picture``), once the tab is open
                 out[ic.width], out[ic.height] = img.width - img.width % 8, img.height - img.height % 8
@@ -317,19 +319,20 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
         return out, missing
 
     t2i_outputs = [tc.prompt, tc.negative_prompt, tc.steps, tc.sampler, tc.scheduler, tc.cfg_scale, tc.seed, tc.width,
-                   tc.height, tc.clip_skip, ctx.model, ctx.vae, ctx.tabs, t2i.outputs["status"]]
+                   tc.height, tc.clip_skip, ctx.model, ctx.vae, ctx.tabs, t2i.outputs["status"], *t2i.variation.values()]
     hires_names = ctx.engine.hires_upscaler_names()  # the Hires. fix accordion's choices, as it was built
 
     def to_t2i(parsed):
         out, missing = fill(tc, parsed)
-        return {**out, **txt2img.fill_hires(t2i.hires, parsed, hires_names), ctx.tabs: gr.Tabs(selected="txt2img"),
+        return {**out, **txt2img.fill_hires(t2i.hires, parsed, hires_names),
+                **variation_panel.from_infotext(t2i.variation, parsed), ctx.tabs: gr.Tabs(selected="txt2img"),
                 t2i.outputs["status"]: session.message_html(missing, "warning") if missing else ""}
 
     png.to_txt2img.click(to_t2i, inputs=[png.parsed], outputs=t2i_outputs + list(t2i.hires.values()))
 
     def to_i2i(parsed, shown):
         out, missing = fill(ic, parsed)
-        out.update({ctx.tabs: gr.Tabs(selected="img2img"), i2i.mode: MODES[0],
+        out.update({**inpaint_from_infotext(i2i, parsed), ctx.tabs: gr.Tabs(selected="img2img"), i2i.mode: MODES[0],
                     i2i.outputs["status"]: session.message_html(missing, "warning") if missing else ""})
         return out
 

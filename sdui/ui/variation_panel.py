@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from .. import fields
+from ..images.infotext import infotext_to_request_fields
 from .controls import coerce, slider
 
 NAMES = ("subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
@@ -40,3 +41,14 @@ def request_fields(panel: dict, data: dict) -> dict:
             continue
         out[name] = coerce(name, value)
     return out
+
+
+def from_infotext(panel: dict, parsed: dict) -> dict:
+    """Infotext -> the panel (Send to txt2img): "Extra" ticked with the image's values when its infotext
+    has a variation seed or a seed resize (a value it leaves out goes back to off), else unticked."""
+    if not panel or not parsed:
+        return {}
+    got = infotext_to_request_fields(parsed)
+    if not any(n in got for n in NAMES):
+        return {panel["seed_extra"]: False}
+    return {panel["seed_extra"]: True, **{panel[n]: got.get(n, fields.default(n)) for n in NAMES}}

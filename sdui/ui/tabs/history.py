@@ -180,21 +180,16 @@ def _model_for(ctx: UIContext, parsed: dict) -> dict:
 
 def _variation_for(t2i, parsed: dict) -> dict:
     """The "Extra" seed controls from the infotext (ticked when it has a variation seed or seed resize)."""
-    panel = getattr(t2i, "variation", None)
-    if not panel or not parsed:
-        return {}
-    got = infotext_to_request_fields(parsed)
-    names = ("subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
-    if not any(n in got for n in names):
-        return {panel["seed_extra"]: False}
-    return {panel["seed_extra"]: True, **{panel[n]: got[n] for n in names if n in got}}
+    from .. import variation_panel
+
+    return variation_panel.from_infotext(getattr(t2i, "variation", None), parsed)
 
 
 def wire_sending(ctx: UIContext, tab: SimpleNamespace, t2i, i2i, ups) -> None:
     """History's Send to txt2img / img2img / inpaint / Upscale: the open image and its parameters."""
     from PIL import Image
 
-    from .img2img import MODES as I2I_MODES
+    from .img2img import MODES as I2I_MODES, inpaint_from_infotext
 
     def opened(token, rel, request):
         e = ctx.engine.history.get(rel or "", viewer(ctx, token, request), sees_unowned(ctx, request),
@@ -217,7 +212,7 @@ def wire_sending(ctx: UIContext, tab: SimpleNamespace, t2i, i2i, ups) -> None:
             except (NotYours, OSError) as err:
                 return {tab.status: session.message_html(str(err) if isinstance(err, NotYours) else
                                                          "That file is not an image we can read (PNG, JPEG, WebP)")}
-            return {**_fields_for(i2i.controls, parsed), **_model_for(ctx, parsed),
+            return {**_fields_for(i2i.controls, parsed), **_model_for(ctx, parsed), **inpaint_from_infotext(i2i, parsed),
                     i2i.editor: {"background": img, "layers": [], "composite": img}, i2i.mode: I2I_MODES[mode_index],
                     ctx.tabs: gr.Tabs(selected="img2img"), tab.status: ""}
         return send
@@ -233,7 +228,8 @@ def wire_sending(ctx: UIContext, tab: SimpleNamespace, t2i, i2i, ups) -> None:
     inputs = [ctx.token, tab.selected]
     t2i_out = [*t2i.controls.request_fields().values(), ctx.model, ctx.tabs, tab.status,
                *getattr(t2i, "variation", {}).values()]
-    i2i_out = [*i2i.controls.request_fields().values(), ctx.model, ctx.tabs, tab.status, i2i.editor, i2i.mode]
+    i2i_out = [*i2i.controls.request_fields().values(), ctx.model, ctx.tabs, tab.status, i2i.editor, i2i.mode,
+               i2i.mask_blur, i2i.fill, i2i.mask_mode, i2i.inpaint_area, i2i.padding]
     tab.to_txt2img.click(to_txt2img, inputs=inputs, outputs=t2i_out)
     tab.to_img2img.click(to_i2i(0), inputs=inputs, outputs=i2i_out)
     tab.to_inpaint.click(to_i2i(len(I2I_MODES) - 1), inputs=inputs, outputs=i2i_out)

@@ -14,6 +14,8 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from ...fields import BY_NAME, INPAINT_AREAS, MASK_MODES
+from ...images.infotext import infotext_to_request_fields
 from ...types import InvalidRequest
 from ..controls import (UIContext, readable, coerce, radio, render_controls, render_outputs,
                         render_prompt_row, slider)
@@ -79,6 +81,23 @@ def render(ctx: UIContext) -> SimpleNamespace:
                            outputs=outputs, gallery=outputs["gallery"], images=outputs["images"],
                            selected=outputs["selected"], to_img2img=outputs["to_img2img"],
                            to_inpaint=outputs["to_inpaint"], to_upscale=outputs["to_upscale"])
+
+
+def inpaint_from_infotext(tab: SimpleNamespace, parsed: dict) -> dict:
+    """Infotext -> the inpaint options (Mask blur, Masked content, Mask mode, Inpaint area, Masked area
+    padding), for Send to img2img / inpaint. Only for an inpainted image's infotext (it has "Mask blur"):
+    a Mask mode or Inpaint area it leaves out is A1111's default, which A1111 does not write."""
+    got = infotext_to_request_fields(parsed) if parsed else {}
+    if "mask_blur" not in got:
+        return {}
+    got = {"inpainting_mask_invert": MASK_MODES[0], "inpaint_full_res": INPAINT_AREAS[0], **got}
+    out = {}
+    for name, comp in (("mask_blur", tab.mask_blur), ("inpainting_fill", tab.fill), ("inpainting_mask_invert", tab.mask_mode),
+                       ("inpaint_full_res", tab.inpaint_area), ("inpaint_full_res_padding", tab.padding)):
+        field, value = BY_NAME[name], got.get(name)
+        if value is not None and (not field.choices or value in field.choices):
+            out[comp] = value
+    return out
 
 
 def _strokes_alpha(background: Image.Image, layers) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from types import SimpleNamespace
 
 import gradio as gr
@@ -17,6 +18,18 @@ def model_rows(ctx: UIContext) -> list[list]:
         d = e.to_json()
         rows.append([d["title"], d["format"], d["architecture_label"] or d["architecture"], d["error"] or "", d["path"]])
     return rows
+
+
+def table_html(rows: list[list]) -> str:
+    """The models as an HTML table; each cell names its column (``data-label``) so that on a phone
+    studio.css can show every model as a card of "column: value" lines (no sideways scrolling)."""
+    if not rows:
+        return "<p>No checkpoints found.</p>"
+    head = "".join(f"<th scope='col'>{html.escape(c)}</th>" for c in COLUMNS)
+    cells = (("".join(f"<td data-label='{html.escape(c)}'>{html.escape(str(v))}</td>" for c, v in zip(COLUMNS, row, strict=True)))
+             for row in rows)
+    body = "".join(f"<tr>{row}</tr>" for row in cells)
+    return f"<table class='sdui-models'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def status_markdown(ctx: UIContext) -> str:
@@ -54,7 +67,7 @@ def worker_line(w: dict) -> str:
 
 def render(ctx: UIContext) -> SimpleNamespace:
     status = gr.Markdown(status_markdown(ctx), elem_id="models_status")
-    table = gr.Dataframe(value=model_rows(ctx), headers=COLUMNS, interactive=False, elem_id="models_table", wrap=True)
+    table = gr.HTML(table_html(model_rows(ctx)), elem_id="models_table")
     refresh = gr.Button("Refresh", elem_id="models_refresh")
     return SimpleNamespace(status=status, table=table, refresh=refresh)
 
@@ -62,6 +75,6 @@ def render(ctx: UIContext) -> SimpleNamespace:
 def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
     def refresh():
         ctx.engine.refresh()
-        return status_markdown(ctx), model_rows(ctx)
+        return status_markdown(ctx), table_html(model_rows(ctx))
 
     tab.refresh.click(refresh, outputs=[tab.status, tab.table])
