@@ -8,6 +8,7 @@ and the invisible watermark.
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import random
@@ -744,7 +745,7 @@ def _variation_infotext(req: GenerationRequest, seed) -> dict:
 def _shipped_tokenizer():
     from .models.tokenizer import load_clip_tokenizer
 
-    tok = load_clip_tokenizer()
+    tok = copy.deepcopy(load_clip_tokenizer())  # a copy: the cached one is the pipelines' (77 tokens)
     tok.model_max_length = 2**31  # only counting here: no "longer than 77" warning for long prompts
     return tok
 
