@@ -65,7 +65,7 @@ OPTIONS: tuple[Option, ...] = (
            "(OpenVINO when the device is the CPU and the openvino package is installed: pip install sdui[openvino]).",
            choices=("auto", "torch", "openvino")),
     Option("ram_cache_gb", "RAM budget in GB for recently used models (default: the RAM available at start less a "
-           "reserve of 15% of RAM, at least 2 GB; never under a quarter of RAM).", type=float),
+           "reserve of 15 percent of RAM, at least 2 GB; never under a quarter of RAM).", type=float),
     # output
     Option("no_watermark", "Do not embed the invisible watermark in saved images.", type=bool),
     Option("max_size", "Largest width/height accepted, in pixels.", type=int),
