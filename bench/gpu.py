@@ -27,7 +27,7 @@ def main() -> int:
         return 1
     from sdui import samplers
     from sdui.config import Settings
-    from sdui.models.manager import LEVELS, ModelManager
+    from sdui.models.manager import ModelManager
 
     from .common import Report, machine_info, models_tree
 
@@ -88,7 +88,7 @@ def main() -> int:
             lowest = level
         except torch.cuda.OutOfMemoryError:
             continue
-        report.add("5 GPU", f"peak VRAM at level {level} ({LEVELS[level]})", torch.cuda.max_memory_allocated() / 2**30, "GiB")
+        report.add("5 GPU", f"peak VRAM at level {int(level)} ({level.label})", torch.cuda.max_memory_allocated() / 2**30, "GiB")
     report.add("5 GPU", "highest level tried that completed 512px", float(lowest if lowest is not None else -1), "level")
     path = report.save("gpu")
     print(report.table())
