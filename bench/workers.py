@@ -114,7 +114,7 @@ def main(argv=None) -> int:
 
         from sdui import cluster
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             setups = []
             for n in (1, 2):

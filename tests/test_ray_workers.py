@@ -22,7 +22,8 @@ ACTOR_CPUS = 0.5  # two test actors and a third (model transfer, late join) fit 
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2,  # a new instance, never a `ray start` one left on this machine
+             include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
