@@ -10,26 +10,15 @@ timesteps is the same set.
 
 from __future__ import annotations
 
+from . import txt2img
 from .common import Job, StepTracker, generators
 
 
 def run(pipe, job: Job):
-    """The first model's part: its latents at the switch (not decoded)."""
+    """The first model's part (txt2img's call, variation seed included): its latents at the switch (not decoded)."""
     req = job.request
-    out = pipe(
-        **job.prompt_kwargs(),
-        num_images_per_prompt=len(job.seeds),
-        num_inference_steps=req.steps,
-        sigmas=job.sigmas,
-        guidance_scale=req.cfg_scale,
-        height=req.height,
-        width=req.width,
-        generator=generators(job.seeds),
-        callback_on_step_end=StepTracker(job, stage="sampling"),
-        denoising_end=req.refiner_switch_at,
-        output_type="latent",
-    )
-    return out.images
+    return txt2img.sample(pipe, job, StepTracker(job, stage="sampling"), denoising_end=req.refiner_switch_at,
+                          output_type="latent").images
 
 
 class SecondPass:

@@ -6,6 +6,13 @@ from .common import Job, StepTracker, generators, uses_variation, variation_nois
 
 
 def run(pipe, job: Job):
+    # 4. post-process: PIL images, in seed order
+    return list(sample(pipe, job, StepTracker(job), output_type="pil").images)
+
+
+def sample(pipe, job: Job, tracker: StepTracker, **extra):
+    """The txt2img pipeline call for ``job`` (``extra``: the caller's own arguments, e.g. the refiner's
+    ``denoising_end`` and ``output_type="latent"``)."""
     req = job.request
     # 1. check inputs: done by GenerationRequest.validate before any model work
     # 2. seeded generators, one per image
@@ -16,7 +23,7 @@ def run(pipe, job: Job):
         dtype = job.prompt_embeds.dtype if job.prompt_embeds is not None else pipe.unet.dtype
         latents = variation_noise(job, pipe.unet.config.in_channels, req.height // scale, req.width // scale, dtype)
     # 3. denoise and decode (prompt embeddings were encoded by the engine, A1111-style)
-    out = pipe(
+    return pipe(
         **job.prompt_kwargs(),
         num_images_per_prompt=len(job.seeds),
         num_inference_steps=req.steps,
@@ -26,8 +33,6 @@ def run(pipe, job: Job):
         width=req.width,
         generator=gens,
         latents=latents,
-        callback_on_step_end=StepTracker(job),
-        output_type="pil",
+        callback_on_step_end=tracker,
+        **extra,
     )
-    # 4. post-process: PIL images, in seed order
-    return list(out.images)
