@@ -7,6 +7,8 @@ Either way the app is then shut down: its job queue stopped and its models relea
 
 from __future__ import annotations
 
+import base64
+import io
 import socket
 import threading
 import time
@@ -17,6 +19,13 @@ import httpx
 # In-process requests name the server as a browser on this machine would: a loopback Host with the
 # default port (the server refuses Host names it does not serve).
 LOCAL_BASE = "http://127.0.0.1:7860"
+
+
+def png_b64(img) -> str:
+    """A PIL image as the API takes images: base64 of its PNG bytes."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
 
 
 def free_port() -> int:

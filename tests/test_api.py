@@ -18,7 +18,7 @@ from PIL import Image
 
 from sdui.config import Settings
 from sdui.server import create_app
-from tests.server_util import app_client, in_process, running_server, shutdown_app
+from tests.server_util import png_b64, app_client, in_process, running_server, shutdown_app
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +50,6 @@ def client(api_app):
 
 def _png(b64: str) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(b64)))
-
-
-def _b64(img: Image.Image) -> str:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 TXT = {"prompt": "a lantern", "negative_prompt": "dark", "steps": 2, "width": 64, "height": 64, "seed": 21,
@@ -100,11 +94,11 @@ def test_img2img_and_inpaint_with_base64_and_data_urls(client):
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (16, 16, 48, 48))
     with client() as c:
-        r = c.post("/sdapi/v1/img2img", json={**TXT, "steps": 4, "init_images": ["data:image/png;base64," + _b64(init)],
+        r = c.post("/sdapi/v1/img2img", json={**TXT, "steps": 4, "init_images": ["data:image/png;base64," + png_b64(init)],
                                              "denoising_strength": 0.5, "resize_mode": 1})
         assert r.status_code == 200, r.text
         assert "Denoising strength: 0.5" in _png(r.json()["images"][0]).info["parameters"]
-        r = c.post("/sdapi/v1/img2img", json={**TXT, "steps": 4, "init_images": [_b64(init)], "mask": _b64(mask),
+        r = c.post("/sdapi/v1/img2img", json={**TXT, "steps": 4, "init_images": [png_b64(init)], "mask": png_b64(mask),
                                              "inpainting_fill": 1, "mask_blur": 0})
     assert r.status_code == 200, r.text
     out = np.asarray(_png(r.json()["images"][0]).convert("RGB"))
@@ -232,7 +226,7 @@ def test_full_queue_answers_503_at_once(models_root, tmp_path):
 def test_extra_single_image_and_png_info(client):
     src = Image.new("RGB", (20, 10), (250, 10, 10))
     with client() as c:
-        r = c.post("/sdapi/v1/extra-single-image", json={"image": _b64(src), "upscaler_1": "tiny-esrgan",
+        r = c.post("/sdapi/v1/extra-single-image", json={"image": png_b64(src), "upscaler_1": "tiny-esrgan",
                                                          "upscaling_resize": 2})
         assert r.status_code == 200, r.text
         assert _png(r.json()["image"]).size == (40, 20)

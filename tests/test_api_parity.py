@@ -25,7 +25,7 @@ from sdui.api.a1111_flags import A1111_FLAG_DEFAULTS
 from sdui.api.a1111_options import A1111_DEFAULTS, A1111_RESTRICTED
 from sdui.config import Settings
 from sdui.server import create_app
-from tests.server_util import app_client, free_port, in_process, shutdown_app
+from tests.server_util import png_b64, app_client, free_port, in_process, shutdown_app
 
 TXT = {"prompt": "a lantern", "negative_prompt": "dark", "steps": 2, "width": 64, "height": 64, "seed": 21,
        "sampler_name": "Euler a", "override_settings": {"sd_model_checkpoint": "tiny"}}
@@ -53,12 +53,6 @@ def client(api_app):
     yield make
     for c in made:
         c.close()
-
-
-def _b64(img: Image.Image) -> str:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 def _png(b64: str) -> Image.Image:
@@ -228,7 +222,7 @@ def test_samples_save_off_saves_nothing(client):
     assert c.post("/sdapi/v1/options", json={"samples_save": False}).json()["applied"] == ["samples_save"]
     info = json.loads(c.post("/sdapi/v1/txt2img", json={**TXT, "save_images": True}).json()["info"])
     assert info["saved"] == []
-    src = _b64(Image.new("RGB", (8, 8), (10, 200, 10)))
+    src = png_b64(Image.new("RGB", (8, 8), (10, 200, 10)))
     r = c.post("/sdapi/v1/extra-single-image", json={"image": src, "upscaler_1": "Lanczos", "upscaling_resize": 2})
     assert r.status_code == 200 and _png(r.json()["image"]).size == (16, 16)
     on = {**TXT, "save_images": True, "override_settings": {"sd_model_checkpoint": "tiny", "samples_save": True}}
@@ -340,7 +334,7 @@ def test_prompt_styles_read_an_a1111_styles_csv(client, api_app, tmp_path, monke
 def test_extra_batch_images_upscales_every_image(client):
     c = client("batcher")
     red, blue = Image.new("RGB", (20, 10), (250, 10, 10)), Image.new("RGB", (8, 12), (10, 10, 250))
-    body = {"imageList": [{"data": _b64(red), "name": "red.png"}, {"data": "data:image/png;base64," + _b64(blue),
+    body = {"imageList": [{"data": png_b64(red), "name": "red.png"}, {"data": "data:image/png;base64," + png_b64(blue),
                                                                   "name": "blue.png"}],
             "upscaler_1": "tiny-esrgan", "upscaling_resize": 2, "resize_mode": 0, "show_extras_results": True,
             "gfpgan_visibility": 0, "codeformer_visibility": 0, "codeformer_weight": 0, "upscaler_2": "None",
@@ -367,7 +361,7 @@ def test_extra_batch_images_upscales_every_image(client):
 
 def test_extras_list_face_restoration_and_upscale_first_as_ignored(client):
     c = client("extras-ignored")
-    img = _b64(Image.new("RGB", (8, 8), (250, 10, 10)))
+    img = png_b64(Image.new("RGB", (8, 8), (250, 10, 10)))
     plain = {"upscaler_1": "Lanczos", "upscaling_resize": 2, "gfpgan_visibility": 0, "codeformer_visibility": 0,
              "codeformer_weight": 0, "upscale_first": False}  # what A1111's clients send: the defaults, nothing ignored
     asked = {**plain, "gfpgan_visibility": 0.5, "codeformer_visibility": 1, "codeformer_weight": 0.3, "upscale_first": True,
@@ -396,7 +390,7 @@ def test_refresh_unload_and_reload(client, api_app):
 
 def test_interrogate_is_a_501_sentence_never_a_crash(client):
     c = client()
-    for body in ({"image": _b64(Image.new("RGB", (8, 8))), "model": "clip"}, {"model": "deepdanbooru"}, None):
+    for body in ({"image": png_b64(Image.new("RGB", (8, 8))), "model": "clip"}, {"model": "deepdanbooru"}, None):
         r = c.post("/sdapi/v1/interrogate", json=body)
         assert r.status_code == 501 and "no image interrogation model" in r.json()["detail"]
     assert c.get("/sdapi/v1/sd-models").status_code == 200

@@ -141,19 +141,14 @@ def test_depth_preview_is_the_estimators_map_at_the_image_size(engine):
 def test_api_img2img_takes_a_base64_depth_map(depth_root, tmp_path):
     from sdui.config import Settings
     from sdui.server import create_app
-    from tests.server_util import in_process
-
-    def b64(img):
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        return base64.b64encode(buf.getvalue()).decode()
+    from tests.server_util import in_process, png_b64
 
     settings = Settings(models_dir=str(depth_root), outputs_dir=str(tmp_path / "out"), api=True, no_watermark=True)
     body = {"prompt": COMMON["prompt"], "negative_prompt": COMMON["negative_prompt"], "steps": 4, "cfg_scale": 6.0,
             "width": 64, "height": 64, "seed": 77, "denoising_strength": 0.8, "sampler_name": "Euler",
-            "override_settings": {"sd_model_checkpoint": "tiny-depth"}, "init_images": [b64(_init())]}
+            "override_settings": {"sd_model_checkpoint": "tiny-depth"}, "init_images": [png_b64(_init())]}
     with in_process(create_app(settings, with_ui=False)) as c:
-        with_map = c.post("/sdapi/v1/img2img", json={**body, "depth_map": b64(_depth())})
+        with_map = c.post("/sdapi/v1/img2img", json={**body, "depth_map": png_b64(_depth())})
         estimated = c.post("/sdapi/v1/img2img", json=body)
     assert with_map.status_code == 200 and estimated.status_code == 200, (with_map.text, estimated.text)
     got = np.asarray(Image.open(io.BytesIO(base64.b64decode(with_map.json()["images"][0]))).convert("RGB"), dtype=np.int16)

@@ -14,6 +14,7 @@ from PIL import Image
 from sdui.config import Settings
 from sdui.server import create_app
 from sdui.types import GenerationRequest
+from tests.server_util import png_b64
 
 SIZE = 64
 
@@ -48,16 +49,11 @@ def test_not_masked_redraws_the_outside_and_keeps_the_painted_part_exactly(make_
 
 
 def test_the_api_honours_inpainting_mask_invert(models_root, tmp_path):
-    def b64(img):
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        return base64.b64encode(buf.getvalue()).decode()
-
     app = create_app(Settings(models_dir=str(models_root), outputs_dir=str(tmp_path), api=True), with_ui=False)
     try:
         c = TestClient(app, base_url="http://127.0.0.1:7860")
         body = {"prompt": "x", "steps": 3, "width": SIZE, "height": SIZE, "seed": 4, "denoising_strength": 1.0,
-                "init_images": [b64(_init())], "mask": b64(_left_half_mask()), "inpainting_mask_invert": 1,
+                "init_images": [png_b64(_init())], "mask": png_b64(_left_half_mask()), "inpainting_mask_invert": 1,
                 "mask_blur": 0}
         r = c.post("/sdapi/v1/img2img", json=body)
         assert r.status_code == 200, r.text

@@ -16,6 +16,7 @@ from sdui.config import Settings
 from sdui.pipelines.inpaint import expand_crop_region, get_crop_region, prepare_mask
 from sdui.server import create_app
 from sdui.types import GenerationRequest
+from tests.server_util import png_b64
 
 
 def _mask(w: int, h: int, box) -> Image.Image:
@@ -99,16 +100,11 @@ def test_only_masked_with_an_empty_mask_falls_back_to_the_whole_picture_with_a_w
 
 
 def test_the_api_follows_a1111s_default_only_masked_and_reports_nothing_ignored(models_root, tmp_path):
-    def b64(img):
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        return base64.b64encode(buf.getvalue()).decode()
-
     app = create_app(Settings(models_dir=str(models_root), outputs_dir=str(tmp_path), api=True), with_ui=False)
     try:
         c = TestClient(app, base_url="http://127.0.0.1:7860")
         body = {"prompt": "x", "steps": 3, "width": 64, "height": 64, "seed": 4, "denoising_strength": 1.0,
-                "init_images": [b64(_init(W, H))], "mask": b64(_mask(W, H, BOX)), "mask_blur": 0}
+                "init_images": [png_b64(_init(W, H))], "mask": png_b64(_mask(W, H, BOX)), "mask_blur": 0}
         r = c.post("/sdapi/v1/img2img", json=body)  # no inpaint_full_res: A1111's API default is True
         assert r.status_code == 200, r.text
         info = json.loads(r.json()["info"])
@@ -128,17 +124,12 @@ def test_the_api_follows_a1111s_default_only_masked_and_reports_nothing_ignored(
 def test_an_a1111_infotext_sets_the_inpaint_area_and_mask_mode_by_name(models_root, tmp_path):
     """A1111 1.7+'s ``infotext`` field fills what the request leaves out; its inpaint keys are names
     ("Only masked", "Inpaint not masked"), not the API's 0/1."""
-    def b64(img):
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        return base64.b64encode(buf.getvalue()).decode()
-
     app = create_app(Settings(models_dir=str(models_root), outputs_dir=str(tmp_path), api=True), with_ui=False)
     try:
         c = TestClient(app, base_url="http://127.0.0.1:7860")
         text = ("x\nSteps: 2, Sampler: Euler, CFG scale: 7, Seed: 4, Size: 64x64, Denoising strength: 0.9, Mask blur: 0, "
                 "Mask mode: Inpaint not masked, Inpaint area: Only masked, Masked area padding: 8")
-        body = {"init_images": [b64(_init(W, H))], "mask": b64(_mask(W, H, BOX)), "infotext": text}
+        body = {"init_images": [png_b64(_init(W, H))], "mask": png_b64(_mask(W, H, BOX)), "infotext": text}
         r = c.post("/sdapi/v1/img2img", json=body)
         assert r.status_code == 200, r.text
         written = json.loads(r.json()["info"])["infotexts"][0]
