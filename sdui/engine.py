@@ -396,6 +396,7 @@ class Engine:
                         mgr.torch_unet_ready(loaded)  # LoRAs load into the PyTorch UNet at its working precision
                     prompt, lora_warnings = mgr.loras.use(loaded, pipe, req.prompt, req.negative_prompt)
                     job.warnings.extend(lora_warnings)
+                    lora_reason = "LoRA" if prompt != req.prompt else None
                     # A1111's textual-inversion embeddings: each name becomes its vectors' tokens
                     prompt, negative_prompt, ti_warnings = mgr.embeddings.use(loaded, pipe, prompt, req.negative_prompt)
                     job.warnings.extend(ti_warnings)
@@ -403,30 +404,29 @@ class Engine:
                     span, hires_span = prompt_schedule.total_steps(req.sampler, req.steps), None
                     if first_pass is not None:
                         span, hires_span = prompt_schedule.total_steps(first_pass.sampler, first_pass.steps), span
-                    if not is_xl:
-                        clip_skip = 1 if Architecture.of(arch).is_sd2 else req.clip_skip
-                        if clip_skip != req.clip_skip:  # A1111's OpenCLIP encoder ignores the setting too
-                            job.warnings.append("Clip skip does not apply to SD 2.x models (as in A1111); ignored")
-                        # A1111's prompt editing [from:to:when] and alternation [a|b]: each text encoded once;
-                        # the StepTracker swaps the embeddings at the steps job.cond_schedule says
-                        cond = prompt_schedule.encode_schedule(
-                            lambda p, n: prompts.encode(pipe, p, n, job.device, clip_skip), prompt, negative_prompt,
-                            span, hires_span)
-                    else:
-                        if req.clip_skip != 1:  # A1111's sdxl_clip_l_skip option is off by default
-                            job.warnings.append("Clip skip does not apply to SDXL models (as in A1111); ignored")
-                        # A1111's SDXL conditioning: both encoders, emphasis, chunks, pooled vectors (prompts_sdxl)
-                        cond = prompts_sdxl.encode_schedule(pipe, prompt, negative_prompt, span, job.device, hires_span)
-                        job.pooled_prompt_embeds = cond.pooled_prompt_embeds
-                        job.negative_pooled_prompt_embeds = cond.negative_pooled_prompt_embeds
-                    job.prompt_embeds, job.negative_prompt_embeds = cond.prompt_embeds, cond.negative_prompt_embeds
-                    job.cond_schedule = cond.schedule
-                    job.warnings.extend(cond.warnings)
-                    # --backend: the UNet on OpenVINO (CPU) or PyTorch; a LoRA needs the PyTorch UNet
-                    lora_reason = "LoRA" if prompt != req.prompt else None
+                    # --backend: UNet, VAE and text encoder on OpenVINO (CPU) or PyTorch; a LoRA needs PyTorch's
                     with mgr.unet_backend(loaded, pipe, _preparing_progress(on_progress), lora_reason) as (name, notes):
                         job.warnings.extend(notes)
                         backends_used.add(name)
+                        if not is_xl:
+                            clip_skip = 1 if Architecture.of(arch).is_sd2 else req.clip_skip
+                            if clip_skip != req.clip_skip:  # A1111's OpenCLIP encoder ignores the setting too
+                                job.warnings.append("Clip skip does not apply to SD 2.x models (as in A1111); ignored")
+                            # A1111's prompt editing [from:to:when] and alternation [a|b]: each text encoded once;
+                            # the StepTracker swaps the embeddings at the steps job.cond_schedule says
+                            cond = prompt_schedule.encode_schedule(
+                                lambda p, n: prompts.encode(pipe, p, n, job.device, clip_skip), prompt, negative_prompt,
+                                span, hires_span)
+                        else:
+                            if req.clip_skip != 1:  # A1111's sdxl_clip_l_skip option is off by default
+                                job.warnings.append("Clip skip does not apply to SDXL models (as in A1111); ignored")
+                            # A1111's SDXL conditioning: both encoders, emphasis, chunks, pooled vectors (prompts_sdxl)
+                            cond = prompts_sdxl.encode_schedule(pipe, prompt, negative_prompt, span, job.device, hires_span)
+                            job.pooled_prompt_embeds = cond.pooled_prompt_embeds
+                            job.negative_pooled_prompt_embeds = cond.negative_pooled_prompt_embeds
+                        job.prompt_embeds, job.negative_prompt_embeds = cond.prompt_embeds, cond.negative_prompt_embeds
+                        job.cond_schedule = cond.schedule
+                        job.warnings.extend(cond.warnings)
                         try:
                             # A1111's VAE precision rescue: a NaN half decode is redone in fp32 (--no-half-vae: always)
                             with vae_guard.guarded_decode(pipe, job.warnings, self.settings.no_half_vae):

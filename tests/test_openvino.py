@@ -87,17 +87,46 @@ def test_openvino_pixels_within_2_of_255_of_pytorch(make_engine, ov_cache, sampl
     assert diff.max() <= 2, f"{sampler}: max pixel difference {diff.max()}/255"
 
 
-def test_openvino_unet_really_runs(make_engine, ov_cache):
+def test_openvino_unet_vae_and_text_encoder_really_run(make_engine, ov_cache):
     engine = make_engine(backend="openvino")
     engine.generate(_request())
-    ov_unet = engine.manager.current.openvino
-    assert ov_unet is not None
-    assert ov_unet.calls["openvino"] == 3 * 1 and ov_unet.calls["torch"] == 0  # 3 steps, CFG batched in one call
+    parts = engine.manager.current.openvino
+    assert parts is not None
+    assert parts.unet.calls == {"openvino": 3 * 1, "torch": 0}  # 3 steps, CFG batched in one call
+    assert parts.decoder.calls == {"openvino": 1, "torch": 0}
+    assert parts.text_encoder.calls["openvino"] >= 1 and parts.text_encoder.calls["torch"] == 0
+    assert parts.nbytes == sum(p.nbytes for p in (parts.unet, parts.decoder, parts.encoder, parts.text_encoder)) > 0
+    # after the job the pipeline holds its PyTorch modules again (other jobs, LoRA, unload see those)
+    pipe = engine.manager.current.pipe
+    assert pipe.unet is not parts.unet and pipe.text_encoder is not parts.text_encoder
+    assert pipe.vae.decoder is parts.decoder.torch_module and pipe.vae.encoder is parts.encoder.torch_module
     # a size that is not a multiple of 64 px (latents the UNet cannot halve evenly) runs on OpenVINO too
     odd = engine.generate(_request(width=72, height=88))
-    assert odd.images[0].image.size == (72, 88) and ov_unet.calls["torch"] == 0
+    assert odd.images[0].image.size == (72, 88) and parts.unet.calls["torch"] == 0 and parts.decoder.calls["torch"] == 0
     reference = make_engine(backend="torch").generate(_request(width=72, height=88))
     assert np.abs(_pixels(odd) - _pixels(reference)).max() <= 2
+
+
+def test_openvino_img2img_encodes_on_openvino_and_matches_pytorch(make_engine, ov_cache):
+    from PIL import Image
+
+    gradient = np.linspace(0, 255, 64 * 80 * 3).reshape(80, 64, 3).astype(np.uint8)
+    req = dict(mode="img2img", init_image=Image.fromarray(gradient), denoising_strength=0.6, width=64, height=80)
+    engine = make_engine(backend="openvino")
+    result = engine.generate(_request(**req))
+    parts = engine.manager.current.openvino
+    assert parts.encoder.calls == {"openvino": 1, "torch": 0}
+    reference = make_engine(backend="torch").generate(_request(**req))
+    assert np.abs(_pixels(result) - _pixels(reference)).max() <= 2
+
+
+def test_openvino_clip_skip_reads_the_right_hidden_state(make_engine, ov_cache):
+    engine = make_engine(backend="openvino")
+    result = engine.generate(_request(clip_skip=2))
+    assert engine.manager.current.openvino.text_encoder.calls["torch"] == 0
+    reference = make_engine(backend="torch").generate(_request(clip_skip=2))
+    assert np.abs(_pixels(result) - _pixels(reference)).max() <= 2
+    assert not np.array_equal(_pixels(result), _pixels(make_engine(backend="torch").generate(_request())))
 
 
 def test_conversion_is_progress_and_the_second_start_does_not_convert(make_engine, fresh_cache, conversions):
@@ -194,3 +223,51 @@ def devices_bytes_fp32(loaded) -> int:
     """The model's bytes were every weight fp32, plus its OpenVINO copy."""
     return sum(p.numel() * 4 for c in loaded.pipe.components.values() if hasattr(c, "parameters")
                for p in c.parameters()) + loaded.openvino.nbytes
+
+
+def test_a_textual_inversion_prompt_encodes_on_pytorch_and_the_rest_stays_on_openvino(make_engine, ov_cache, tmp_path):
+    """An embedding's tokens are rows added to the table after conversion: that text goes to the
+    PyTorch encoder (same pixels as the PyTorch backend); a prompt without one stays on OpenVINO."""
+    import torch
+
+    from tests.test_embeddings import VECTORS, _a1111_dict
+
+    folder = tmp_path / "embeddings"
+    folder.mkdir()
+    torch.save(_a1111_dict(VECTORS["myembed"]), folder / "myembed.pt")
+    engine = make_engine(backend="openvino", embeddings_dir=str(folder))
+    with_ti = engine.generate(_request(prompt="a red cube, myembed"))
+    parts = engine.manager.current.openvino
+    assert parts.text_encoder.calls["torch"] == 1 and parts.unet.calls["torch"] == 0  # the prompt; the negative on OpenVINO
+    assert "Backend: OpenVINO" in with_ti.images[0].infotext
+    reference = make_engine(backend="torch", embeddings_dir=str(folder)).generate(_request(prompt="a red cube, myembed"))
+    assert np.abs(_pixels(with_ti) - _pixels(reference)).max() <= 2
+    before = dict(parts.text_encoder.calls)
+    plain = engine.generate(_request())  # the table has grown, the checkpoint's own rows are untouched
+    assert parts.text_encoder.calls["torch"] == before["torch"]
+    assert np.abs(_pixels(plain) - _pixels(make_engine(backend="torch").generate(_request()))).max() <= 2
+
+
+def test_a_vae_file_decodes_on_pytorch_the_builtin_vae_on_openvino(make_engine, models_root, tmp_path, ov_cache):
+    """Only the checkpoint's own VAE is converted: a VAE file chosen instead runs as PyTorch, exactly."""
+    from safetensors.torch import save_file
+
+    from tests import tiny
+
+    root = tmp_path / "vae-models"
+    root.mkdir()
+    (root / "Stable-diffusion").symlink_to(models_root / "Stable-diffusion")
+    (root / "VAE").mkdir()
+    other = tiny.tiny_pipeline(seed=100).vae
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, root / "VAE" / "other.safetensors")
+    engine = make_engine(backend="openvino", models_dir=str(root))
+    builtin = engine.generate(_request())
+    parts = engine.manager.current.openvino
+    assert parts.decoder.calls == {"openvino": 1, "torch": 0}
+    chosen = engine.generate(_request(vae="other.safetensors"))
+    assert parts.decoder.calls == {"openvino": 1, "torch": 0}  # the stand-in was not put into the other VAE
+    reference = make_engine(backend="torch", models_dir=str(root)).generate(_request(vae="other.safetensors"))
+    assert np.abs(_pixels(chosen) - _pixels(reference)).max() <= 2
+    assert not np.array_equal(_pixels(chosen), _pixels(builtin))
+    back = engine.generate(_request(vae="None"))
+    assert parts.decoder.calls["openvino"] == 2 and np.array_equal(_pixels(back), _pixels(builtin))

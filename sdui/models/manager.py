@@ -56,7 +56,7 @@ class LoadedModel:
     base_scheduler_config: Any = None  # as loaded; every job builds its own scheduler from it
     own_vae: Any = None  # the checkpoint's built-in VAE, kept while a VAE file replaces it
     vae_entry: Optional[registry.ModelEntry] = None  # the VAE file in use; None = built-in
-    openvino: Any = None  # the OpenVINO UNet (openvino_backend), made on first use when --backend wants it
+    openvino: Any = None  # its OpenVINO parts (openvino_backend.OpenVinoModel), made on first use when --backend wants it
     openvino_error: Optional[str] = None  # why the conversion failed (the model then runs on PyTorch)
 
     @property
@@ -447,10 +447,11 @@ class ModelManager:
     def unet_backend(self, loaded: LoadedModel, pipe, on_progress: Optional[Callable[[int], None]] = None,
                      torch_reason: Optional[str] = None):
         """Run ``pipe`` (a view of ``loaded``) on the backend ``--backend`` chooses for the duration;
-        yields ``(backend label, warnings)``. OpenVINO: the UNet is converted on the model's first job
+        yields ``(backend label, warnings)``. OpenVINO: the UNet, the VAE and the text encoder are
+        converted on the model's first job
         (``on_progress(percent)``) or read from the disk cache; a failed conversion leaves the model on
         PyTorch with one warning, never fails the job. ``torch_reason``: this job needs the PyTorch
-        UNet (a LoRA); it says so in the warnings."""
+        modules (a LoRA); it says so in the warnings."""
         with self.lock:
             why = self._openvino_fits(loaded, pipe)
             warnings: list[str] = []
@@ -462,7 +463,7 @@ class ModelManager:
             if why is None and loaded.openvino is None:
                 try:
                     loaded.openvino = openvino_backend.prepare(
-                        loaded.pipe.unet, openvino_backend.identity_of(loaded.entry), on_progress)
+                        loaded.pipe, openvino_backend.identity_of(loaded.entry), on_progress, vae=loaded.own_vae)
                 except Exception as e:  # noqa: BLE001 - any conversion failure means: stay on PyTorch
                     loaded.openvino_error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
                     log.warning("OpenVINO conversion of %s failed (%s); it runs on PyTorch", loaded.name,
@@ -475,9 +476,9 @@ class ModelManager:
                     self._evict()
             if why is not None:
                 self.torch_unet_ready(loaded)
-            unet = loaded.openvino if why is None else None
-            with openvino_backend.unet_swapped(pipe, unet):
-                yield (openvino_backend.LABEL if unet is not None else "PyTorch"), warnings
+            parts = loaded.openvino if why is None else None
+            with openvino_backend.swapped(pipe, parts):
+                yield (openvino_backend.LABEL if parts is not None else "PyTorch"), warnings
 
     # ---- memory ladder ------------------------------------------------------------------------
     def available_levels(self) -> list[MemoryLevel]:

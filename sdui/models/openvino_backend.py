@@ -1,15 +1,17 @@
-"""The OpenVINO backend for CPUs: the UNet (where a CPU spends its time) runs as an OpenVINO model.
+"""The OpenVINO backend for CPUs: the UNet, the VAE's encoder and decoder and the text encoder run as
+OpenVINO models.
 
-On first use of a checkpoint its UNet is converted with ``openvino.convert_model`` (dynamic batch,
+On first use of a checkpoint each part is converted with ``openvino.convert_model`` (dynamic batch,
 height, width and prompt length), saved as IR under ``<cache>/openvino/<key>/`` (``key``: the
-checkpoint's SHA-256, the UNet config and the OpenVINO version) and compiled for the CPU in fp32;
-OpenVINO's own ``CACHE_DIR`` keeps the compiled blob. A second start reads the IR (no conversion).
+checkpoint's SHA-256, the part's config and the OpenVINO version) and compiled for the CPU in fp32;
+OpenVINO's own ``CACHE_DIR`` keeps the compiled blobs. A second start reads the IR (no conversion).
 
-The pipeline calls ``OpenVinoUnet`` exactly as it calls the diffusers UNet (``.sample``,
-``return_dict=False``, ``.config``, ``.dtype``, ``.device``); calls it cannot serve (an extra
-conditioning input, a latent size the traced graph does not take) go to the PyTorch UNet, which
-stays in the model (LoRAs load into it). The text encoder and the VAE stay PyTorch: textual-inversion
-embeddings and VAE choices apply as before.
+The pipeline calls each stand-in exactly as it calls the diffusers/transformers module it replaces;
+calls a stand-in cannot serve go to the PyTorch module, which stays in the model:
+- the UNet: an extra conditioning input, a timestep per sample (LoRAs load into the PyTorch UNet);
+- the VAE: a VAE file chosen instead of the checkpoint's own (only the built-in one is converted);
+- the text encoder: a textual-inversion token (its rows were added to the table after conversion:
+  the IR holds the checkpoint's own vocabulary only).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import logging
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -106,15 +109,82 @@ def convert_unet(unet, path: Path) -> None:
     size = 2 ** getattr(unet, "num_upsamplers", 3) + 1
     example = (torch.randn(2, channels, size, size), torch.tensor(999.0), torch.randn(2, 77, cross))
     shapes = [ov.PartialShape([-1, channels, -1, -1]), ov.PartialShape([]), ov.PartialShape([-1, -1, cross])]
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TracerWarnings about shape asserts the dynamic shapes make moot
-        model = ov.convert_model(_trace_class()(unet).eval(), example_input=example, input=shapes)
+    _convert(_trace_class()(unet), example, shapes, path)
+
+
+def _save(model, path: Path) -> None:
+    import openvino as ov
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".partial.xml")
     # fp32 weights as they are: fp16 compression would cost the 2/255 closeness on fp32 checkpoints
     ov.save_model(model, tmp, compress_to_fp16=False)
     os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
     os.replace(tmp, path)  # the .xml last: its presence means the IR is complete
+
+
+def _convert(module, example, shapes, path: Path) -> None:
+    import openvino as ov
+    import torch
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about shape asserts the dynamic shapes make moot
+        model = ov.convert_model(module.eval(), example_input=example, input=shapes)
+    _save(model, path)
+
+
+def convert_vae(vae, folder: Path) -> None:
+    """The VAE's decoder (latents after ``post_quant_conv`` to pixels) and encoder (pixels to the moments
+    before ``quant_conv``) as two IRs in ``folder``: ``vae_decoder.xml``, ``vae_encoder.xml``. Both take
+    any batch and size; the tiled and sliced decodes call them per tile or image as they call the modules."""
+    import openvino as ov
+    import torch
+
+    latent = vae.config.latent_channels
+    _convert(vae.decoder, (torch.randn(1, latent, 9, 9),), [ov.PartialShape([-1, latent, -1, -1])],
+             folder / "vae_decoder.xml")
+    channels = vae.config.in_channels
+    _convert(vae.encoder, (torch.randn(1, channels, 72, 72),), [ov.PartialShape([-1, channels, -1, -1])],
+             folder / "vae_encoder.xml")
+
+
+@functools.lru_cache(maxsize=None)
+def _text_trace_class():
+    import torch
+
+    class TextEncoderForTrace(torch.nn.Module):
+        """The last hidden state and every layer's hidden state (A1111's clip skip reads one of them)."""
+
+        def __init__(self, text_encoder):
+            super().__init__()
+            self.text_encoder = text_encoder
+
+        def forward(self, input_ids):
+            out = self.text_encoder(input_ids, output_hidden_states=True, return_dict=True)
+            return (out.last_hidden_state, *out.hidden_states)
+
+    return TextEncoderForTrace
+
+
+def own_vocabulary(tokenizer, text_encoder) -> int:
+    """How many rows of the token table are the checkpoint's own (those beyond are textual-inversion
+    tokens sdui added)."""
+    rows = text_encoder.get_input_embeddings().weight.shape[0]
+    return min(rows, getattr(tokenizer, "vocab_size", rows) or rows)
+
+
+def convert_text_encoder(text_encoder, rows: int, path: Path) -> None:
+    """The text encoder with the checkpoint's own ``rows`` of the token table (any batch, any length)."""
+    import openvino as ov
+    import torch
+
+    table = text_encoder.get_input_embeddings()
+    text_encoder.set_input_embeddings(torch.nn.Embedding.from_pretrained(table.weight[:rows], freeze=True))
+    try:
+        example = (torch.zeros(2, 77, dtype=torch.int64),)
+        _convert(_text_trace_class()(text_encoder), example, [ov.PartialShape([-1, -1])], path)
+    finally:
+        text_encoder.set_input_embeddings(table)
 
 
 def OpenVinoUnet(compiled, unet, nbytes: int = 0):
@@ -172,6 +242,96 @@ def _unet_class():
     return OpenVinoUnet
 
 
+@functools.lru_cache(maxsize=None)
+def _part_class():
+    import torch
+
+    class OpenVinoPart(torch.nn.Module):
+        """A stand-in for the VAE's ``encoder`` or ``decoder``: one tensor in, one out."""
+
+        def __init__(self, compiled, module, nbytes):
+            super().__init__()
+            self.compiled = compiled
+            self.nbytes = nbytes
+            self.calls = {"openvino": 0, "torch": 0}
+            object.__setattr__(self, "torch_module", module)  # not a sub-module: its weights are not ours
+
+        def forward(self, sample, *args, **extra):
+            if args or any(v is not None for v in extra.values()) or sample.dtype != torch.float32:
+                self.calls["torch"] += 1  # latent_embeds (a VAE variant), or a half VAE
+                return self.torch_module(sample, *args, **extra)
+            self.calls["openvino"] += 1
+            out = self.compiled([sample.detach().numpy()])[0]
+            return torch.from_numpy(out.copy())
+
+    return OpenVinoPart
+
+
+@functools.lru_cache(maxsize=None)
+def _text_class():
+    import torch
+
+    class OpenVinoTextEncoder(torch.nn.Module):
+        """A stand-in for a CLIP text encoder: ``(ids)[0]`` and ``.hidden_states`` as transformers answers;
+        an id beyond the checkpoint's own vocabulary (a textual-inversion token) goes to PyTorch."""
+
+        def __init__(self, compiled, text_encoder, rows, nbytes):
+            super().__init__()
+            self.compiled = compiled
+            self.rows = rows
+            self.nbytes = nbytes
+            self.calls = {"openvino": 0, "torch": 0}
+            object.__setattr__(self, "torch_module", text_encoder)  # not a sub-module: its weights are not ours
+            self.config = text_encoder.config
+
+        @property
+        def dtype(self):
+            return torch.float32
+
+        @property
+        def device(self):
+            return torch.device("cpu")
+
+        def __getattr__(self, name):  # text_model (its final_layer_norm: A1111's clip skip), embeddings, ...
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return getattr(object.__getattribute__(self, "torch_module"), name)
+
+        def forward(self, input_ids, output_hidden_states: bool = False, return_dict: bool = True, **extra):
+            from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+            te = self.torch_module
+            if (any(v is not None for v in extra.values()) or te.dtype != torch.float32
+                    or int(input_ids.max()) >= self.rows):
+                self.calls["torch"] += 1
+                return te(input_ids, output_hidden_states=output_hidden_states, return_dict=return_dict, **extra)
+            self.calls["openvino"] += 1
+            outs = self.compiled([input_ids.detach().to(torch.int64).numpy()])
+            tensors = [torch.from_numpy(outs[i].copy()) for i in range(len(outs))]
+            hidden = tuple(tensors[1:]) if output_hidden_states else None
+            # SD 1.x/2.x read the hidden states only; the pooled vector is not traced (SDXL stays PyTorch)
+            out = BaseModelOutputWithPooling(last_hidden_state=tensors[0], hidden_states=hidden)
+            return out if return_dict else (tensors[0],) + ((hidden,) if hidden else ())
+
+    return OpenVinoTextEncoder
+
+
+@dataclass
+class OpenVinoModel:
+    """A checkpoint's OpenVINO parts; ``vae`` is the PyTorch VAE they were converted from (its own)."""
+
+    unet: Any
+    decoder: Any
+    encoder: Any
+    text_encoder: Any
+    vae: Any
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in (self.unet, self.decoder, self.encoder, self.text_encoder))
+
+
 def compile_ir(path: Path):
     import openvino as ov
 
@@ -182,35 +342,72 @@ def compile_ir(path: Path):
     return core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
 
-def prepare(unet, identity: str, on_progress: Optional[Callable[[int], None]] = None):
-    """The OpenVINO stand-in for ``unet``: from the saved IR when there is one, else converted now
+def part_key(identity: str, part: str, module) -> str:
+    """The IR folder of one part: the checkpoint's identity, the part's config and OpenVINO's version."""
+    import openvino
+
+    config = module.config.to_dict() if hasattr(module.config, "to_dict") else dict(module.config)  # transformers / diffusers
+    config = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(f"{identity}|{part}|{config}|{openvino.__version__}".encode()).hexdigest()[:24]
+
+
+def prepare(pipe, identity: str, on_progress: Optional[Callable[[int], None]] = None, vae=None) -> OpenVinoModel:
+    """The OpenVINO parts of ``pipe`` (an SD 1.x/2.x pipeline as loaded; ``vae``: the checkpoint's own
+    VAE, default ``pipe.vae``): from the saved IRs when they are there, else converted now
     (``on_progress(percent)`` along the way). Raises whatever conversion raises."""
     report = on_progress or (lambda pct: None)
-    path = cache_root() / model_key(identity, unet) / "unet.xml"
+    vae = pipe.vae if vae is None else vae
     t0 = time.perf_counter()
-    converted = False
-    if not path.is_file():
-        report(5)
-        convert_unet(unet, path)
-        converted = True
-        report(70)
-    compiled = compile_ir(path)
+    unet_path = cache_root() / model_key(identity, pipe.unet) / "unet.xml"
+    vae_dir = cache_root() / part_key(identity, "vae", vae)
+    rows = own_vocabulary(pipe.tokenizer, pipe.text_encoder)
+    text_path = cache_root() / part_key(identity, f"text-{rows}", pipe.text_encoder) / "text_encoder.xml"
+    todo = [(unet_path, lambda: convert_unet(pipe.unet, unet_path), 55),
+            (vae_dir / "vae_encoder.xml", lambda: convert_vae(vae, vae_dir), 20),
+            (text_path, lambda: convert_text_encoder(pipe.text_encoder, rows, text_path), 10)]
+    converted, done = [], 5
+    for path, convert, share in todo:
+        if not path.is_file() or (path.name == "vae_encoder.xml" and not (path.parent / "vae_decoder.xml").is_file()):
+            report(done)
+            convert()
+            converted.append(path.stem)
+        done += share
+    report(90 if converted else 50)
+
+    def compiled(path: Path):
+        return compile_ir(path), path.with_suffix(".bin").stat().st_size
+
+    unet, n = compiled(unet_path)
+    unet_part = OpenVinoUnet(unet, pipe.unet, n)
+    decoder, n_dec = compiled(vae_dir / "vae_decoder.xml")
+    encoder, n_enc = compiled(vae_dir / "vae_encoder.xml")
+    text, n_text = compiled(text_path)
+    part = _part_class()
+    model = OpenVinoModel(unet=unet_part, decoder=part(decoder, vae.decoder, n_dec), encoder=part(encoder, vae.encoder, n_enc),
+                          text_encoder=_text_class()(text, pipe.text_encoder, rows, n_text), vae=vae)
     report(100)
-    nbytes = path.with_suffix(".bin").stat().st_size
-    log.info("OpenVINO UNet %s in %.1fs (%s)", "converted and compiled" if converted else "loaded", time.perf_counter() - t0,
-             path.parent.name)
-    return OpenVinoUnet(compiled, unet, nbytes)
+    log.info("OpenVINO parts of %s: %s in %.1fs", identity[:16], f"converted {', '.join(converted)}" if converted
+             else "loaded from the cache", time.perf_counter() - t0)
+    return model
 
 
 @contextlib.contextmanager
-def unet_swapped(pipe, unet: Any):
-    """``pipe`` calls ``unet`` for the duration (the pipeline's config and its other views untouched)."""
-    if unet is None:
+def swapped(pipe, model: Optional[OpenVinoModel]):
+    """``pipe`` calls ``model``'s parts for the duration (the pipeline's config and its other views
+    untouched); the VAE's parts only while ``pipe``'s VAE is the one they were converted from."""
+    if model is None:
         yield
         return
-    before = pipe.__dict__.get("unet")
-    pipe.__dict__["unet"] = unet
+    before = {name: pipe.__dict__.get(name) for name in ("unet", "text_encoder")}
+    pipe.__dict__["unet"] = model.unet
+    pipe.__dict__["text_encoder"] = model.text_encoder
+    vae = getattr(pipe, "vae", None)
+    own_vae = vae is model.vae
+    if own_vae:
+        vae._modules["decoder"], vae._modules["encoder"] = model.decoder, model.encoder
     try:
         yield
     finally:
-        pipe.__dict__["unet"] = before
+        pipe.__dict__.update(before)
+        if own_vae:
+            vae._modules["decoder"], vae._modules["encoder"] = model.decoder.torch_module, model.encoder.torch_module
