@@ -141,6 +141,20 @@ def test_an_axis_sdui_does_not_plot_is_refused_with_a_sentence_naming_it(app, pa
     assert alive.status_code == 200
 
 
+def test_the_readme_names_the_axis_indices_the_api_takes():
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8").split())
+    for mode in ("txt2img", "img2img"):
+        assert f"{mode}: {', '.join(scripts.supported_labels(mode))}" in readme
+
+
+def test_options_name_the_grid_folders(app):
+    with app_client(app) as c:
+        opts = c.get("/sdapi/v1/options").json()
+    root = Path(app.state.outputs)
+    assert (opts["outdir_txt2img_grids"], opts["outdir_img2img_grids"]) == (str(root / "txt2img-grids"),
+                                                                            str(root / "img2img-grids"))
+
+
 def test_an_unknown_script_is_refused_as_a1111_does_and_scripts_lists_the_plot(app):
     with app_client(app) as c:
         r = c.post("/sdapi/v1/txt2img", json={**TXT, "script_name": "prompt matrix", "script_args": [True]})
