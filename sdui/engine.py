@@ -705,14 +705,16 @@ class Engine:
         return GeneratedImage(image=img, seed=seed if seed is not None else -1, infotext=text, path=path,
                               watermarked=marked, partial=partial)
 
-    def save_grid(self, grid, req: GenerationRequest, first: Optional[GeneratedImage]) -> GeneratedImage:
-        """An X/Y/Z plot's grid (``sdui.xyz``), saved beside its cells as ``NNNNN-grid.png`` with the first
-        cell's infotext (A1111 gives its grids the first image's)."""
-        text = first.infotext if first else ""
+    def save_grid(self, grid, req: GenerationRequest, first: Optional[GeneratedImage],
+                  infotext_text: Optional[str] = None) -> GeneratedImage:
+        """An X/Y/Z plot's grid (``sdui.xyz``), saved where A1111 saves grids (``outputs/txt2img-grids/<date>/``,
+        ``img2img-grids`` for img2img and inpaint) as ``NNNNN-grid.png``, with ``infotext`` (the plot's: the
+        first cell's plus A1111's "Script", "X Type", "X Values", ... keys) or else the first cell's."""
+        text = infotext_text if infotext_text is not None else (first.infotext if first else "")
         grid.info["parameters"] = text
         path = None
         if req.save:
-            folder = outputs.output_folder(self.settings.outputs_dir, req.mode)
+            folder = outputs.output_folder(self.settings.outputs_dir, req.mode, grid=True)
             path = str(outputs.save_image(grid, folder, "grid", text, req.output_format))
         return GeneratedImage(image=grid, seed=first.seed if first else req.seed, infotext=text, path=path)
 

@@ -157,12 +157,15 @@ class Plan:
 
     axes: list[tuple[str, list]] = field(default_factory=list)
     draw_legend: bool = True
+    texts: list[str] = field(default_factory=list)  # each axis's values as written (the grid's "X Values")
 
     @classmethod
     def parse(cls, pairs: list[tuple[str, str]], draw_legend: bool = True, mode: str = "txt2img") -> "Plan":
         """From the UI: [(axis name, values text)] for X, Y, Z."""
         axes: list[tuple[str, list]] = []
+        texts: list[str] = []
         for name, text in pairs[:3]:
+            texts.append(text or "")
             if not name or name == NOTHING:
                 axes.append((NOTHING, [None]))
                 continue
@@ -172,7 +175,7 @@ class Plan:
             axes.append((name, parse_values(name, text)))
         while len(axes) < 3:
             axes.append((NOTHING, [None]))
-        plan = cls(axes=axes, draw_legend=draw_legend)
+        plan = cls(axes=axes, draw_legend=draw_legend, texts=texts)
         if plan.cell_count > MAX_CELLS:
             raise InvalidRequest("X/Y/Z plot", f"{plan.cell_count} images", f"at most {MAX_CELLS} cells in one plot")
         if all(n == NOTHING for n, _ in axes):
@@ -203,6 +206,21 @@ class Plan:
     def labels(self, which: int) -> list[str]:
         name, values = self.axes[which]
         return [] if name == NOTHING else [format_value(AXES[name], v) for v in values]
+
+    def grid_infotext(self, first: str) -> str:
+        """The grid's infotext, as A1111's: the first cell's with "Script: X/Y/Z plot" and each axis's
+        "X Type" / "X Values" (Y, Z likewise) added before "Version"."""
+        from .images.infotext import quote
+
+        extra = [("Script", "X/Y/Z plot")]
+        for letter, (name, _values), text in zip("XYZ", self.axes, (self.texts + [""] * 3)[:3], strict=True):
+            if name != NOTHING:
+                extra += [(f"{letter} Type", name), (f"{letter} Values", text)]
+        added = ", ".join(f"{k}: {quote(v)}" for k, v in extra)
+        head, sep, last = first.rpartition("\n")
+        before, version, after = last.partition(", Version: ")
+        last = f"{before}, {added}{version}{after}" if version else (f"{last}, {added}" if last else added)
+        return f"{head}{sep}{last}"
 
     def prepare(self, engine, request: GenerationRequest) -> GenerationRequest:
         """Check every cell before any model work (a bad value anywhere refuses the whole plot) and fix
@@ -244,7 +262,9 @@ class Plan:
             result.warnings += [w for w in cell.warnings if w not in result.warnings]
             firsts.append(cell.images[0] if cell.images else None)
         grid = draw_grid(self, [f.image if f else None for f in firsts])
-        result.images.insert(0, engine.save_grid(grid, base, firsts[0]))
+        first = firsts[0]
+        text = self.grid_infotext(first.infotext) if first is not None else None
+        result.images.insert(0, engine.save_grid(grid, base, first, text))
         return result
 
 

@@ -4,6 +4,7 @@ labelled grid beside them, progress over the whole grid and an interrupt that st
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -69,7 +70,17 @@ def test_a_2x2_steps_by_cfg_plot_is_one_job_with_4_cells_and_a_labelled_grid(mak
         queue.stop()
     grid, *cells = job.result.images
     assert len(cells) == 4 and all(c.path for c in cells) and grid.path.endswith("-grid.png")
-    assert {c.path.rsplit("/", 1)[0] for c in cells} == {grid.path.rsplit("/", 1)[0]}  # saved beside the cells
+    # A1111's folders: the cells in txt2img-images/<date>/, the grid in txt2img-grids/<date>/
+    assert {Path(c.path).parent.parent.name for c in cells} == {"txt2img-images"}
+    grid_dir = Path(grid.path).parent
+    assert grid_dir.parent.name == "txt2img-grids" and grid_dir.name == Path(cells[0].path).parent.name
+    assert grid_dir.parent.parent == Path(engine.settings.outputs_dir)
+    # the grid's infotext: the first cell's plus A1111's Script / X Type / X Values keys
+    grid_params = infotext.parse_infotext(grid.infotext)
+    assert (grid_params["Script"], grid_params["X Type"], grid_params["X Values"], grid_params["Y Type"],
+            grid_params["Y Values"]) == ("X/Y/Z plot", "Steps", "1, 2", "CFG Scale", "3, 7")
+    assert grid_params["Seed"] == infotext.parse_infotext(cells[0].infotext)["Seed"]
+    assert infotext.read_infotext(grid.path) == grid.infotext
     params = [infotext.parse_infotext(c.infotext) for c in cells]
     assert [(p["Steps"], p["CFG scale"]) for p in params] == [("1", "3"), ("2", "3"), ("1", "7"), ("2", "7")]
     assert len({p["Seed"] for p in params}) == 1  # a random seed is fixed once for the whole plot
@@ -78,8 +89,10 @@ def test_a_2x2_steps_by_cfg_plot_is_one_job_with_4_cells_and_a_labelled_grid(mak
     assert grid.image.getpixel((5, 5)) == (255, 255, 255)  # the label margin
     assert max(i for i, _ in seen) == 3 and {t for _, t in seen} == {4}  # progress over the whole grid
     assert "Steps: 1" in plan.labels(0) and plan.labels(1) == ["CFG Scale: 3", "CFG Scale: 7"]
-    # the history lists every file of the plot for its owner
-    assert len(engine.history.items("ui:me")) == 5
+    # the history lists every file of the plot for its owner, the grid as a "txt2img grid"
+    items = engine.history.items("ui:me")
+    assert len(items) == 5
+    assert [e.mode for e in items if e.path.endswith("-grid.png")] == ["txt2img grid"]
 
 
 def test_an_interrupt_stops_the_plot(make_engine):

@@ -71,9 +71,11 @@ def server_values(state: ApiState) -> dict[str, Any]:
     return {
         # the owner's Settings-tab defaults (one store: sdui.server_defaults)
         "samples_format": state.engine.server_defaults().output_format,
-        "samples_save": state.engine.server_defaults().save, "grid_format": "png", "grid_save": False, "return_grid": False,
+        # grids: only the X/Y/Z plot's, saved with its images (sdui.api.scripts), in A1111's grid folders
+        "samples_save": state.engine.server_defaults().save, "grid_format": "png", "grid_save": True, "return_grid": True,
         "outdir_txt2img_samples": str(out / "txt2img-images"), "outdir_img2img_samples": str(out / "img2img-images"),
-        "outdir_extras_samples": str(out / "extras-images"),
+        "outdir_extras_samples": str(out / "extras-images"), "outdir_txt2img_grids": str(out / "txt2img-grids"),
+        "outdir_img2img_grids": str(out / "img2img-grids"),
         "randn_source": "CPU",  # every image's noise comes from its own CPU generator
         "show_progress_every_n_steps": state.engine.preview_period(),
         "show_progress_type": "Approx cheap",  # a fixed linear map of the latents, as A1111's "Approx cheap"

@@ -16,7 +16,7 @@ from ..images import infotext, uploads
 from ..styles import apply_styles, read_styles
 from ..jobs import Job
 from ..types import PREPARING_STAGE, GenerationRequest, InvalidRequest, JobState
-from . import client_options, schemas
+from . import client_options, schemas, scripts
 from .convert import result_info, to_generation_request
 from .errors import error_response, status_for
 from .request_log import LoggedRoute, note
@@ -25,9 +25,10 @@ from .state import ApiState, api_state, owner_of
 router = APIRouter(route_class=LoggedRoute)
 
 
-def _run(state: ApiState, owner: str, request: GenerationRequest) -> Job:
-    """Queue the job under its owner and wait for it (a client that goes away does not stop it)."""
-    job = state.queue.submit(request, owner)
+def _run(state: ApiState, owner: str, request: GenerationRequest, plan=None) -> Job:
+    """Queue the job under its owner and wait for it (a client that goes away does not stop it).
+    With ``plan`` (an X/Y/Z plot, ``sdui.xyz``) the one job makes every cell, then the grid."""
+    job = state.queue.submit(request, owner, plan=plan)
     job.wait()
     return job
 
@@ -42,8 +43,15 @@ def _failed(job: Job) -> Optional[JSONResponse]:
 
 def _generate(body: schemas.Txt2ImgRequest, mode: str, state: ApiState, owner: str, http: Request):
     note(http, f"{mode} {body.width}x{body.height}, {body.steps} steps, {body.batch_size * body.n_iter} image(s)")
+    call = None
+    try:
+        if scripts.find_script(body.script_name) is not None:  # the X/Y/Z plot: A1111's positional script_args
+            call = scripts.parse_xyz_args(body.script_args, mode)
+    except scripts.ScriptProblem as e:
+        return error_response(422, e, "InvalidRequest")
     options = client_options.for_request(state, owner, body.override_settings)
-    ignored = sorted(set(schemas.ignored_fields(body)) | set(options.ignored))
+    ignored = sorted(set(schemas.ignored_fields(body)) | set(options.ignored) | set(call.ignored if call else [])
+                     | ({"script_args"} if call is None and body.script_args else set()))
     request = to_generation_request(body, mode, options.model_by_hash or state.model_for(owner), state.vae_for(owner))
     if body.styles:  # A1111: the named styles of the styles file applied to the prompts (unknown names: none)
         known = read_styles(state.settings.styles_file)
@@ -57,18 +65,23 @@ def _generate(body: schemas.Txt2ImgRequest, mode: str, state: ApiState, owner: s
     request.clip_skip = body.clip_skip or options.values["CLIP_stop_at_last_layers"]
     note(http, f"{request.mode} {request.width}x{request.height}, {request.steps} steps, "
                f"{request.batch_size * request.batch_count} image(s), model {request.model or 'default'}")
-    job = _run(state, owner, request)
+    if call is not None:
+        note(http, f"X/Y/Z plot of {call.plan.cell_count} cells")
+    job = _run(state, owner, request, call.plan if call else None)
     failed = _failed(job)
     if failed is not None:
         return failed
     imgs = job.result.images if job.result else []
+    info = result_info(state.engine, job, job.request, ignored)
+    if call is not None:
+        imgs = scripts.plot_answer(call, job, info)
     encoded = [uploads.encode_png_base64(im.image, im.infotext) for im in imgs] if body.send_images else []
     params = body.model_dump(exclude={"init_images", "mask"} if mode != "txt2img" else set())
     if mode != "txt2img":
         params["init_images"] = None
         params["mask"] = None
     return {"images": encoded, "parameters": params,
-            "info": json.dumps(result_info(state.engine, job, job.request, ignored))}
+            "info": json.dumps(info)}
 
 
 @router.post("/txt2img", response_model=schemas.ImageResponse)

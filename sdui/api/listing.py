@@ -158,8 +158,11 @@ def loras(state: ApiState = Depends(api_state)):
 
 @router.get("/scripts")
 def scripts():
-    """Scripts (none: A1111 extensions do not run here)."""
-    return {"txt2img": [], "img2img": []}
+    """The selectable scripts the API's ``script_name`` runs, in A1111's lower-case titles: "x/y/z plot"
+    on both tabs (A1111's extensions and its other scripts do not run here)."""
+    from .scripts import SCRIPTS
+
+    return {tab: list(names) for tab, names in SCRIPTS.items()}
 
 
 @router.get("/memory")

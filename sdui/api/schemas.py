@@ -154,7 +154,7 @@ class PNGInfoResponse(BaseModel):
 UNIMPLEMENTED_DEFAULTS: dict[str, Any] = {
     "restore_faces": (None, False), "tiling": (None, False), "eta": (None,), "s_min_uncond": (None, 0, 0.0),
     "s_churn": (None, 0, 0.0), "s_tmax": (None, 0, 0.0), "s_tmin": (None, 0, 0.0), "s_noise": (None, 1, 1.0),
-    "script_name": (None, ""), "script_args": ([],),
+    # script_name / script_args: the X/Y/Z plot runs (sdui.api.scripts); another script name is refused
     "alwayson_scripts": ({},), "image_cfg_scale": (None,),
     "initial_noise_multiplier": (None, 1, 1.0), "latent_mask": (None,),
     "include_init_images": (False,), "hr_checkpoint_name": (None, "", "Use same checkpoint"),

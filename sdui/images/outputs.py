@@ -21,9 +21,15 @@ _save_lock = threading.Lock()
 _NUMBERED = re.compile(r"^(\d{5})-")
 
 
-def output_folder(outputs_dir: str, mode: str, day: date | None = None) -> Path:
-    sub = {"txt2img": "txt2img-images", "img2img": "img2img-images", "inpaint": "img2img-images",
-           "upscale": "extras-images"}[mode]
+def output_folder(outputs_dir: str, mode: str, day: date | None = None, grid: bool = False) -> Path:
+    """A1111's folders: ``txt2img-images/<date>/`` etc. for images, and for grids (an X/Y/Z plot's)
+    ``txt2img-grids/<date>/`` or ``img2img-grids/<date>/`` (its ``outdir_*_grids`` with "Save grids to
+    a subdirectory" on, its default)."""
+    if grid:
+        sub = {"txt2img": "txt2img-grids", "img2img": "img2img-grids", "inpaint": "img2img-grids"}[mode]
+    else:
+        sub = {"txt2img": "txt2img-images", "img2img": "img2img-images", "inpaint": "img2img-images",
+               "upscale": "extras-images"}[mode]
     return Path(outputs_dir) / sub / (day or date.today()).isoformat()
 
 
