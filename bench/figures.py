@@ -293,20 +293,21 @@ pipe = StableDiffusionPipeline.from_single_file(sys.argv[1], config=str(CONFIGS_
         safety_checker=None, requires_safety_checker=False, torch_dtype=torch.float32)
 pipe.set_progress_bar_config(disable=True)
 pipe.scheduler = samplers.make_scheduler(pipe.scheduler.config, "Euler a")
-size, steps = int(sys.argv[2]), int(sys.argv[3])
-for line in sys.stdin:  # one image per line read: the bench interleaves these with sdui's
+for line in sys.stdin:  # one image per line read ("SIZE STEPS"): the bench interleaves these with sdui's
+    size, steps = (int(x) for x in line.split())
     t0 = time.perf_counter()
-    pipe(sys.argv[4], negative_prompt=sys.argv[5], generator=[torch.Generator("cpu").manual_seed(1)],
+    pipe(sys.argv[2], negative_prompt=sys.argv[3], generator=[torch.Generator("cpu").manual_seed(1)],
          num_inference_steps=steps, guidance_scale=7.0, height=size, width=size).images[0]
     print(time.perf_counter() - t0, flush=True)
 """
 
+CPU_CASES = ((256, 8, 2), (512, 20, 1))  # (size, steps, interleaved pairs): the issue's two whole-image targets
 
-def figure3_cpu_speed(report: Report, models: Path, size: int = 256, steps: int = 8, pairs: int = 2) -> None:
-    """A whole txt2img (``size``, ``steps``, Euler a, CFG 7) through sdui's engine at default settings
-    (on a CPU with openvino installed: the OpenVINO backend) against a plain diffusers fp32 script
-    (its own process, loaded once), interleaved ``pairs`` times; the one-time conversion is timed
-    apart."""
+
+def figure3_cpu_speed(report: Report, models: Path, cases=CPU_CASES) -> None:
+    """Whole txt2img images (each case: size, steps, pairs; Euler a, CFG 7) through sdui's engine at
+    default settings (on a CPU with openvino installed: the OpenVINO backend) against a plain diffusers
+    fp32 script (its own process, loaded once), interleaved; the one-time conversion is timed apart."""
     import statistics
 
     from sdui.config import Settings
@@ -315,44 +316,50 @@ def figure3_cpu_speed(report: Report, models: Path, size: int = 256, steps: int 
 
     ckpt = models / "Stable-diffusion" / "sd15-random-0.safetensors"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    plain = subprocess.Popen([sys.executable, "-c", _PLAIN_FP32, str(ckpt), str(size), str(steps), PROMPT, NEGATIVE],
+    plain = subprocess.Popen([sys.executable, "-c", _PLAIN_FP32, str(ckpt), PROMPT, NEGATIVE],
                              env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def plain_once() -> float:
-        plain.stdin.write("go\n")
+    def plain_once(size: int, steps: int) -> float:
+        plain.stdin.write(f"{size} {steps}\n")
         plain.stdin.flush()
         return float(plain.stdout.readline())
 
     out = Path(tempfile.mkdtemp(prefix="sdui-bench-"))
     engine = Engine(Settings(models_dir=str(models), outputs_dir=str(out)))
-    req = GenerationRequest(prompt=PROMPT, negative_prompt=NEGATIVE, steps=steps, width=size, height=size, seed=1,
-                            model="sd15-random-0", sampler="Euler a", cfg_scale=7.0, save=False)
+
+    def request(size: int, steps: int) -> GenerationRequest:
+        return GenerationRequest(prompt=PROMPT, negative_prompt=NEGATIVE, steps=steps, width=size, height=size, seed=1,
+                                 model="sd15-random-0", sampler="Euler a", cfg_scale=7.0, save=False)
+
     preparing: list[Progress] = []
     t0 = time.perf_counter()
-    engine.generate(req, on_progress=lambda p: preparing.append(p) if p.stage != "sampling" else None)
+    engine.generate(request(64, 1), on_progress=lambda p: preparing.append(p) if p.stage != "sampling" else None)
     first = time.perf_counter() - t0
     backend = engine.status()["backend"]
     prep = preparing[-1].elapsed if preparing else 0.0
     report.add("3 CPU speed", "one-time preparation of the CPU-optimised model (convert + compile)" if preparing
                else "first job (no conversion: the IR was on disk)", prep if preparing else first, "s", None, None, None,
                f"backend {backend}; first job {first:.1f} s in all")
-    plain_once()  # warm-up of the plain script
-    sdui_t, plain_t = [], []
-    for i in range(pairs):
-        for which in (("plain", "sdui") if i % 2 == 0 else ("sdui", "plain")):
-            if which == "plain":
-                plain_t.append(plain_once())
-            else:
-                t0 = time.perf_counter()
-                engine.generate(req)
-                sdui_t.append(time.perf_counter() - t0)
-        print(f"[3 CPU speed] pair {i + 1}: plain {plain_t[-1]:.1f}s, sdui {sdui_t[-1]:.1f}s", flush=True)
+    plain_once(64, 1)  # warm-up of the plain script (weights paged in, first-call costs)
+    for size, steps, pairs in cases:
+        req = request(size, steps)
+        sdui_t, plain_t = [], []
+        for i in range(pairs):
+            for which in (("plain", "sdui") if i % 2 == 0 else ("sdui", "plain")):
+                if which == "plain":
+                    plain_t.append(plain_once(size, steps))
+                else:
+                    t0 = time.perf_counter()
+                    engine.generate(req)
+                    sdui_t.append(time.perf_counter() - t0)
+            print(f"[3 CPU speed] {size}px {steps} steps, pair {i + 1}: plain {plain_t[-1]:.1f}s, sdui {sdui_t[-1]:.1f}s",
+                  flush=True)
+        s, p = statistics.median(sdui_t), statistics.median(plain_t)
+        report.add("3 CPU speed", f"whole txt2img {size}px {steps} steps: plain diffusers fp32 / sdui default ({backend})",
+                   p / s, "x faster", None, ">= 1.8x", p / s >= 1.8,
+                   f"sdui {s:.1f} s (median of {pairs}), plain diffusers {p:.1f} s; interleaved", ratio=p / s)
     plain.stdin.close()
     plain.wait()
-    s, p = statistics.median(sdui_t), statistics.median(plain_t)
-    report.add("3 CPU speed", f"whole txt2img {size}px {steps} steps: plain diffusers fp32 / sdui default ({backend})",
-               p / s, "x faster", None, ">= 1.8x", p / s >= 1.8,
-               f"sdui {s:.1f} s (median of {pairs}), plain diffusers {p:.1f} s; interleaved", ratio=p / s)
     engine.manager.release_all()
 
 

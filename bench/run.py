@@ -1,4 +1,4 @@
-"""``python -m bench [--figures 1,2,3,4] [--switches 20] [--reconvert]``: prints each figure with
+"""``python -m bench [--figures 1,2,3,4] [--switches 20] [--reconvert] [--cpu-cases 256x8x2,512x20x1]``: prints each figure with
 pass/miss, writes bench/results/cpu.json and cpu.md, and puts the table (with the machine, the date
 and how busy the machine was) into README.md between the ``bench:cpu`` markers."""
 
@@ -24,6 +24,9 @@ def main(argv=None) -> int:
     parser.add_argument("--reconvert", action="store_true",
                         help="Empty the bench's OpenVINO cache first, so figure 3 times the one-time conversion.")
     parser.add_argument("--pairs", type=int, default=5, help="Interleaved rounds of figure 1. Default: 5.")
+    parser.add_argument("--cpu-cases", default="256x8x2,512x20x1",
+                        help="Figure 3's whole images as SIZExSTEPSxPAIRS, comma-separated. Default: 256x8x2,512x20x1 "
+                             "(the 512 px pair takes about 15 minutes on 2 cores).")
     parser.add_argument("--skip-cli", action="store_true", help="Leave out figure 1's CLI process row (minutes).")
     args = parser.parse_args(argv)
     from .common import CACHE
@@ -45,7 +48,8 @@ def main(argv=None) -> int:
     models = models_tree(3)
     wanted = {int(x) for x in args.figures.split(",") if x}
     # figure 3 first: it times the one-time OpenVINO conversion that figure 2's jobs then reuse
-    runs = {3: lambda: figures.figure3_cpu_speed(report, models),
+    cases = [tuple(int(x) for x in case.split("x")) for case in args.cpu_cases.split(",") if case]
+    runs = {3: lambda: figures.figure3_cpu_speed(report, models, cases),
             2: lambda: figures.figure2_load_switch(report, models, args.switches),
             1: lambda: figures.figure1_overhead(report, models, pairs=args.pairs, cli=not args.skip_cli),
             4: lambda: figures.figure4_ladder(report, models)}
