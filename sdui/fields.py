@@ -78,6 +78,7 @@ def _resolve(bound: Bound, limits):
 _GEN = ("txt2img", "img2img", "inpaint")
 _I2I = ("img2img", "inpaint")
 _T2I = ("txt2img",)
+VARIATION_MODES = _GEN  # A1111's variation seed (subseed, subseed_strength): txt2img, img2img, inpaint
 FIELDS: tuple[Field, ...] = (
     Field("prompt", str, "", label="Prompt", api="prompt", cli=("--prompt",), modes=_GEN + ("upscale",),
           help="What to draw (A1111 syntax: (word:1.2), [word], BREAK)."),
@@ -98,12 +99,13 @@ FIELDS: tuple[Field, ...] = (
           help="Height in pixels (rounded down to a multiple of 8)."),
     Field("seed", int, -1, -1, MAX_SEED, label="Seed", infotext="Seed", api="seed", cli=("--seed",),
           modes=_GEN + ("upscale",), help="Seed; -1 picks one at random."),
-    # A1111's "Extra" seed options (txt2img): the noise of seed i slerped toward that of subseed + i; noise drawn at
-    # another size and pasted centred ("Resize seed from"); 0 = off, as A1111's UI (its API's -1 also means off)
+    # A1111's "Extra" seed options: the noise of seed i slerped toward that of subseed + i (txt2img, img2img,
+    # inpaint); noise drawn at another size and pasted centred ("Resize seed from", txt2img only here); 0 = off,
+    # as A1111's UI (its API's -1 also means off)
     Field("subseed", int, -1, -1, MAX_SEED, label="Variation seed", infotext="Variation seed", api="subseed",
-          cli=("--subseed",), modes=_T2I, help="Variation seed; -1 picks one at random."),
+          cli=("--subseed",), modes=VARIATION_MODES, help="Variation seed; -1 picks one at random."),
     Field("subseed_strength", float, 0.0, 0.0, 1.0, step=0.01, label="Variation strength",
-          infotext="Variation seed strength", api="subseed_strength", cli=("--subseed-strength",), modes=_T2I,
+          infotext="Variation seed strength", api="subseed_strength", cli=("--subseed-strength",), modes=VARIATION_MODES,
           help="How far the noise moves from the seed's toward the variation seed's (0: the seed's, 1: the "
                "variation seed's)."),
     Field("seed_resize_from_w", int, 0, 0, "max_size", step=8, label="Resize seed from width",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -78,6 +79,78 @@ def variation_noise(job: "Job", channels: int, height: int, width: int, dtype=No
             noise = x
         out.append(noise)
     return torch.stack(out)
+
+
+def _slerped(strength: float, seed_draw, subseed_draw):
+    """A1111's slerp of one image's two draws (a batch of one is slerped as its (C, H, W) noise, as A1111 does)."""
+    low, high = seed_draw.float(), subseed_draw.float()
+    if low.dim() == 4:
+        import torch
+
+        return torch.stack([slerp(strength, lo, hi) for lo, hi in zip(low, high)]).to(seed_draw.dtype)
+    return slerp(strength, low, high).to(seed_draw.dtype)
+
+
+def _slerped_draws_mode(pairs: dict, strength: float):
+    """A torch function mode in which each ``torch.randn`` drawn from one of ``pairs``' generators (keyed by
+    ``id``) is A1111's slerp of that draw and of the same draw from the paired variation-seed generator
+    (which advances alongside); every other call passes through unchanged."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    class SlerpedDraws(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            partner = pairs.get(id(kwargs.get("generator"))) if func is torch.randn else None
+            if partner is None:
+                return func(*args, **kwargs)
+            return _slerped(strength, func(*args, **kwargs), func(*args, **{**kwargs, "generator": partner}))
+
+    return SlerpedDraws()
+
+
+# the pipeline methods that draw an img2img / inpaint start: the VAE's sample of the image (and of the masked
+# image) and the noise added to it at the first timestep
+START_METHODS = ("prepare_latents", "prepare_mask_latents")
+
+
+@contextmanager
+def variation_start(pipe, job: "Job", gens: list):
+    """A1111's variation seed for img2img, inpaint and the Hires. fix pass (``StableDiffusionProcessingImg2Img
+    .sample`` and ``sample_hr_pass``: ``rng.ImageRNG(...).next()``, the slerp of the seed's and the subseed's
+    noise, added to the image's latents): while the pipeline makes its start (``START_METHODS``), each random
+    draw of image i's generator ``gens[i]`` is slerped by ``subseed_strength`` toward the same draw of a
+    generator of subseed + i. So strength 1 starts exactly as the plain job with that subseed as its seed
+    (A1111's rule; here also for the VAE's sample, which sdui seeds and A1111 does not), the image's own
+    generator advances as without a variation seed (the sampler's later noise is the seed's, as in A1111),
+    and strength 0 touches nothing."""
+    if job.request.subseed_strength == 0:
+        yield
+        return
+    import torch
+
+    pairs = {id(g): torch.Generator(g.device).manual_seed(int(s)) for g, s in zip(gens, subseeds(job), strict=True)}
+    mode = _slerped_draws_mode(pairs, job.request.subseed_strength)
+    replaced = {}
+    for name in START_METHODS:
+        method = getattr(pipe, name, None)
+        if method is None:
+            continue
+        replaced[name] = pipe.__dict__.get(name)
+
+        def inside_mode(*args, _method=method, **kwargs):
+            with mode:
+                return _method(*args, **kwargs)
+
+        setattr(pipe, name, inside_mode)
+    try:
+        yield
+    finally:
+        for name, before in replaced.items():
+            if before is None:
+                delattr(pipe, name)
+            else:
+                setattr(pipe, name, before)
 
 
 def latent_preview(latents, index: int = 0):
