@@ -172,7 +172,7 @@ def test_the_engine_writes_infotext_keys_the_table_knows(make_engine):
     engine = make_engine()
     req = GenerationRequest(mode="inpaint", steps=9, cfg_scale=4.5, seed=3, denoising_strength=0.5, mask_blur=7,
                             inpainting_fill="fill", inpainting_mask_invert="Inpaint not masked", clip_skip=2,
-                            inpaint_full_res="Only masked", inpaint_full_res_padding=48,
+                            inpaint_full_res="Only masked", inpaint_full_res_padding=48, subseed=21, subseed_strength=0.25,
                             init_image=Image.new("RGB", (64, 64)), mask=Image.new("L", (64, 64)))
     written = engine.infotext_params(req, 3, "m", "", 64, 64)
     for f in fields.FIELDS:

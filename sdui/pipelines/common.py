@@ -87,7 +87,7 @@ def _slerped(strength: float, seed_draw, subseed_draw):
     if low.dim() == 4:
         import torch
 
-        return torch.stack([slerp(strength, lo, hi) for lo, hi in zip(low, high)]).to(seed_draw.dtype)
+        return torch.stack([slerp(strength, lo, hi) for lo, hi in zip(low, high, strict=True)]).to(seed_draw.dtype)
     return slerp(strength, low, high).to(seed_draw.dtype)
 
 
