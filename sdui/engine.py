@@ -735,7 +735,7 @@ def _variation_infotext(req: GenerationRequest, seed) -> dict:
     if req.mode not in VARIATION_MODES:
         return {}
     varied = req.subseed_strength != 0 and isinstance(seed, int)
-    resized = req.mode == "txt2img" and req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0
+    resized = req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0
     return {"Variation seed": req.subseed + (seed - req.seed) if varied else None,
             "Variation seed strength": req.subseed_strength if varied else None,
             "Seed resize from": f"{req.seed_resize_from_w}x{req.seed_resize_from_h}" if resized else None}

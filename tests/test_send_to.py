@@ -105,6 +105,6 @@ def test_png_info_send_to_img2img_ticks_extra_and_fills_the_variation_seed(ui):
     got = values(handler("pnginfo_send_to_img2img")(infotext.parse_infotext(VARIED), None))
     assert got["img2img_subseed_show"] is True
     assert (got["img2img_subseed"], got["img2img_subseed_strength"]) == (5, 0.3)
-    assert "img2img_seed_resize_from_w" not in got  # img2img applies no seed resize: its panel has none
+    assert (got["img2img_seed_resize_from_w"], got["img2img_seed_resize_from_h"]) == (640, 480)
     plain = values(handler("pnginfo_send_to_img2img")(infotext.parse_infotext(PLAIN), None))
     assert plain["img2img_subseed_show"] is False

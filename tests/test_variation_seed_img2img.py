@@ -1,6 +1,7 @@
-"""A1111's variation seed in img2img and inpaint (and the Hires. fix pass): the random start of image i
-(the VAE's sample of the image and the noise added to it) slerped toward that of subseed + i; pixels
-against a stock diffusers call whose draws the test slerps itself."""
+"""A1111's variation seed and seed resize in img2img and inpaint (and the Hires. fix pass): the random
+start of image i (the VAE's sample of the image and the noise added to it) slerped toward that of
+subseed + i, or drawn at another size and pasted centred; pixels against a stock diffusers call whose
+draws the test makes itself."""
 
 from __future__ import annotations
 
@@ -68,6 +69,24 @@ def _slerped_randn(monkeypatch, modules, seed: int, subseed: int, strength: floa
         monkeypatch.setattr(f"{module}.randn_tensor", randn_tensor)
 
 
+def _resized_randn(monkeypatch, modules, seed: int, subseed: int, strength: float, small: tuple[int, int]) -> None:
+    """As ``_slerped_randn`` for "Resize seed from": each draw is that of a generator of ``seed`` at the real
+    size with, in its middle, the slerp of the draws at the ``small`` (latent h, w) size of generators of
+    ``seed`` and ``subseed`` of their own (A1111's ``ImageRNG.first``, draw by draw)."""
+    gens = [torch.Generator("cpu").manual_seed(s) for s in (seed, seed, subseed)]
+
+    def randn_tensor(shape, generator=None, device=None, dtype=None, layout=None):
+        x = torch.randn(shape, generator=gens[0], dtype=dtype)[0]
+        a, b = (torch.randn((shape[1], *small), generator=g, dtype=dtype) for g in gens[1:])
+        noise = slerp(strength, a.float(), b.float()).to(x.dtype)
+        top, left = (x.shape[1] - small[0]) // 2, (x.shape[2] - small[1]) // 2
+        x[:, top:top + small[0], left:left + small[1]] = noise
+        return x.unsqueeze(0).to(device=device, dtype=dtype)
+
+    for module in modules:
+        monkeypatch.setattr(f"{module}.randn_tensor", randn_tensor)
+
+
 def _stock(engine, cls_name: str, **kwargs) -> np.ndarray:
     """A stock diffusers call of ``cls_name`` built from the loaded model, with the engine's Euler scheduler."""
     import diffusers
@@ -116,6 +135,18 @@ def test_img2img_batch_image_i_uses_subseed_plus_i_and_writes_a1111s_keys(engine
     back = infotext.infotext_to_request_fields(keys[1])
     assert (back["subseed"], back["subseed_strength"]) == (41, 0.3)
     assert batch.images[0].image.tobytes() != engine.generate(_i2i(seed=11)).images[0].image.tobytes()
+
+
+def test_img2img_seed_resize_pastes_the_smaller_draws_centred(engine, monkeypatch):
+    """Resize seed from 32x32 into 64x64 at strength 0.25: the 4x4 middle of each 8x8 draw is the slerp of
+    draws made as for 32x32; written as A1111's "Seed resize from: 32x32"."""
+    r = engine.generate(_i2i(seed=5, subseed=8, subseed_strength=0.25, seed_resize_from_w=32, seed_resize_from_h=32))
+    _resized_randn(monkeypatch, (I2I_MODULE, VAE_MODULE), 5, 8, 0.25, (4, 4))
+    want = np.asarray(_stock(engine, "StableDiffusionImg2ImgPipeline", image=_init_image()), dtype=np.int16)
+    assert np.abs(_pixels(r)[0] - want).max() <= 1
+    assert "Variation seed: 8, Variation seed strength: 0.25, Seed resize from: 32x32" in r.images[0].infotext
+    only_resize = engine.generate(_i2i(seed=5, seed_resize_from_w=32, seed_resize_from_h=32))
+    assert np.abs(_pixels(only_resize)[0] - _pixels(engine.generate(_i2i(seed=5)))[0]).max() > 1
 
 
 def test_img2img_random_variation_seed_is_fixed(engine):
@@ -200,9 +231,8 @@ def test_api_img2img_takes_the_variation_seed_and_answers_it_in_info(models_root
         assert r.status_code == 200, r.text
         info = json.loads(r.json()["info"])
         assert (info["subseed"], info["all_subseeds"], info["subseed_strength"]) == (9, [9, 10], 0.4)
-        assert "subseed_strength" not in info["ignored"]
-        assert {"seed_resize_from_w", "seed_resize_from_h"} <= set(info["ignored"])  # txt2img's only, here
-        assert "Variation seed: 10, Variation seed strength: 0.4" in info["infotexts"][1]
-        assert "Seed resize from" not in info["infotexts"][1]
+        assert not {"subseed_strength", "seed_resize_from_w", "seed_resize_from_h"} & set(info["ignored"])
+        assert (info["seed_resize_from_w"], info["seed_resize_from_h"]) == (32, 32)
+        assert "Variation seed: 10, Variation seed strength: 0.4, Seed resize from: 32x32" in info["infotexts"][1]
     finally:
         app.state.queue.stop()

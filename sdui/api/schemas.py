@@ -177,8 +177,6 @@ def ignored_fields(req: BaseModel) -> list[str]:
             out.append(name)
     if isinstance(req, Img2ImgRequest) and req.enable_hr:
         out.append("enable_hr")  # Hires. fix is txt2img's (A1111's img2img has none)
-    if isinstance(req, Img2ImgRequest):  # seed resize is applied to txt2img only (the variation seed to both)
-        out += [name for name in ("seed_resize_from_w", "seed_resize_from_h") if getattr(req, name) not in (-1, 0)]
     if isinstance(req, Img2ImgRequest) and req.refiner_checkpoint not in (None, "", "None"):
         out.append("refiner_checkpoint")  # sdui's refiner is txt2img's for now
     out += sorted((req.model_extra or {}).keys())

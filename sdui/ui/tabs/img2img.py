@@ -71,7 +71,7 @@ def render(ctx: UIContext) -> SimpleNamespace:
                 controls = render_controls("img2img", limits, top)
                 lora_picker.add(ctx, "img2img", controls.prompt)
                 styles = styles_panel.render("img2img", ctx.settings)  # uifeat hook
-                variation = variation_panel.render("img2img", limits, seed_resize=False)  # uifeat hook
+                variation = variation_panel.render("img2img", limits)  # uifeat hook
                 xyz = xyz_panel.render("img2img", "img2img")  # uifeat hook
             with gr.Column(scale=1, elem_classes=["sdui-outputs"]):
                 outputs = render_outputs("img2img")
