@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from . import __version__, prompt_schedule, prompts, prompts_sdxl, samplers
-from .fields import INPAINT_AREAS, LATENT_UPSCALE_MODES, MASK_MODES, UPSCALE_MODES
+from .fields import INPAINT_AREAS, LATENT_UPSCALE_MODES, MASK_MODES, UPSCALE_MODES, VARIATION_MODES
 from .images import infotext, outputs, watermark
 from .config import Settings
 from .history import History
@@ -312,7 +312,7 @@ class Engine:
             req.seed = random.randrange(2**32 - 1 - req.batch_size * req.batch_count)
         if req.seed + req.batch_size * req.batch_count - 1 > 2**32 - 1:
             raise InvalidRequest("seed", req.seed, f"at most {2**32 - req.batch_size * req.batch_count} for this batch")
-        if req.mode == "txt2img":  # A1111's variation seed: fixed like the seed; image i uses subseed + i
+        if req.mode in VARIATION_MODES:  # A1111's variation seed: fixed like the seed; image i uses subseed + i
             if req.subseed == -1:
                 req.subseed = random.randrange(2**32 - 1 - req.batch_size * req.batch_count)
             if req.subseed + req.batch_size * req.batch_count - 1 > 2**32 - 1:
@@ -734,7 +734,7 @@ class Engine:
 def _variation_infotext(req: GenerationRequest, seed) -> dict:
     """A1111's "Variation seed" (image i's: subseed + i), "Variation seed strength" (both only when the
     strength is not 0) and "Seed resize from" (WxH, only when both are set), in its order (after VAE)."""
-    if req.mode != "txt2img":
+    if req.mode not in VARIATION_MODES:
         return {}
     varied = req.subseed_strength != 0 and isinstance(seed, int)
     resized = req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0

@@ -78,6 +78,7 @@ def _resolve(bound: Bound, limits):
 _GEN = ("txt2img", "img2img", "inpaint")
 _I2I = ("img2img", "inpaint")
 _T2I = ("txt2img",)
+VARIATION_MODES = _GEN  # A1111's variation seed and seed resize: txt2img, img2img, inpaint
 FIELDS: tuple[Field, ...] = (
     Field("prompt", str, "", label="Prompt", api="prompt", cli=("--prompt",), modes=_GEN + ("upscale",),
           help="What to draw (A1111 syntax: (word:1.2), [word], BREAK)."),
@@ -98,20 +99,21 @@ FIELDS: tuple[Field, ...] = (
           help="Height in pixels (rounded down to a multiple of 8)."),
     Field("seed", int, -1, -1, MAX_SEED, label="Seed", infotext="Seed", api="seed", cli=("--seed",),
           modes=_GEN + ("upscale",), help="Seed; -1 picks one at random."),
-    # A1111's "Extra" seed options (txt2img): the noise of seed i slerped toward that of subseed + i; noise drawn at
-    # another size and pasted centred ("Resize seed from"); 0 = off, as A1111's UI (its API's -1 also means off)
+    # A1111's "Extra" seed options (txt2img, img2img, inpaint): the noise of seed i slerped toward that of
+    # subseed + i; noise drawn at another size and pasted centred ("Resize seed from"); 0 = off, as A1111's UI
+    # (its API's -1 also means off)
     Field("subseed", int, -1, -1, MAX_SEED, label="Variation seed", infotext="Variation seed", api="subseed",
-          cli=("--subseed",), modes=_T2I, help="Variation seed; -1 picks one at random."),
+          cli=("--subseed",), modes=VARIATION_MODES, help="Variation seed; -1 picks one at random."),
     Field("subseed_strength", float, 0.0, 0.0, 1.0, step=0.01, label="Variation strength",
-          infotext="Variation seed strength", api="subseed_strength", cli=("--subseed-strength",), modes=_T2I,
+          infotext="Variation seed strength", api="subseed_strength", cli=("--subseed-strength",), modes=VARIATION_MODES,
           help="How far the noise moves from the seed's toward the variation seed's (0: the seed's, 1: the "
                "variation seed's)."),
     Field("seed_resize_from_w", int, 0, 0, "max_size", step=8, label="Resize seed from width",
           infotext="Seed resize from-1", api="seed_resize_from_w", api_default=-1, cli=("--seed-resize-from-w",),
-          modes=_T2I, help="Make the noise as for this width and paste it centred (with the height); 0: off."),
+          modes=VARIATION_MODES, help="Make the noise as for this width and paste it centred (with the height); 0: off."),
     Field("seed_resize_from_h", int, 0, 0, "max_size", step=8, label="Resize seed from height",
           infotext="Seed resize from-2", api="seed_resize_from_h", api_default=-1, cli=("--seed-resize-from-h",),
-          modes=_T2I, help="Make the noise as for this height and paste it centred (with the width); 0: off."),
+          modes=VARIATION_MODES, help="Make the noise as for this height and paste it centred (with the width); 0: off."),
     Field("batch_size", int, 1, 1, "max_batch_size", step=1, label="Batch size", api="batch_size",
           cli=("--n-samples", "--n_samples"), help="Images per batch."),
     Field("batch_count", int, 1, 1, "max_batch_count", step=1, label="Batch count", api="n_iter",

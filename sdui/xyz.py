@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from .fields import VARIATION_MODES
 from .types import Cancelled, GenerationRequest, GenerationResult, InvalidRequest, Progress
 
 NOTHING = "Nothing"
@@ -67,8 +68,8 @@ def _set_size(req: GenerationRequest, value, _values) -> None:
 
 AXES: dict[str, Axis] = {a.label: a for a in (
     Axis("Seed", int, _set("seed")),
-    Axis("Var. seed", int, _set("subseed"), modes=("txt2img",)),
-    Axis("Var. strength", float, _set("subseed_strength"), modes=("txt2img",)),
+    Axis("Var. seed", int, _set("subseed"), modes=VARIATION_MODES),
+    Axis("Var. strength", float, _set("subseed_strength"), modes=VARIATION_MODES),
     Axis("Steps", int, _set("steps")),
     Axis("CFG Scale", float, _set("cfg_scale")),
     Axis("Prompt S/R", str, _prompt_sr, show_label=False),

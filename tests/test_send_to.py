@@ -98,3 +98,13 @@ def test_gallery_send_to_inpaint_carries_the_inpaint_options(ui, tmp_path):
     assert got["img2img_mode"].startswith("Inpaint")
     assert (got["img2img_mask_blur"], got["img2img_inpaint_full_res"], got["img2img_inpaint_full_res_padding"]) == (
         8, "Only masked", 48)
+
+
+def test_png_info_send_to_img2img_ticks_extra_and_fills_the_variation_seed(ui):
+    handler, values = ui
+    got = values(handler("pnginfo_send_to_img2img")(infotext.parse_infotext(VARIED), None))
+    assert got["img2img_subseed_show"] is True
+    assert (got["img2img_subseed"], got["img2img_subseed_strength"]) == (5, 0.3)
+    assert (got["img2img_seed_resize_from_w"], got["img2img_seed_resize_from_h"]) == (640, 480)
+    plain = values(handler("pnginfo_send_to_img2img")(infotext.parse_infotext(PLAIN), None))
+    assert plain["img2img_subseed_show"] is False

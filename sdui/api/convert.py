@@ -9,7 +9,7 @@ import time
 from typing import Any, Optional
 
 from .. import __version__, fields, samplers
-from ..fields import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES
+from ..fields import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, VARIATION_MODES
 from ..images import infotext, uploads
 from ..jobs import Job
 from ..types import GenerationRequest, InvalidRequest, SduiError
@@ -103,7 +103,7 @@ def result_info(engine, job: Job, req: GenerationRequest, ignored: list[str]) ->
     imgs = res.images if res else []
     seeds = [im.seed for im in imgs] or [req.seed]
     done = res.request if res else req  # as prepared: the random variation seed fixed
-    subseeds = ([done.subseed + s - done.seed for s in seeds] if done.mode == "txt2img" and done.subseed >= 0
+    subseeds = ([done.subseed + s - done.seed for s in seeds] if done.mode in VARIATION_MODES and done.subseed >= 0
                 else [-1] * len(seeds))
     entry = None
     if res and res.model_name:
@@ -115,14 +115,14 @@ def result_info(engine, job: Job, req: GenerationRequest, ignored: list[str]) ->
         "prompt": req.prompt, "all_prompts": [req.prompt] * len(seeds),
         "negative_prompt": req.negative_prompt, "all_negative_prompts": [req.negative_prompt] * len(seeds),
         "seed": seeds[0], "all_seeds": seeds, "subseed": subseeds[0], "all_subseeds": subseeds,
-        "subseed_strength": req.subseed_strength if req.mode == "txt2img" else 0,
+        "subseed_strength": req.subseed_strength if req.mode in VARIATION_MODES else 0,
         "width": req.width, "height": req.height, "sampler_name": req.sampler, "scheduler": req.scheduler,
         "cfg_scale": req.cfg_scale, "steps": req.steps, "batch_size": req.batch_size, "restore_faces": False,
         "face_restoration_model": None, "sd_model_name": res.model_name if res else None,
         "sd_model_hash": res.model_hash if res else None, "sd_vae_name": res.vae_name if res else None,
         "sd_vae_hash": res.vae_hash if res else None,
-        "seed_resize_from_w": req.seed_resize_from_w if req.mode == "txt2img" and req.seed_resize_from_w > 0 else -1,
-        "seed_resize_from_h": req.seed_resize_from_h if req.mode == "txt2img" and req.seed_resize_from_h > 0 else -1,
+        "seed_resize_from_w": req.seed_resize_from_w if req.mode in VARIATION_MODES and req.seed_resize_from_w > 0 else -1,
+        "seed_resize_from_h": req.seed_resize_from_h if req.mode in VARIATION_MODES and req.seed_resize_from_h > 0 else -1,
         "denoising_strength": req.denoising_strength if req.mode in ("img2img", "inpaint") or req.enable_hr else None,
         "extra_generation_params": {"Memory level": res.memory_level} if res and res.memory_level else {},
         "index_of_first_image": 0, "infotexts": [im.infotext for im in imgs], "styles": [],

@@ -177,9 +177,6 @@ def ignored_fields(req: BaseModel) -> list[str]:
             out.append(name)
     if isinstance(req, Img2ImgRequest) and req.enable_hr:
         out.append("enable_hr")  # Hires. fix is txt2img's (A1111's img2img has none)
-    if isinstance(req, Img2ImgRequest):  # the variation seed and seed resize are applied to txt2img only
-        out += [name for name, off in (("subseed_strength", (0, 0.0)), ("seed_resize_from_w", (-1, 0)),
-                                       ("seed_resize_from_h", (-1, 0))) if getattr(req, name) not in off]
     if isinstance(req, Img2ImgRequest) and req.refiner_checkpoint not in (None, "", "None"):
         out.append("refiner_checkpoint")  # sdui's refiner is txt2img's for now
     out += sorted((req.model_extra or {}).keys())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -67,17 +68,125 @@ def variation_noise(job: "Job", channels: int, height: int, width: int, dtype=No
         if req.subseed_strength != 0:
             noise = slerp(req.subseed_strength, noise.float(), randn(subseed, noise_shape).float()).to(noise.dtype)
         if noise_shape != shape:
-            x = randn(seed, shape)
-            dx = (shape[2] - noise_shape[2]) // 2
-            dy = (shape[1] - noise_shape[1]) // 2
-            w = noise_shape[2] if dx >= 0 else noise_shape[2] + 2 * dx
-            h = noise_shape[1] if dy >= 0 else noise_shape[1] + 2 * dy
-            tx, ty = max(dx, 0), max(dy, 0)
-            dx, dy = max(-dx, 0), max(-dy, 0)
-            x[:, ty:ty + h, tx:tx + w] = noise[:, dy:dy + h, dx:dx + w]
-            noise = x
+            noise = paste_centred(randn(seed, shape), noise)
         out.append(noise)
     return torch.stack(out)
+
+
+def paste_centred(x, noise):
+    """``noise`` (C, h, w) pasted into the middle of ``x`` (C, H, W), cut where it is larger (A1111's
+    "Resize seed from", ``ImageRNG.first``); returns ``x``."""
+    dx = (x.shape[2] - noise.shape[2]) // 2
+    dy = (x.shape[1] - noise.shape[1]) // 2
+    w = noise.shape[2] if dx >= 0 else noise.shape[2] + 2 * dx
+    h = noise.shape[1] if dy >= 0 else noise.shape[1] + 2 * dy
+    tx, ty = max(dx, 0), max(dy, 0)
+    dx, dy = max(-dx, 0), max(-dy, 0)
+    x[:, ty:ty + h, tx:tx + w] = noise[:, dy:dy + h, dx:dx + w]
+    return x
+
+
+def _slerped(strength: float, seed_draw, subseed_draw):
+    """A1111's slerp of one image's two draws (a batch of one is slerped as its (C, H, W) noise, as A1111 does)."""
+    low, high = seed_draw.float(), subseed_draw.float()
+    if low.dim() == 4:
+        import torch
+
+        return torch.stack([slerp(strength, lo, hi) for lo, hi in zip(low, high, strict=True)]).to(seed_draw.dtype)
+    return slerp(strength, low, high).to(seed_draw.dtype)
+
+
+class _ImageDraws:
+    """Image i's draws while the pipeline makes its start, as A1111's ``ImageRNG.first`` makes its noise: each
+    draw of the image's own generator is slerped by ``strength`` toward the same draw of a generator of its
+    subseed; with "Resize seed from" (``resize``: latent height, width), that slerp is made of draws at the
+    resize size from generators of the seed and subseed of their own, and pasted centred into the own draw."""
+
+    def __init__(self, seed: int, subseed: int, strength: float, resize: Optional[tuple[int, int]], device):
+        import torch
+
+        def gen(s):
+            return torch.Generator(device).manual_seed(int(s))
+
+        self.strength, self.resize = strength, resize
+        self.subseed = gen(subseed)
+        self.small = (gen(seed), gen(subseed)) if resize else None
+
+    def draw(self, randn, args, kwargs):
+        own = randn(*args, **kwargs)
+        if self.small is None or own.dim() != 4:
+            if self.strength == 0:
+                return own
+            return _slerped(self.strength, own, randn(*args, **{**kwargs, "generator": self.subseed}))
+        shape = (*own.shape[:2], *self.resize)
+        rest = {k: v for k, v in kwargs.items() if k not in ("generator", "size")}
+        small = randn(shape, generator=self.small[0], **rest)
+        if self.strength != 0:
+            small = _slerped(self.strength, small, randn(shape, generator=self.small[1], **rest))
+        for x, noise in zip(own, small, strict=True):
+            paste_centred(x, noise)
+        return own
+
+
+def _image_draws_mode(images: dict):
+    """A torch function mode in which each ``torch.randn`` drawn from one of ``images``' generators (keyed by
+    ``id``) is that image's ``_ImageDraws.draw``; every other call passes through unchanged."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    class ImageDraws(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            image = images.get(id(kwargs.get("generator"))) if func is torch.randn else None
+            return func(*args, **kwargs) if image is None else image.draw(func, args, kwargs)
+
+    return ImageDraws()
+
+
+# the pipeline methods that draw an img2img / inpaint start: the VAE's sample of the image (and of the masked
+# image) and the noise added to it at the first timestep
+START_METHODS = ("prepare_latents", "prepare_mask_latents")
+
+
+@contextmanager
+def variation_start(pipe, job: "Job", gens: list):
+    """A1111's variation seed and seed resize for img2img, inpaint and the Hires. fix pass
+    (``StableDiffusionProcessingImg2Img.sample`` and ``sample_hr_pass``: ``rng.ImageRNG(...).next()``, the
+    slerp of the seed's and the subseed's noise, added to the image's latents): while the pipeline makes its
+    start (``START_METHODS``), each random draw of image i's generator ``gens[i]`` becomes ``_ImageDraws``'
+    (slerped by ``subseed_strength`` toward the same draw of a generator of subseed + i). So strength 1
+    starts exactly as the plain job with that subseed as its seed (A1111's rule; here also for the VAE's
+    sample, which sdui seeds and A1111 does not), the image's own generator advances as without a variation
+    seed (the sampler's later noise is the seed's, as in A1111), and with neither set nothing changes."""
+    if not uses_variation(job.request):
+        yield
+        return
+    req = job.request
+    resize = (req.seed_resize_from_h // 8, req.seed_resize_from_w // 8) \
+        if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0 else None
+    images = {id(g): _ImageDraws(seed, subseed, req.subseed_strength, resize, g.device)
+              for g, seed, subseed in zip(gens, job.seeds, subseeds(job), strict=True)}
+    mode = _image_draws_mode(images)
+    replaced = {}
+    for name in START_METHODS:
+        method = getattr(pipe, name, None)
+        if method is None:
+            continue
+        replaced[name] = pipe.__dict__.get(name)
+
+        def inside_mode(*args, _method=method, **kwargs):
+            with mode:
+                return _method(*args, **kwargs)
+
+        setattr(pipe, name, inside_mode)
+    try:
+        yield
+    finally:
+        for name, before in replaced.items():
+            if before is None:
+                delattr(pipe, name)
+            else:
+                setattr(pipe, name, before)
 
 
 def latent_preview(latents, index: int = 0):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..images.uploads import resize_for_request
 from ..models.depth import depth_tensor
-from .common import Job, StepTracker, generators
+from .common import Job, StepTracker, generators, variation_start
 
 
 def run(pipe, job: Job):
@@ -18,16 +18,18 @@ def run(pipe, job: Job):
     if job.sigmas is not None:  # diffusers' depth pipeline takes no sigmas: its scheduler's own schedule is used
         job.warnings.append(f"Schedule type '{req.scheduler}' is not applied on the depth model; the sampler's own "
                             f"schedule was used")
-    out = pipe(
-        **job.prompt_kwargs(),
-        image=image,
-        depth_map=depth_map,
-        strength=req.denoising_strength,
-        num_images_per_prompt=len(job.seeds),
-        num_inference_steps=req.steps,
-        guidance_scale=req.cfg_scale,
-        generator=generators(job.seeds),
-        callback_on_step_end=StepTracker(job),
-        output_type="pil",
-    )
+    gens = generators(job.seeds)
+    with variation_start(pipe, job, gens):  # A1111's variation seed, as img2img
+        out = pipe(
+            **job.prompt_kwargs(),
+            image=image,
+            depth_map=depth_map,
+            strength=req.denoising_strength,
+            num_images_per_prompt=len(job.seeds),
+            num_inference_steps=req.steps,
+            guidance_scale=req.cfg_scale,
+            generator=gens,
+            callback_on_step_end=StepTracker(job),
+            output_type="pil",
+        )
     return list(out.images)

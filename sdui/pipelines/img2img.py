@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..images.uploads import resize_for_request
-from .common import Job, StepTracker, generators
+from .common import Job, StepTracker, generators, variation_start
 
 
 def run(pipe, job: Job):
@@ -16,19 +16,22 @@ def run(pipe, job: Job):
 
 def denoise(pipe, job: Job, image, stage: str = "sampling") -> list:
     """``image`` (PIL images, or 4-channel latents) noised to the request's strength, denoised and
-    decoded; each image gets a fresh generator of its own seed (it also draws the VAE-encoding noise).
-    Shared by img2img and the Hires. fix second pass."""
+    decoded; each image gets a fresh generator of its own seed (it also draws the VAE-encoding noise),
+    its start slerped toward its variation seed's (A1111's "Extra"). Shared by img2img and the Hires. fix
+    second pass."""
     req = job.request
-    out = pipe(
-        **job.prompt_kwargs(),
-        image=image,
-        strength=req.denoising_strength,
-        num_images_per_prompt=len(job.seeds),
-        num_inference_steps=req.steps,
-        sigmas=job.sigmas,
-        guidance_scale=req.cfg_scale,
-        generator=generators(job.seeds),
-        callback_on_step_end=StepTracker(job, stage=stage),
-        output_type="pil",
-    )
+    gens = generators(job.seeds)
+    with variation_start(pipe, job, gens):
+        out = pipe(
+            **job.prompt_kwargs(),
+            image=image,
+            strength=req.denoising_strength,
+            num_images_per_prompt=len(job.seeds),
+            num_inference_steps=req.steps,
+            sigmas=job.sigmas,
+            guidance_scale=req.cfg_scale,
+            generator=gens,
+            callback_on_step_end=StepTracker(job, stage=stage),
+            output_type="pil",
+        )
     return list(out.images)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..fields import INPAINT_AREAS, MASK_MODES
 from ..images.uploads import resize_for_request
-from .common import Job, StepTracker, generators
+from .common import Job, StepTracker, generators, variation_start
 
 Box = tuple[int, int, int, int]  # (x1, y1, x2, y2), x2 and y2 exclusive
 
@@ -142,20 +142,22 @@ def _inpaint(pipe, job: Job, image: Image.Image, hard_mask: Image.Image, soft_ma
     # 2. masked content
     start = fill_masked(image, hard_mask, req.inpainting_fill)
     strength = 1.0 if req.inpainting_fill == "latent noise" else req.denoising_strength
-    # 3. denoise and decode
-    out = pipe(
-        **job.prompt_kwargs(),
-        image=start,
-        mask_image=soft_mask,
-        height=req.height,
-        width=req.width,
-        strength=strength,
-        num_images_per_prompt=len(job.seeds),
-        num_inference_steps=req.steps,
-        sigmas=job.sigmas,
-        guidance_scale=req.cfg_scale,
-        generator=gens if (gens := generators(job.seeds)) else None,
-        callback_on_step_end=StepTracker(job),
-        output_type="pil",
-    )
+    # 3. denoise and decode (the start slerped toward the variation seed's, A1111's "Extra")
+    gens = generators(job.seeds)
+    with variation_start(pipe, job, gens):
+        out = pipe(
+            **job.prompt_kwargs(),
+            image=start,
+            mask_image=soft_mask,
+            height=req.height,
+            width=req.width,
+            strength=strength,
+            num_images_per_prompt=len(job.seeds),
+            num_inference_steps=req.steps,
+            sigmas=job.sigmas,
+            guidance_scale=req.cfg_scale,
+            generator=gens or None,
+            callback_on_step_end=StepTracker(job),
+            output_type="pil",
+        )
     return list(out.images)

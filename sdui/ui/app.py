@@ -251,7 +251,7 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
     tc, ic = t2i.controls, i2i.controls
     i2i_outputs = [ic.prompt, ic.negative_prompt, ic.steps, ic.sampler, ic.scheduler, ic.cfg_scale, ic.seed, ic.width,
                    ic.height, ic.clip_skip, ctx.model, ctx.vae, ctx.tabs, i2i.editor, i2i.mode, i2i.outputs["status"],
-                   i2i.mask_blur, i2i.fill, i2i.mask_mode, i2i.inpaint_area, i2i.padding]
+                   i2i.mask_blur, i2i.fill, i2i.mask_mode, i2i.inpaint_area, i2i.padding, *i2i.variation.values()]
 
     def sender(mode: str):
         def send(meta, index, gallery):
@@ -259,7 +259,8 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
             index = index if isinstance(index, int) and meta and 0 <= index < len(meta) else 0
             parsed = parse_infotext(meta[index]["infotext"]) if meta and meta[index].get("infotext") else {}
             out, missing = fill(ic, parsed)
-            out.update({**inpaint_from_infotext(i2i, parsed), ctx.tabs: gr.Tabs(selected="img2img"), i2i.mode: mode,
+            out.update({**inpaint_from_infotext(i2i, parsed), **variation_panel.from_infotext(i2i.variation, parsed),
+                        ctx.tabs: gr.Tabs(selected="img2img"), i2i.mode: mode,
                         i2i.outputs["status"]: session.message_html(missing, "warning") if missing else ""})
             if img is not None:  # the picture itself follows (``picture``), once the tab is open
                 out[ic.width], out[ic.height] = img.width - img.width % 8, img.height - img.height % 8
@@ -332,7 +333,8 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
 
     def to_i2i(parsed, shown):
         out, missing = fill(ic, parsed)
-        out.update({**inpaint_from_infotext(i2i, parsed), ctx.tabs: gr.Tabs(selected="img2img"), i2i.mode: MODES[0],
+        out.update({**inpaint_from_infotext(i2i, parsed), **variation_panel.from_infotext(i2i.variation, parsed),
+                    ctx.tabs: gr.Tabs(selected="img2img"), i2i.mode: MODES[0],
                     i2i.outputs["status"]: session.message_html(missing, "warning") if missing else ""})
         return out
 

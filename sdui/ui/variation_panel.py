@@ -1,5 +1,5 @@
-"""A1111's "Extra" seed options beside Seed (txt2img): Variation seed, Variation strength, Resize seed
-from width/height. Kept out of the shared controls so a tab adds it with one line."""
+"""A1111's "Extra" seed options beside Seed (txt2img, img2img): Variation seed, Variation strength, Resize
+seed from width/height. Kept out of the shared controls so a tab adds it with one line."""
 
 from __future__ import annotations
 

@@ -178,11 +178,12 @@ def _model_for(ctx: UIContext, parsed: dict) -> dict:
     return {}
 
 
-def _variation_for(t2i, parsed: dict) -> dict:
-    """The "Extra" seed controls from the infotext (ticked when it has a variation seed or seed resize)."""
+def _variation_for(target, parsed: dict) -> dict:
+    """The "Extra" seed controls of the txt2img or img2img tab from the infotext (ticked when it has a
+    variation seed, or a seed resize where the tab has one)."""
     from .. import variation_panel
 
-    return variation_panel.from_infotext(getattr(t2i, "variation", None), parsed)
+    return variation_panel.from_infotext(getattr(target, "variation", None), parsed)
 
 
 def wire_sending(ctx: UIContext, tab: SimpleNamespace, t2i, i2i, ups) -> None:
@@ -213,8 +214,8 @@ def wire_sending(ctx: UIContext, tab: SimpleNamespace, t2i, i2i, ups) -> None:
                 return {tab.status: session.message_html(str(err) if isinstance(err, NotYours) else
                                                          "That file is not an image we can read (PNG, JPEG, WebP)")}
             return {**_fields_for(i2i.controls, parsed), **_model_for(ctx, parsed), **inpaint_from_infotext(i2i, parsed),
-                    i2i.editor: {"background": img, "layers": [], "composite": img}, i2i.mode: I2I_MODES[mode_index],
-                    ctx.tabs: gr.Tabs(selected="img2img"), tab.status: ""}
+                    **_variation_for(i2i, parsed), i2i.editor: {"background": img, "layers": [], "composite": img},
+                    i2i.mode: I2I_MODES[mode_index], ctx.tabs: gr.Tabs(selected="img2img"), tab.status: ""}
         return send
 
     def to_upscale(token, rel, request: gr.Request):
@@ -229,7 +230,7 @@ def wire_sending(ctx: UIContext, tab: SimpleNamespace, t2i, i2i, ups) -> None:
     t2i_out = [*t2i.controls.request_fields().values(), ctx.model, ctx.tabs, tab.status,
                *getattr(t2i, "variation", {}).values()]
     i2i_out = [*i2i.controls.request_fields().values(), ctx.model, ctx.tabs, tab.status, i2i.editor, i2i.mode,
-               i2i.mask_blur, i2i.fill, i2i.mask_mode, i2i.inpaint_area, i2i.padding]
+               i2i.mask_blur, i2i.fill, i2i.mask_mode, i2i.inpaint_area, i2i.padding, *getattr(i2i, "variation", {}).values()]
     tab.to_txt2img.click(to_txt2img, inputs=inputs, outputs=t2i_out)
     tab.to_img2img.click(to_i2i(0), inputs=inputs, outputs=i2i_out)
     tab.to_inpaint.click(to_i2i(len(I2I_MODES) - 1), inputs=inputs, outputs=i2i_out)

@@ -22,7 +22,7 @@ from ..controls import (UIContext, readable, coerce, radio, render_controls, ren
 from .. import depth, lora_picker
 from .generate import wire_generation
 
-from .. import styles_panel, xyz_panel  # uifeat: Styles, X/Y/Z plot
+from .. import styles_panel, variation_panel, xyz_panel  # uifeat: Styles, variation seed, X/Y/Z plot
 
 MODES = ("img2img (sketch or photo)", "Inpaint (paint the mask)", "Inpaint sketch (colour strokes, also the mask)",
          "Inpaint upload (a mask file)")
@@ -71,12 +71,14 @@ def render(ctx: UIContext) -> SimpleNamespace:
                 controls = render_controls("img2img", limits, top)
                 lora_picker.add(ctx, "img2img", controls.prompt)
                 styles = styles_panel.render("img2img", ctx.settings)  # uifeat hook
+                variation = variation_panel.render("img2img", limits)  # uifeat hook
                 xyz = xyz_panel.render("img2img", "img2img")  # uifeat hook
             with gr.Column(scale=1, elem_classes=["sdui-outputs"]):
                 outputs = render_outputs("img2img")
     return SimpleNamespace(mode=mode, editor=editor, mask_file=mask_file, mask_options=mask_options, strength=strength,
                            resize_mode=resize_mode, mask_blur=mask_blur, fill=fill, mask_mode=mask_mode,
                            inpaint_area=inpaint_area, padding=padding, depth=depth_part, styles=styles, xyz=xyz,
+                           variation=variation,
                            size_mode=size_mode, scale_by=scale_by, scaled_size=scaled_size, controls=controls,
                            outputs=outputs, gallery=outputs["gallery"], images=outputs["images"],
                            selected=outputs["selected"], to_img2img=outputs["to_img2img"],
@@ -162,7 +164,7 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
              "mask_blur": tab.mask_blur, "fill": tab.fill, "mask_mode": tab.mask_mode, "mask_file": tab.mask_file,
              "size_mode": tab.size_mode, "scale_by": tab.scale_by, "inpaint_area": tab.inpaint_area,
              "padding": tab.padding, "depth_map": tab.depth.image,
-             "styles": tab.styles["styles"]}  # uifeat: Styles
+             "styles": tab.styles["styles"], **tab.variation}  # uifeat: Styles, variation seed
 
     def mode_fields(data: dict) -> dict:
         mode = data[tab.mode]
@@ -184,6 +186,7 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
                           inpainting_mask_invert=data[tab.mask_mode], inpaint_full_res=data[tab.inpaint_area],
                           inpaint_full_res_padding=coerce("inpaint_full_res_padding", data[tab.padding]))
         fields.update(styles_panel.request_fields(tab.styles, tab.controls, data))  # uifeat: Styles
+        fields.update(variation_panel.request_fields(tab.variation, data))  # uifeat: variation seed
         return fields
 
     wire_generation(ctx, c, mode_fields, extra, tab.outputs)
