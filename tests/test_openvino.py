@@ -39,14 +39,19 @@ def fresh_cache(tmp_path, monkeypatch):
 
 @pytest.fixture()
 def conversions(monkeypatch):
+    """Every conversion of a part (UNet, VAE, text encoder), by the name of the function that made it."""
     calls = []
-    real = openvino_backend.convert_unet
 
-    def counting(unet, path):
-        calls.append(path)
-        return real(unet, path)
+    def counting(name):
+        real = getattr(openvino_backend, name)
 
-    monkeypatch.setattr(openvino_backend, "convert_unet", counting)
+        def convert(*args):
+            calls.append(name)
+            return real(*args)
+        return convert
+
+    for name in ("convert_unet", "convert_vae", "convert_text_encoder"):
+        monkeypatch.setattr(openvino_backend, name, counting(name))
     return calls
 
 
@@ -132,16 +137,17 @@ def test_openvino_clip_skip_reads_the_right_hidden_state(make_engine, ov_cache):
 def test_conversion_is_progress_and_the_second_start_does_not_convert(make_engine, fresh_cache, conversions):
     seen = []
     make_engine(backend="openvino").generate(_request(), on_progress=seen.append)
-    assert len(conversions) == 1
+    assert sorted(conversions) == ["convert_text_encoder", "convert_unet", "convert_vae"]
     preparing = [p.step for p in seen if p.stage == PREPARING_STAGE]
     assert preparing and preparing[-1] == 100 and preparing == sorted(preparing)
     assert any(p.stage == "sampling" for p in seen)
     # a new engine (a restart): the IR on disk is used, not converted again, and there is no preparing stage
     again = []
     result = make_engine(backend="openvino").generate(_request(), on_progress=again.append)
-    assert len(conversions) == 1
+    assert len(conversions) == 3 and not [p for p in again if p.stage == PREPARING_STAGE]
     assert "Backend: OpenVINO" in result.images[0].infotext
-    assert list(fresh_cache.glob("openvino/*/unet.xml"))
+    for part in ("unet", "vae_decoder", "vae_encoder", "text_encoder"):
+        assert list(fresh_cache.glob(f"openvino/*/{part}.xml")), part
 
 
 def test_simulated_conversion_failure_falls_back_to_pytorch_with_one_warning(make_engine, fresh_cache, monkeypatch,

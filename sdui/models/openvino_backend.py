@@ -372,7 +372,8 @@ def prepare(pipe, identity: str, on_progress: Optional[Callable[[int], None]] = 
             convert()
             converted.append(path.stem)
         done += share
-    report(90 if converted else 50)
+    if converted:  # a later start only reads and compiles the IRs: no "once" message then
+        report(90)
 
     def compiled(path: Path):
         return compile_ir(path), path.with_suffix(".bin").stat().st_size
@@ -385,7 +386,8 @@ def prepare(pipe, identity: str, on_progress: Optional[Callable[[int], None]] = 
     part = _part_class()
     model = OpenVinoModel(unet=unet_part, decoder=part(decoder, vae.decoder, n_dec), encoder=part(encoder, vae.encoder, n_enc),
                           text_encoder=_text_class()(text, pipe.text_encoder, rows, n_text), vae=vae)
-    report(100)
+    if converted:
+        report(100)
     log.info("OpenVINO parts of %s: %s in %.1fs", identity[:16], f"converted {', '.join(converted)}" if converted
              else "loaded from the cache", time.perf_counter() - t0)
     return model
