@@ -59,8 +59,8 @@ OPTIONS: tuple[Option, ...] = (
            "or 'auto' for the cluster `ray start` made on this machine); this process keeps the queue, the UI/API and "
            "the saved images. Needs `pip install sdui[cluster]`. With --devices, one actor per entry instead.",
            group="server"),
-    Option("backend", "What runs the UNet, VAE and text encoder: 'openvino' (OpenVINO on the CPU, a UNet step about 1.9× faster than "
-           "PyTorch there; the model is converted once on first use and kept under the cache folder), 'torch' "
+    Option("backend", "What runs the UNet, VAE and text encoder: 'openvino' (OpenVINO on the CPU, a UNet step about "
+           "1.9× faster than PyTorch there; the model is converted once on first use and kept under the cache folder), 'torch' "
            "(PyTorch), or 'auto' "
            "(OpenVINO when the device is the CPU and the openvino package is installed: pip install sdui[openvino]).",
            choices=("auto", "torch", "openvino")),
