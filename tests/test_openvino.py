@@ -11,6 +11,7 @@ import pytest
 
 openvino = pytest.importorskip("openvino", reason="the openvino package is not installed (pip install sdui[openvino])")
 
+from sdui import samplers  # noqa: E402
 from sdui.models import openvino_backend  # noqa: E402
 from sdui.types import PREPARING_STAGE, GenerationRequest  # noqa: E402
 from tests.test_lora import lora_layers, lora_root  # noqa: E402,F401 - the LoRA files of the LoRA tests
@@ -82,8 +83,9 @@ def test_auto_without_the_package_is_torch(make_engine, monkeypatch):
     assert "Backend:" not in result.images[0].infotext
 
 
-@pytest.mark.parametrize("sampler", ["Euler", "Euler a", "DPM++ 2M", "DDIM"])
+@pytest.mark.parametrize("sampler", samplers.sampler_names())
 def test_openvino_pixels_within_2_of_255_of_pytorch(make_engine, ov_cache, sampler):
+    """Every sampler (the issue: the reference-exact sampler tests on both backends)."""
     torch_result = make_engine(backend="torch").generate(_request(sampler=sampler))
     ov_result = make_engine(backend="openvino").generate(_request(sampler=sampler))
     assert "Backend: OpenVINO" in ov_result.images[0].infotext
