@@ -15,8 +15,8 @@ from sdui.config import Settings
 from sdui.images import infotext
 from sdui.server import create_app
 from tests.server_util import running_server
-from tests.test_ui_browser import (ARGS, CHROMIUM, TIMEOUT, VIEWPORTS, both_sizes, open_tab, pick, set_number, set_text, small_settings,
-                                   wait_infotext)
+from tests.test_ui_browser import (ARGS, CHROMIUM, TIMEOUT, VIEWPORTS, both_sizes, open_tab, pick, set_number, set_text,
+                                   small_settings, wait_infotext)
 
 pytestmark = [
     pytest.mark.browser,
