@@ -95,7 +95,7 @@ def shoot(base: str, out: Path, sample: Path) -> list[Path]:
                 box.press("Enter")
             page.click("#txt2img_generate")
             page.wait_for_selector("#txt2img_status .sdui-progress.running")
-            page.wait_for_function("() => /Step [1-9]/.test(document.querySelector('#txt2img_status').innerText)")
+            page.wait_for_function("() => /step [1-9]/.test(document.querySelector('#txt2img_status').innerText)")
             page.wait_for_timeout(2500)  # a live preview or two
             made.append(out / f"progress{suffix}.png")
             page.screenshot(path=str(made[-1]))

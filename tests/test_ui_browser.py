@@ -535,7 +535,14 @@ def test_whole_images_info_follows_selection_ctrl_enter_and_token_counter(ui_ser
     set_number(page, "txt2img_height", 192)
     set_number(page, "txt2img_batch_size", 2)
     page.locator("#txt2img_prompt textarea").focus()
+    if viewport[0] < 500:  # scrolled down so far that the result above the prompt is off the screen
+        page.evaluate("() => window.scrollTo(0, document.querySelector('#txt2img_generate').getBoundingClientRect().top"
+                      " + window.scrollY)")
+        assert page.locator("#txt2img_status").bounding_box()["y"] < 0
     page.keyboard.press("Control+Enter")
+    if viewport[0] < 500:  # Generate brings the progress line (and the result below it) on screen
+        page.wait_for_function("() => { const t = document.querySelector('#txt2img_status').getBoundingClientRect().top;"
+                               " return t >= 0 && t < window.innerHeight / 2; }")
     first = wait_infotext(page, "txt2img")
     page.wait_for_function("() => document.querySelectorAll('#txt2img_gallery img').length >= 2")
     page.wait_for_timeout(500)
