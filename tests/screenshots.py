@@ -89,18 +89,18 @@ def shoot(base: str, out: Path, sample: Path) -> list[Path]:
             page.screenshot(path=str(made[-1]))
             # a long job under way: the progress bar and the live preview in the output's place
             open_tab(page, "txt2img")
-            for name, value in (("steps", 400), ("batch_size", 1)):
+            for name, value in (("steps", 150), ("batch_size", 1), ("width", 128), ("height", 192)):
                 box = page.locator(f"#txt2img_{name} input[type=number]")
                 box.fill(str(value))
                 box.press("Enter")
             page.click("#txt2img_generate")
             page.wait_for_selector("#txt2img_status .sdui-progress.running")
             page.wait_for_function("() => /step [1-9]/.test(document.querySelector('#txt2img_status').innerText)")
-            page.wait_for_timeout(2500)  # a live preview or two
+            page.wait_for_timeout(1500)  # a live preview or two
             made.append(out / f"progress{suffix}.png")
             page.screenshot(path=str(made[-1]))
             page.click("#txt2img_interrupt")
-            page.wait_for_selector("#txt2img_status :text('Interrupted')")
+            page.wait_for_selector("#txt2img_status .sdui-progress.running", state="detached")
         browser.close()
     return made
 
