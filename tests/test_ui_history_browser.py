@@ -83,6 +83,12 @@ def test_history_survives_a_restart_and_follows_the_login_across_browsers(models
         page.click("#history_send_txt2img")
         page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value === 'a lasting lighthouse'")
         assert page.locator("#txt2img_seed input").input_value() == "31"
+        from playwright.sync_api import expect
+
+        open_tab(page, "History")
+        page.click("#history_send_inpaint")  # the painted-mask mode, as the galleries' Send to inpaint
+        expect(page.get_by_role("radio", name="Inpaint (paint the mask)")).to_be_checked()
+        assert page.locator("#img2img_seed input").input_value() == "31"
         other, bobs = login(browser, base, "bob", "pw2")
         assert history_captions(bobs) == []  # bob sees none of ann's
         other.close()
