@@ -782,8 +782,8 @@ SAMPLES_JS = """() => {
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_labels_placeholders_and_messages_meet_wcag_aa_contrast(ui_server, browser, theme):
     """Every visible label, info line, placeholder, status message and the token counter of the txt2img
-    tab at 4.5:1 or more (WCAG AA), in Gradio's light and dark theme. Colours do not depend on the page
-    size, so the desktop size only."""
+    tab (and the img2img tab's labels) at 4.5:1 or more (WCAG AA), in Gradio's light and dark theme.
+    Colours do not depend on the page size, so the desktop size only."""
     base, _, _ = ui_server
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     page = context.new_page()
@@ -797,6 +797,10 @@ def test_labels_placeholders_and_messages_meet_wcag_aa_contrast(ui_server, brows
     for expected in ("txt2img_prompt", "placeholder txt2img_neg_prompt", "An error", "A warning", "Saved", "Step 3/20",
                      "Sampling steps", "-1 or empty", '"0/75"'):
         assert expected in kinds, f"{expected!r} was not checked: {kinds}"
+    open_tab(page, "img2img")  # its own labels too (Mode, the canvas, Denoising strength, ...)
+    page.wait_for_selector("#img2img_mode")
+    checked += [(f"img2img: {name}", r) for name, r in page.evaluate(CONTRAST_JS) if name.startswith("img2img")]
+    assert any("img2img_mode" in name for name, _ in checked)
     low = [(name, round(r, 2)) for name, r in checked if r < 4.5]
     assert not low, f"below 4.5:1 in the {theme} theme: {low}"
     context.close()
