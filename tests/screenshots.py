@@ -81,8 +81,43 @@ def shoot(base: str, out: Path, sample: Path) -> list[Path]:
             page.wait_for_function("() => document.querySelector('#pnginfo_infotext textarea').value.length > 0")
             made.append(out / f"pnginfo{suffix}.png")
             page.screenshot(path=str(made[-1]))
+            open_tab(page, "History")
+            page.click("#history_refresh")
+            page.wait_for_selector("#history_gallery img")
+            page.wait_for_timeout(800)
+            made.append(out / f"history{suffix}.png")
+            page.screenshot(path=str(made[-1]))
+            # a long job under way: the progress bar and the live preview in the output's place
+            open_tab(page, "txt2img")
+            for name, value in (("steps", 150), ("batch_size", 1), ("width", 128), ("height", 192)):
+                box = page.locator(f"#txt2img_{name} input[type=number]")
+                box.fill(str(value))
+                box.press("Enter")
+            page.click("#txt2img_generate")
+            page.wait_for_selector("#txt2img_status .sdui-progress.running")
+            page.wait_for_function("() => /step [1-9]/.test(document.querySelector('#txt2img_status').innerText)")
+            page.wait_for_timeout(1500)  # a live preview or two
+            made.append(out / f"progress{suffix}.png")
+            page.screenshot(path=str(made[-1]))
+            page.click("#txt2img_interrupt")
+            page.wait_for_selector("#txt2img_status .sdui-progress.running", state="detached")
         browser.close()
     return made
+
+
+def shoot_no_model(base: str, out: Path) -> Path:
+    """The first start without a checkpoint (desktop size): the notice, Generate disabled."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_context(viewport={"width": SIZES["desktop"][0], "height": SIZES["desktop"][1]}).new_page()
+        page.goto(base)
+        page.wait_for_selector("#no_model_notice")
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(out / "no-model.png"))
+        browser.close()
+    return out / "no-model.png"
 
 
 def main() -> None:
@@ -115,6 +150,10 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         for path in shoot(base, out, sample):
             print(path)
+    (work / "empty" / "Stable-diffusion").mkdir(parents=True)
+    empty = Settings(models_dir=str(work / "empty"), outputs_dir=str(work / "outputs-empty"))
+    with running_server(create_app(empty)) as base:
+        print(shoot_no_model(base, Path(args.out)))
 
 
 if __name__ == "__main__":

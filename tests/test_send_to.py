@@ -108,3 +108,21 @@ def test_png_info_send_to_img2img_ticks_extra_and_fills_the_variation_seed(ui):
     assert (got["img2img_seed_resize_from_w"], got["img2img_seed_resize_from_h"]) == (640, 480)
     plain = values(handler("pnginfo_send_to_img2img")(infotext.parse_infotext(PLAIN), None))
     assert plain["img2img_subseed_show"] is False
+
+
+def test_png_info_send_to_inpaint_opens_inpaint_mode_with_the_picture_size_and_options(ui):
+    handler, values = ui
+    picture = Image.new("RGB", (100, 72), "white")
+    got = values(handler("pnginfo_send_to_inpaint")(infotext.parse_infotext(INPAINTED), picture))
+    assert got["img2img_mode"] == "Inpaint (paint the mask)"
+    assert (got["img2img_width"], got["img2img_height"]) == (96, 72)  # the picture's size, on the 8 px grid
+    assert (got["img2img_mask_blur"], got["img2img_inpainting_fill"], got["img2img_inpaint_full_res"]) == (
+        8, "latent noise", "Only masked")
+
+
+def test_png_info_send_to_img2img_of_an_inpainted_image_still_opens_plain_img2img(ui):
+    """As in A1111: the button picks the mode, the infotext only fills the (hidden) mask options."""
+    handler, values = ui
+    got = values(handler("pnginfo_send_to_img2img")(infotext.parse_infotext(INPAINTED), Image.new("RGB", (64, 64))))
+    assert got["img2img_mode"] == "img2img (sketch or photo)"
+    assert got["img2img_mask_blur"] == 8

@@ -32,6 +32,14 @@ ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-net
         "--disable-quic", "--no-first-run", "--disable-sync"]
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 TIMEOUT = 60_000
+# The issue's two sizes: the cheap behaviour tests run at both (one server per module either way).
+# Tests of the server's work (saving, interrupt, isolation, logins, inpaint pixels) stay at the desktop size:
+# the page size does not change them. Painting a mask is a mouse drag on the canvas; a phone's touch
+# strokes are not exercised here.
+VIEWPORTS = {"desktop": (1440, 900), "phone": (390, 844)}
+both_sizes = pytest.mark.parametrize("viewport", list(VIEWPORTS.values()), ids=list(VIEWPORTS))
+# the tab row's buttons and, on a phone, the wrapped row of the rest (not Gradio's hidden measuring copies)
+TAB_BUTTONS = ".tab-wrapper [role=tablist] button, .tab-wrapper .overflow-dropdown button"
 
 pytestmark = [
     pytest.mark.browser,
@@ -80,8 +88,8 @@ def browser():
         b.close()
 
 
-def open_page(browser, base):
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+def open_page(browser, base, viewport=(1400, 1100)):
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
     page = context.new_page()
     page.set_default_timeout(TIMEOUT)
     page.goto(base)
@@ -126,7 +134,8 @@ def pick(page, elem_id: str, option: str) -> None:
 
 
 def open_tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name, exact=True).click()
+    """A tab by its name, whether in the tab row or (on a phone) in the wrapped row of the rest."""
+    page.locator(TAB_BUTTONS, has_text=re.compile(f"^{re.escape(name)}$")).locator("visible=true").first.click()
 
 
 def small_settings(page, prefix: str, steps: int = 2, size: int = 64) -> None:
@@ -507,7 +516,7 @@ def _seed_of(text: str) -> int:
     return int(re.search(r"Seed: (\d+)", text).group(1))
 
 
-@pytest.mark.parametrize("viewport", [(1440, 900), (390, 844)], ids=["desktop", "phone"])
+@both_sizes
 def test_whole_images_info_follows_selection_ctrl_enter_and_token_counter(ui_server, browser, viewport):
     """Keyboard only from a fresh page: the prompt has focus, typing updates the token counter,
     Ctrl+Enter generates; a 64x192 batch of 2 shows whole (uncropped) images; choosing the second
@@ -526,7 +535,14 @@ def test_whole_images_info_follows_selection_ctrl_enter_and_token_counter(ui_ser
     set_number(page, "txt2img_height", 192)
     set_number(page, "txt2img_batch_size", 2)
     page.locator("#txt2img_prompt textarea").focus()
+    if viewport[0] < 500:  # scrolled down so far that the result above the prompt is off the screen
+        page.evaluate("() => window.scrollTo(0, document.querySelector('#txt2img_generate').getBoundingClientRect().top"
+                      " + window.scrollY)")
+        assert page.locator("#txt2img_status").bounding_box()["y"] < 0
     page.keyboard.press("Control+Enter")
+    if viewport[0] < 500:  # Generate brings the progress line (and the result below it) on screen
+        page.wait_for_function("() => { const t = document.querySelector('#txt2img_status').getBoundingClientRect().top;"
+                               " return t >= 0 && t < window.innerHeight / 2; }")
     first = wait_infotext(page, "txt2img")
     page.wait_for_function("() => document.querySelectorAll('#txt2img_gallery img').length >= 2")
     page.wait_for_timeout(500)
@@ -570,9 +586,10 @@ def test_models_tab_on_a_phone_reads_without_sideways_scrolling(ui_server, brows
     context.close()
 
 
-def test_send_to_img2img_copies_every_field_and_upload_sets_the_size(ui_server, browser, tmp_path):
+@both_sizes
+def test_send_to_img2img_copies_every_field_and_upload_sets_the_size(ui_server, browser, tmp_path, viewport):
     base, _, _ = ui_server
-    context, page = open_page(browser, base)
+    context, page = open_page(browser, base, viewport)
     set_text(page, "txt2img_prompt", "a kite, sent on")
     set_text(page, "txt2img_neg_prompt", "rain")
     small_settings(page, "txt2img", steps=3)
@@ -619,13 +636,14 @@ def test_a_too_long_seed_is_refused_in_a_sentence_and_the_last_result_stays(ui_s
     context.close()
 
 
-def test_a_file_that_is_not_an_image_gets_one_sentence(ui_server, browser, tmp_path):
+@both_sizes
+def test_a_file_that_is_not_an_image_gets_one_sentence(ui_server, browser, tmp_path, viewport):
     """Upscale and PNG Info answer a file PIL cannot read with our sentence, never Gradio's
     "Could not preprocess input component" trace."""
     from sdui.ui.controls import NOT_AN_IMAGE
 
     base, _, _ = ui_server
-    context, page = open_page(browser, base)
+    context, page = open_page(browser, base, viewport)
     bad = tmp_path / "notes.png"
     bad.write_bytes(b"this is a shopping list, not a picture\n" * 20)
     open_tab(page, "Upscale")
@@ -647,4 +665,142 @@ def test_a_file_that_is_not_an_image_gets_one_sentence(ui_server, browser, tmp_p
     page.locator("#pnginfo_file input[type=file]").set_input_files(str(bad))
     page.get_by_text(NOT_AN_IMAGE).locator("visible=true").first.wait_for()
     assert "preprocess" not in page.content()
+    context.close()
+
+
+
+INPAINTED = ("a patched fox\nSteps: 2, Sampler: Euler a, Seed: 5, Size: 64x48, Denoising strength: 0.6, Mask blur: 8, "
+             "Masked content: latent noise, Inpaint area: Only masked, Masked area padding: 48")
+
+
+@both_sizes
+def test_png_info_send_to_inpaint_opens_inpaint_and_send_to_img2img_plain_img2img(ui_server, browser, tmp_path, viewport):
+    """An inpainted image's PNG: Send to inpaint opens the inpaint mode with its mask options; Send to
+    img2img opens plain img2img (as A1111: the button picks the mode), both with the picture and its size."""
+    from playwright.sync_api import expect
+    from PIL.PngImagePlugin import PngInfo
+
+    base, _, _ = ui_server
+    src = tmp_path / "inpainted.png"
+    meta = PngInfo()
+    meta.add_text("parameters", INPAINTED)
+    Image.fromarray(np.random.default_rng(9).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(src, pnginfo=meta)
+    context, page = open_page(browser, base, viewport)
+    open_tab(page, "PNG Info")
+    page.locator("#pnginfo_file input[type=file]").set_input_files(str(src))
+    page.wait_for_function("() => document.querySelector('#pnginfo_infotext textarea').value.includes('Mask blur: 8')")
+    page.click("#pnginfo_send_to_inpaint")
+    page.wait_for_function("() => document.querySelector('#img2img_prompt textarea')?.value === 'a patched fox'")
+    page.get_by_label("Inpaint (paint the mask)").wait_for()
+    page.wait_for_function("() => document.querySelector('#img2img_mask_blur input[type=number]')?.value === '8'")
+    assert page.get_by_label("Inpaint (paint the mask)").is_checked()
+    assert page.locator("#img2img_mask_options").locator("visible=true").count() > 0  # (Gradio gives a Group's id twice)
+    assert page.get_by_role("radio", name="Only masked").is_checked()
+    page.locator("#img2img_editor").get_by_text("Upload an image").wait_for(state="hidden")  # the picture is in
+    assert (page.locator("#img2img_width input").first.input_value(), page.locator("#img2img_height input").first.input_value()) \
+        == ("64", "48")
+    open_tab(page, "PNG Info")
+    page.click("#pnginfo_send_to_img2img")
+    expect(page.get_by_role("radio", name="img2img (sketch or photo)")).to_be_checked()
+    page.locator("#img2img_editor").first.wait_for(state="visible")  # the img2img tab is open again
+    page.wait_for_function("() => [...document.querySelectorAll('#img2img_mask_options')].every(e => e.offsetParent === null)")
+    context.close()
+
+
+@both_sizes
+def test_generation_tabs_order_on_each_screen(ui_server, browser, viewport):
+    """Phone (Fooocus's order): progress, result and its Send-to buttons right above the prompt, the
+    Generation info right below Generate, then the settings. Desktop (A1111's): the output column
+    beside the settings, under the prompt row."""
+    base, _, _ = ui_server
+    context, page = open_page(browser, base, viewport)
+    for tab in ("txt2img", "img2img"):
+        open_tab(page, tab)
+        page.wait_for_selector(f"#{tab}_steps")
+
+        def box(selector):
+            return page.locator(selector).first.bounding_box()
+
+        status, gallery, send = box(f"#{tab}_status"), box(f"#{tab}_gallery"), box(f"#{tab}_send_to_img2img")
+        prompt, generate, info = box(f"#{tab}_prompt"), box(f"#{tab}_generate"), box(f"#{tab}_infotext")
+        settings = box(f"#{tab}_editor" if tab == "img2img" else f"#{tab}_sampler")
+        if viewport[0] < 500:
+            assert status["y"] <= gallery["y"] < send["y"] < prompt["y"], (tab, status, gallery, send, prompt)
+            assert prompt["y"] - (send["y"] + send["height"]) < 80, "the result sits right above the prompt"
+            assert generate["y"] + generate["height"] <= info["y"] < settings["y"], (tab, generate, info, settings)
+        else:
+            assert gallery["x"] > settings["x"] + settings["width"] - 1, "the output beside the settings"
+            assert gallery["y"] > prompt["y"] and info["y"] > gallery["y"]
+    context.close()
+
+
+# WCAG 2 contrast of every visible label-like text and placeholder: the text colour (its alpha and the
+# opacity of its ancestors blended in) against the effective background (the ancestors' backgrounds,
+# composited up to the first opaque one; white beyond). A progress text is also checked on its bar.
+CONTRAST_JS = """() => {
+  const parse = c => { const m = c.match(/rgba?\\(([^)]+)\\)/); if (!m) throw new Error('colour ' + c);
+    const p = m[1].split(/[ ,\\/]+/).filter(Boolean).map(Number); return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1]; };
+  const over = (top, under) => [0, 1, 2].map(i => top[i] * top[3] + under[i] * (1 - top[3])).concat([1]);
+  const lum = c => { const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]); };
+  const ratio = (fg, bg) => { const a = lum(over(fg, bg)), b = lum(bg);
+    return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05); };
+  const background = el => { const layers = [];
+    for (let e = el; e; e = e.parentElement) { const c = parse(getComputedStyle(e).backgroundColor);
+      if (c[3] > 0) { layers.push(c); if (c[3] >= 1) break; } }
+    return layers.reverse().reduce((under, top) => over(top, under), [255, 255, 255, 1]); };
+  const opacity = el => { let o = 1;
+    for (let e = el; e; e = e.parentElement) o *= Number(getComputedStyle(e).opacity); return o; };
+  const visible = el => el.checkVisibility({checkOpacity: true, checkVisibilityCSS: true}) && el.getClientRects().length > 0;
+  const where = el => ((el.closest('[id]') || {}).id || '') + ' ' + el.tagName.toLowerCase() + ' ' + JSON.stringify(
+    (el.placeholder || el.textContent).trim().slice(0, 40));
+  const out = [];
+  const texts = document.querySelectorAll('label, label *, [data-testid=block-info], [data-testid=block-label], .info-text,'
+    + ' .label-wrap, .label-wrap *, .sdui-message, .sdui-progress span, .sdui-token-counter *');
+  for (const el of texts) {
+    if (![...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()) || !visible(el)) continue;
+    const fg = parse(getComputedStyle(el).color); fg[3] *= opacity(el);
+    const bg = background(el); let r = ratio(fg, bg);
+    const bar = el.closest('.sdui-progress')?.querySelector('.bar');
+    if (bar) r = Math.min(r, ratio(fg, over(parse(getComputedStyle(bar).backgroundColor), bg)));
+    out.push([where(el), r]); }
+  for (const el of document.querySelectorAll('textarea[placeholder], input[placeholder]')) {
+    if (!el.placeholder || !visible(el)) continue;
+    const s = getComputedStyle(el, '::placeholder'); const fg = parse(s.color); fg[3] *= Number(s.opacity) * opacity(el);
+    out.push(['placeholder ' + where(el), ratio(fg, background(el))]); }
+  return out; }"""
+# what the status line shows (messages of each kind, the progress bar) and a token counter past 75
+SAMPLES_JS = """() => {
+  document.querySelector('#txt2img_status').insertAdjacentHTML('beforeend',
+    "<div class='sdui-message error'>An error</div><div class='sdui-message warning'>A warning</div>"
+    + "<div class='sdui-message info'>Saved</div><div class='sdui-progress running'><div class='bar' style='width: 60%'>"
+    + "</div><span>Step 3/20 · 60%</span></div>");
+  const counter = document.querySelector('#txt2img_token_counter .sdui-tokens');
+  counter.classList.add('over'); return counter.innerText; }"""
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_labels_placeholders_and_messages_meet_wcag_aa_contrast(ui_server, browser, theme):
+    """Every visible label, info line, placeholder, status message and the token counter of the txt2img
+    tab (and the img2img tab's labels) at 4.5:1 or more (WCAG AA), in Gradio's light and dark theme.
+    Colours do not depend on the page size, so the desktop size only."""
+    base, _, _ = ui_server
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    page.goto(base + ("/?__theme=dark" if theme == "dark" else "/"))
+    page.wait_for_selector("#txt2img_interrupt:enabled")
+    assert page.evaluate("document.body.classList.contains('dark')") == (theme == "dark")
+    assert page.evaluate(SAMPLES_JS) == "0/75"  # (now drawn as past the first chunk, in red)
+    checked = page.evaluate(CONTRAST_JS)
+    kinds = " ".join(name for name, _ in checked)
+    for expected in ("txt2img_prompt", "placeholder txt2img_neg_prompt", "An error", "A warning", "Saved", "Step 3/20",
+                     "Sampling steps", "-1 or empty", '"0/75"'):
+        assert expected in kinds, f"{expected!r} was not checked: {kinds}"
+    open_tab(page, "img2img")  # its own labels too (Mode, the canvas, Denoising strength, ...)
+    page.wait_for_selector("#img2img_mode")
+    checked += [(f"img2img: {name}", r) for name, r in page.evaluate(CONTRAST_JS) if name.startswith("img2img")]
+    assert any("img2img_mode" in name for name, _ in checked)
+    low = [(name, round(r, 2)) for name, r in checked if r < 4.5]
+    assert not low, f"below 4.5:1 in the {theme} theme: {low}"
     context.close()

@@ -15,7 +15,8 @@ from sdui.config import Settings
 from sdui.images import infotext
 from sdui.server import create_app
 from tests.server_util import running_server
-from tests.test_ui_browser import ARGS, CHROMIUM, TIMEOUT, open_tab, pick, set_number, set_text, small_settings, wait_infotext
+from tests.test_ui_browser import (ARGS, CHROMIUM, TIMEOUT, VIEWPORTS, both_sizes, open_tab, pick, set_number, set_text,
+                                   small_settings, wait_infotext)
 
 pytestmark = [
     pytest.mark.browser,
@@ -34,8 +35,8 @@ def browser():
         b.close()
 
 
-def login(browser, base, user, password):
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+def login(browser, base, user, password, viewport=(1400, 1100)):
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
     page = context.new_page()
     page.set_default_timeout(TIMEOUT)
     page.goto(base)
@@ -61,7 +62,7 @@ def test_history_survives_a_restart_and_follows_the_login_across_browsers(models
     settings = Settings(models_dir=str(models_root), outputs_dir=str(out), gradio_auth="ann:pw,bob:pw2",
                         settings_file=str(tmp_path / "s.json"), styles_file=str(tmp_path / "styles.csv"))
     with running_server(create_app(settings)) as base:
-        laptop, page = login(browser, base, "ann", "pw")
+        laptop, page = login(browser, base, "ann", "pw", VIEWPORTS["desktop"])
         set_text(page, "txt2img_prompt", "a lasting lighthouse")
         small_settings(page, "txt2img")
         set_number(page, "txt2img_seed", 31)
@@ -71,7 +72,7 @@ def test_history_survives_a_restart_and_follows_the_login_across_browsers(models
     saved = list(out.rglob("*.png"))
     assert len(saved) == 1
     with running_server(create_app(settings)) as base:  # a restarted server, another browser of the same login
-        phone, page = login(browser, base, "ann", "pw")
+        phone, page = login(browser, base, "ann", "pw", VIEWPORTS["phone"])  # the same login on a phone's screen
         page.wait_for_function("() => true")
         captions = history_captions(page)
         assert len(captions) == 1 and "a lasting lighthouse" in captions[0] and "Seed 31" in captions[0]
@@ -82,6 +83,12 @@ def test_history_survives_a_restart_and_follows_the_login_across_browsers(models
         page.click("#history_send_txt2img")
         page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value === 'a lasting lighthouse'")
         assert page.locator("#txt2img_seed input").input_value() == "31"
+        from playwright.sync_api import expect
+
+        open_tab(page, "History")
+        page.click("#history_send_inpaint")  # the painted-mask mode, as the galleries' Send to inpaint
+        expect(page.get_by_role("radio", name="Inpaint (paint the mask)")).to_be_checked()
+        assert page.locator("#img2img_seed input").input_value() == "31"
         other, bobs = login(browser, base, "bob", "pw2")
         assert history_captions(bobs) == []  # bob sees none of ann's
         other.close()
@@ -93,28 +100,38 @@ def test_history_survives_a_restart_and_follows_the_login_across_browsers(models
         phone.close()
 
 
-def test_styles_apply_at_generate_and_a_new_style_is_saved(models_root, tmp_path, browser):
-    styles = tmp_path / "styles.csv"
+@pytest.fixture(scope="module")
+def styles_server(models_root, tmp_path_factory):
+    """One server for both page sizes of the styles test."""
+    root = tmp_path_factory.mktemp("styles")
+    styles = root / "styles.csv"
     styles.write_text('name,prompt,negative_prompt\nCinematic,"cinematic still of {prompt}, film grain",blurry\n',
                       encoding="utf-8")
-    settings = Settings(models_dir=str(models_root), outputs_dir=str(tmp_path / "o"), styles_file=str(styles),
-                        settings_file=str(tmp_path / "s.json"))
+    settings = Settings(models_dir=str(models_root), outputs_dir=str(root / "o"), styles_file=str(styles),
+                        settings_file=str(root / "s.json"))
     with running_server(create_app(settings)) as base:
-        context, page = login_free(browser, base)
-        set_text(page, "txt2img_prompt", "a fox")
-        small_settings(page, "txt2img")
-        choose_many(page, "txt2img_styles", "Cinematic")
-        page.click("#txt2img_generate")
-        text = wait_infotext(page, "txt2img")
-        assert text.startswith("cinematic still of a fox, film grain\nNegative prompt: blurry\n")
-        assert page.locator("#txt2img_prompt textarea").input_value() == "a fox"  # applied to the job, not the box
-        page.get_by_text("Save the prompts as a style").click()
-        set_text(page, "txt2img_prompt", "{prompt} under the moon")
-        page.locator("#txt2img_style_name input, #txt2img_style_name textarea").first.fill("Moonlit")
-        page.click("#txt2img_style_save")
-        page.wait_for_selector("#txt2img_style_message .sdui-message.info")
-        assert "Moonlit,{prompt} under the moon," in styles.read_text(encoding="utf-8-sig")
-        context.close()
+        yield base, styles
+
+
+@both_sizes
+def test_styles_apply_at_generate_and_a_new_style_is_saved(styles_server, browser, viewport):
+    base, styles = styles_server
+    name = f"Moonlit {viewport[0]}"
+    context, page = login_free(browser, base, viewport)
+    set_text(page, "txt2img_prompt", "a fox")
+    small_settings(page, "txt2img")
+    choose_many(page, "txt2img_styles", "Cinematic")
+    page.click("#txt2img_generate")
+    text = wait_infotext(page, "txt2img")
+    assert text.startswith("cinematic still of a fox, film grain\nNegative prompt: blurry\n")
+    assert page.locator("#txt2img_prompt textarea").input_value() == "a fox"  # applied to the job, not the box
+    page.get_by_text("Save the prompts as a style").click()
+    set_text(page, "txt2img_prompt", "{prompt} under the moon")
+    page.locator("#txt2img_style_name input, #txt2img_style_name textarea").first.fill(name)
+    page.click("#txt2img_style_save")
+    page.wait_for_selector("#txt2img_style_message .sdui-message.info")
+    assert f"{name},{{prompt}} under the moon," in styles.read_text(encoding="utf-8-sig")
+    context.close()
 
 
 def test_xyz_plot_makes_a_2x2_grid(models_root, tmp_path, browser):
@@ -144,8 +161,8 @@ def test_xyz_plot_makes_a_2x2_grid(models_root, tmp_path, browser):
         context.close()
 
 
-def login_free(browser, base):
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+def login_free(browser, base, viewport=(1400, 1100)):
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
     page = context.new_page()
     page.set_default_timeout(TIMEOUT)
     page.goto(base)

@@ -253,18 +253,26 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
                    ic.height, ic.clip_skip, ctx.model, ctx.vae, ctx.tabs, i2i.editor, i2i.mode, i2i.outputs["status"],
                    i2i.mask_blur, i2i.fill, i2i.mask_mode, i2i.inpaint_area, i2i.padding, *i2i.variation.values()]
 
+    def to_i2i_fields(parsed: dict, img, mode: str) -> dict:
+        """Send to img2img / inpaint, from a gallery or from PNG Info: every parameter the infotext holds,
+        the image's size, and the mode the button names. As in A1111, where "img2img" and "inpaint" paste
+        the same fields (Mask blur, Mask mode, Masked content, Inpaint area, Masked area padding included)
+        and only the button picks the sub-tab, the infotext never picks the mode: an inpainted image's
+        mask options are filled either way, and Send to img2img still opens plain img2img."""
+        out, missing = fill(ic, parsed)
+        out.update({**inpaint_from_infotext(i2i, parsed), **variation_panel.from_infotext(i2i.variation, parsed),
+                    ctx.tabs: gr.Tabs(selected="img2img"), i2i.mode: mode,
+                    i2i.outputs["status"]: session.message_html(missing, "warning") if missing else ""})
+        if img is not None:  # the picture itself follows (``picture``), once the tab is open
+            out[ic.width], out[ic.height] = img.width - img.width % 8, img.height - img.height % 8
+        return out
+
     def sender(mode: str):
         def send(meta, index, gallery):
             img = _gallery_image(gallery, index)
             index = index if isinstance(index, int) and meta and 0 <= index < len(meta) else 0
             parsed = parse_infotext(meta[index]["infotext"]) if meta and meta[index].get("infotext") else {}
-            out, missing = fill(ic, parsed)
-            out.update({**inpaint_from_infotext(i2i, parsed), **variation_panel.from_infotext(i2i.variation, parsed),
-                        ctx.tabs: gr.Tabs(selected="img2img"), i2i.mode: mode,
-                        i2i.outputs["status"]: session.message_html(missing, "warning") if missing else ""})
-            if img is not None:  # the picture itself follows (``picture``), once the tab is open
-                out[ic.width], out[ic.height] = img.width - img.width % 8, img.height - img.height % 8
-            return out
+            return to_i2i_fields(parsed, img, mode)
         return send
 
     def picture(meta, index, gallery):
@@ -331,13 +339,10 @@ def wire_sending(ctx: UIContext, t2i, i2i, ups, png) -> None:
 
     png.to_txt2img.click(to_t2i, inputs=[png.parsed], outputs=t2i_outputs + list(t2i.hires.values()))
 
-    def to_i2i(parsed, shown):
-        out, missing = fill(ic, parsed)
-        out.update({**inpaint_from_infotext(i2i, parsed), **variation_panel.from_infotext(i2i.variation, parsed),
-                    ctx.tabs: gr.Tabs(selected="img2img"), i2i.mode: MODES[0],
-                    i2i.outputs["status"]: session.message_html(missing, "warning") if missing else ""})
-        return out
+    def png_picture(shown):
+        return {"background": shown, "layers": [], "composite": shown} if shown is not None else gr.update()
 
-    png.to_img2img.click(to_i2i, inputs=[png.parsed, png.shown], outputs=i2i_outputs).then(
-        lambda shown: {"background": shown, "layers": [], "composite": shown} if shown is not None else gr.update(),
-        inputs=[png.shown], outputs=[i2i.editor], show_progress="hidden")
+    for button, mode in ((png.to_img2img, MODES[0]), (png.to_inpaint, MODES[1])):
+        button.click(lambda parsed, shown, mode=mode: to_i2i_fields(parsed or {}, shown, mode),
+                     inputs=[png.parsed, png.shown], outputs=i2i_outputs).then(
+            png_picture, inputs=[png.shown], outputs=[i2i.editor], show_progress="hidden")

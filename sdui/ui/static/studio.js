@@ -121,6 +121,24 @@
     } catch (e) { /* not an image: the server says so */ }
   }, true);
 
+  // Phone: progress and the result sit above the prompt (studio.css); a Generate tapped further down
+  // scrolls the page up to them, so the tap changes something on screen at once. No scroll anchoring
+  // there: when the progress line and the result grow, the page keeps its place (they stay on screen)
+  // instead of holding the prompt still and pushing them up out of sight. (Set here: Gradio scopes the
+  // stylesheet's rules to its container, so CSS cannot reach the page's scroller.)
+  const phone = window.matchMedia("(max-width: 768px)");
+  const anchoring = () => { document.documentElement.style.overflowAnchor = phone.matches ? "none" : ""; };
+  phone.addEventListener("change", anchoring);
+  anchoring();
+  document.addEventListener("click", (event) => {
+    const target = event.composedPath()[0];
+    const button = target && target.closest && target.closest("#txt2img_generate, #img2img_generate");
+    if (!button || !phone.matches) return;
+    const status = document.getElementById(button.id.replace("_generate", "_status"));
+    const top = status ? status.getBoundingClientRect().top : 0;
+    if (top < 0) window.scrollBy(0, top - 8);
+  }, true);
+
   const ready = setInterval(() => {
     const box = document.querySelector("#txt2img_prompt textarea");
     if (!box) return;

@@ -233,5 +233,5 @@ def wire_sending(ctx: UIContext, tab: SimpleNamespace, t2i, i2i, ups) -> None:
                i2i.mask_blur, i2i.fill, i2i.mask_mode, i2i.inpaint_area, i2i.padding, *getattr(i2i, "variation", {}).values()]
     tab.to_txt2img.click(to_txt2img, inputs=inputs, outputs=t2i_out)
     tab.to_img2img.click(to_i2i(0), inputs=inputs, outputs=i2i_out)
-    tab.to_inpaint.click(to_i2i(len(I2I_MODES) - 1), inputs=inputs, outputs=i2i_out)
+    tab.to_inpaint.click(to_i2i(1), inputs=inputs, outputs=i2i_out)  # "Inpaint (paint the mask)", as the galleries send
     tab.to_upscale.click(to_upscale, inputs=inputs, outputs=[ups.image, ctx.tabs, tab.status])

@@ -1,5 +1,5 @@
 """PNG Info: read the parameters of any PNG (ours or A1111's), check the watermark, send the
-parameters to txt2img / img2img."""
+parameters to txt2img / img2img / inpaint (app.wire_sending)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def render(ctx: UIContext) -> SimpleNamespace:
             # one picture: the dropped file itself (kept as uploaded, so its text chunks can be read)
             file = readable(gr.Image(label="Drop a PNG here", type="filepath", image_mode=None, sources=["upload", "clipboard"],
                               height=320, elem_id="pnginfo_file"))
-            shown = gr.State(None)  # the picture, for Send to img2img
+            shown = gr.State(None)  # the picture, for Send to img2img / inpaint
         with gr.Column(scale=1):
             infotext = gr.Textbox(label="Parameters", lines=6, interactive=False, elem_id="pnginfo_infotext")
             table = gr.HTML(elem_id="pnginfo_table")
@@ -26,9 +26,10 @@ def render(ctx: UIContext) -> SimpleNamespace:
             with gr.Row():
                 to_txt2img = gr.Button("Send to txt2img", elem_id="pnginfo_send_to_txt2img")
                 to_img2img = gr.Button("Send to img2img", elem_id="pnginfo_send_to_img2img")
+                to_inpaint = gr.Button("Send to inpaint", elem_id="pnginfo_send_to_inpaint")
             parsed = gr.State({})
     return SimpleNamespace(file=file, shown=shown, infotext=infotext, table=table, watermark=watermark,
-                           to_txt2img=to_txt2img, to_img2img=to_img2img, parsed=parsed)
+                           to_txt2img=to_txt2img, to_img2img=to_img2img, to_inpaint=to_inpaint, parsed=parsed)
 
 
 def read(engine, path):
