@@ -25,6 +25,14 @@ TAB_BUTTONS = ".tab-wrapper [role=tablist] button, .tab-wrapper .overflow-dropdo
 SIZES = {"desktop": (1440, 900), "phone": (390, 844)}
 
 
+
+def set_numbers(page, **values) -> None:
+    """Type each value into txt2img's number box of that name (Enter commits it, as a user does)."""
+    for name, value in values.items():
+        box = page.locator(f"#txt2img_{name} input[type=number]")
+        box.fill(str(value))
+        box.press("Enter")
+
 def tiny_models(root: Path) -> Path:
     """A models tree with one tiny checkpoint and the tiny ESRGAN model (as the test fixtures make)."""
     import torch
@@ -57,10 +65,7 @@ def shoot(base: str, out: Path, sample: Path) -> list[Path]:
             page.goto(base)
             page.wait_for_selector("#txt2img_interrupt:enabled")
             page.locator("#txt2img_prompt textarea").fill("a lighthouse on a cliff at dusk, (oil painting:1.2)")
-            for name, value in (("steps", 2), ("width", 64), ("height", 96), ("batch_size", 2)):
-                box = page.locator(f"#txt2img_{name} input[type=number]")
-                box.fill(str(value))
-                box.press("Enter")
+            set_numbers(page, steps=2, width=64, height=96, batch_size=2)
             page.click("#txt2img_generate")
             page.wait_for_function("() => document.querySelector('#txt2img_infotext textarea').value.length > 0")
             page.wait_for_timeout(800)
@@ -89,10 +94,7 @@ def shoot(base: str, out: Path, sample: Path) -> list[Path]:
             page.screenshot(path=str(made[-1]))
             # a long job under way: the progress bar and the live preview in the output's place
             open_tab(page, "txt2img")
-            for name, value in (("steps", 150), ("batch_size", 1), ("width", 128), ("height", 192)):
-                box = page.locator(f"#txt2img_{name} input[type=number]")
-                box.fill(str(value))
-                box.press("Enter")
+            set_numbers(page, steps=150, batch_size=1, width=128, height=192)
             page.click("#txt2img_generate")
             page.wait_for_selector("#txt2img_status .sdui-progress.running")
             page.wait_for_function("() => /step [1-9]/.test(document.querySelector('#txt2img_status').innerText)")

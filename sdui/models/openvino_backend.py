@@ -193,17 +193,21 @@ def OpenVinoUnet(compiled, unet, nbytes: int = 0):
 
 
 @functools.lru_cache(maxsize=None)
-def _unet_class():
+def _standin_class():
     import torch
 
-    class OpenVinoUnet(torch.nn.Module):
-        def __init__(self, compiled, unet, nbytes):
+    class OpenVinoStandin(torch.nn.Module):
+        """What every stand-in shares: the compiled model, its IR's size, call counts, and the PyTorch
+        module it replaces (not a sub-module: its weights are not ours), whose attributes it answers."""
+
+        def __init__(self, compiled, module, nbytes):
             super().__init__()
             self.compiled = compiled
             self.nbytes = nbytes
             self.calls = {"openvino": 0, "torch": 0}
-            object.__setattr__(self, "torch_unet", unet)  # not a sub-module: its weights are not ours
-            self.config = unet.config
+            object.__setattr__(self, "torch_module", module)
+            if hasattr(module, "config"):
+                self.config = module.config
 
         @property
         def dtype(self):
@@ -213,11 +217,33 @@ def _unet_class():
         def device(self):
             return torch.device("cpu")
 
-        def __getattr__(self, name):  # add_embedding, time_embedding, ... as the PyTorch UNet has them
+        def __getattr__(self, name):  # add_embedding, text_model (clip skip's final_layer_norm), ... from PyTorch's
             try:
                 return super().__getattr__(name)
             except AttributeError:
-                return getattr(object.__getattribute__(self, "torch_unet"), name)
+                return getattr(object.__getattribute__(self, "torch_module"), name)
+
+        def run(self, *arrays):
+            """The compiled model's outputs for these tensors, as tensors (counted as an OpenVINO call)."""
+            self.calls["openvino"] += 1
+            outs = self.compiled([a.detach().numpy() for a in arrays])
+            return [torch.from_numpy(outs[i].copy()) for i in range(len(outs))]
+
+        def fallback(self, *args, **kwargs):
+            self.calls["torch"] += 1
+            return self.torch_module(*args, **kwargs)
+
+    return OpenVinoStandin
+
+
+@functools.lru_cache(maxsize=None)
+def _unet_class():
+    import torch
+
+    class OpenVinoUnet(_standin_class()):
+        @property
+        def torch_unet(self):
+            return self.torch_module
 
         def serves(self, sample, timestep, extra: dict) -> bool:
             if any(v is not None for v in extra.values()):
@@ -228,15 +254,11 @@ def _unet_class():
             from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
             if not self.serves(sample, timestep, extra):
-                self.calls["torch"] += 1
                 if self.torch_unet.dtype != sample.dtype:  # held in fp16 beside OpenVINO (manager._compact_torch_unet)
                     self.torch_unet.to(sample.dtype)
-                return self.torch_unet(sample, timestep, encoder_hidden_states, return_dict=return_dict, **extra)
-            self.calls["openvino"] += 1
+                return self.fallback(sample, timestep, encoder_hidden_states, return_dict=return_dict, **extra)
             t = timestep.reshape(()) if torch.is_tensor(timestep) else torch.tensor(timestep)
-            out = self.compiled([sample.detach().float().numpy(), t.detach().float().numpy(),
-                                 encoder_hidden_states.detach().float().numpy()])[0]
-            result = torch.from_numpy(out.copy()).to(sample.dtype)
+            result = self.run(sample.float(), t.float(), encoder_hidden_states.float())[0].to(sample.dtype)
             return (result,) if not return_dict else UNet2DConditionOutput(sample=result)
 
     return OpenVinoUnet
@@ -246,23 +268,13 @@ def _unet_class():
 def _part_class():
     import torch
 
-    class OpenVinoPart(torch.nn.Module):
+    class OpenVinoPart(_standin_class()):
         """A stand-in for the VAE's ``encoder`` or ``decoder``: one tensor in, one out."""
-
-        def __init__(self, compiled, module, nbytes):
-            super().__init__()
-            self.compiled = compiled
-            self.nbytes = nbytes
-            self.calls = {"openvino": 0, "torch": 0}
-            object.__setattr__(self, "torch_module", module)  # not a sub-module: its weights are not ours
 
         def forward(self, sample, *args, **extra):
             if args or any(v is not None for v in extra.values()) or sample.dtype != torch.float32:
-                self.calls["torch"] += 1  # latent_embeds (a VAE variant), or a half VAE
-                return self.torch_module(sample, *args, **extra)
-            self.calls["openvino"] += 1
-            out = self.compiled([sample.detach().numpy()])[0]
-            return torch.from_numpy(out.copy())
+                return self.fallback(sample, *args, **extra)  # latent_embeds (a VAE variant), or a half VAE
+            return self.run(sample)[0]
 
     return OpenVinoPart
 
@@ -271,44 +283,21 @@ def _part_class():
 def _text_class():
     import torch
 
-    class OpenVinoTextEncoder(torch.nn.Module):
+    class OpenVinoTextEncoder(_standin_class()):
         """A stand-in for a CLIP text encoder: ``(ids)[0]`` and ``.hidden_states`` as transformers answers;
         an id beyond the checkpoint's own vocabulary (a textual-inversion token) goes to PyTorch."""
 
         def __init__(self, compiled, text_encoder, rows, nbytes):
-            super().__init__()
-            self.compiled = compiled
+            super().__init__(compiled, text_encoder, nbytes)
             self.rows = rows
-            self.nbytes = nbytes
-            self.calls = {"openvino": 0, "torch": 0}
-            object.__setattr__(self, "torch_module", text_encoder)  # not a sub-module: its weights are not ours
-            self.config = text_encoder.config
-
-        @property
-        def dtype(self):
-            return torch.float32
-
-        @property
-        def device(self):
-            return torch.device("cpu")
-
-        def __getattr__(self, name):  # text_model (its final_layer_norm: A1111's clip skip), embeddings, ...
-            try:
-                return super().__getattr__(name)
-            except AttributeError:
-                return getattr(object.__getattribute__(self, "torch_module"), name)
 
         def forward(self, input_ids, output_hidden_states: bool = False, return_dict: bool = True, **extra):
             from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-            te = self.torch_module
-            if (any(v is not None for v in extra.values()) or te.dtype != torch.float32
+            if (any(v is not None for v in extra.values()) or self.torch_module.dtype != torch.float32
                     or int(input_ids.max()) >= self.rows):
-                self.calls["torch"] += 1
-                return te(input_ids, output_hidden_states=output_hidden_states, return_dict=return_dict, **extra)
-            self.calls["openvino"] += 1
-            outs = self.compiled([input_ids.detach().to(torch.int64).numpy()])
-            tensors = [torch.from_numpy(outs[i].copy()) for i in range(len(outs))]
+                return self.fallback(input_ids, output_hidden_states=output_hidden_states, return_dict=return_dict, **extra)
+            tensors = self.run(input_ids.to(torch.int64))
             hidden = tuple(tensors[1:]) if output_hidden_states else None
             # SD 1.x/2.x read the hidden states only; the pooled vector is not traced (SDXL stays PyTorch)
             out = BaseModelOutputWithPooling(last_hidden_state=tensors[0], hidden_states=hidden)
@@ -326,20 +315,35 @@ class OpenVinoModel:
     encoder: Any
     text_encoder: Any
     vae: Any
+    precision: str = "f32"  # what the CPU really computes in (a bf16 request on a CPU without bf16 is f32)
+
+    @property
+    def label(self) -> str:
+        """The infotext's "Backend" value: "OpenVINO", or "OpenVINO bf16"."""
+        return LABEL if self.precision == "f32" else f"{LABEL} {self.precision}"
 
     @property
     def nbytes(self) -> int:
         return sum(p.nbytes for p in (self.unet, self.decoder, self.encoder, self.text_encoder))
 
 
-def compile_ir(path: Path):
+def compile_ir(path: Path, precision: str = "f32"):
     import openvino as ov
 
     core = ov.Core()
     blobs = cache_root() / "compiled"
     blobs.mkdir(parents=True, exist_ok=True)
     core.set_property({"CACHE_DIR": str(blobs)})
-    return core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    if precision != "f32" and precision.upper() not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        log.warning("this CPU has no native %s; OpenVINO computes in f32", precision)
+        precision = "f32"
+    return core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": precision})
+
+
+def _precision_of(compiled) -> str:
+    """"f32" or "bf16": what the compiled model computes in (OpenVINO answers an element type)."""
+    text = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+    return "bf16" if "bf16" in text or "bfloat16" in text else "f32"
 
 
 def part_key(identity: str, part: str, module) -> str:
@@ -351,7 +355,8 @@ def part_key(identity: str, part: str, module) -> str:
     return hashlib.sha256(f"{identity}|{part}|{config}|{openvino.__version__}".encode()).hexdigest()[:24]
 
 
-def prepare(pipe, identity: str, on_progress: Optional[Callable[[int], None]] = None, vae=None) -> OpenVinoModel:
+def prepare(pipe, identity: str, on_progress: Optional[Callable[[int], None]] = None, vae=None,
+            precision: str = "f32") -> OpenVinoModel:
     """The OpenVINO parts of ``pipe`` (an SD 1.x/2.x pipeline as loaded; ``vae``: the checkpoint's own
     VAE, default ``pipe.vae``): from the saved IRs when they are there, else converted now
     (``on_progress(percent)`` along the way). Raises whatever conversion raises."""
@@ -376,7 +381,7 @@ def prepare(pipe, identity: str, on_progress: Optional[Callable[[int], None]] = 
         report(90)
 
     def compiled(path: Path):
-        return compile_ir(path), path.with_suffix(".bin").stat().st_size
+        return compile_ir(path, precision), path.with_suffix(".bin").stat().st_size
 
     unet, n = compiled(unet_path)
     unet_part = OpenVinoUnet(unet, pipe.unet, n)
@@ -385,7 +390,8 @@ def prepare(pipe, identity: str, on_progress: Optional[Callable[[int], None]] = 
     text, n_text = compiled(text_path)
     part = _part_class()
     model = OpenVinoModel(unet=unet_part, decoder=part(decoder, vae.decoder, n_dec), encoder=part(encoder, vae.encoder, n_enc),
-                          text_encoder=_text_class()(text, pipe.text_encoder, rows, n_text), vae=vae)
+                          text_encoder=_text_class()(text, pipe.text_encoder, rows, n_text), vae=vae,
+                          precision=_precision_of(unet))
     if converted:
         report(100)
     log.info("OpenVINO parts of %s: %s in %.1fs", identity[:16], f"converted {', '.join(converted)}" if converted
