@@ -341,26 +341,49 @@ def figure3_cpu_speed(report: Report, models: Path, cases=CPU_CASES) -> None:
                else "first job (no conversion: the IR was on disk)", prep if preparing else first, "s", None, None, None,
                f"backend {backend}; first job {first:.1f} s in all")
     plain_once(64, 1)  # warm-up of the plain script (weights paged in, first-call costs)
-    for size, steps, pairs in cases:
-        req = request(size, steps)
-        sdui_t, plain_t = [], []
+
+    def interleaved(engine, req, pairs: int, tag: str) -> tuple[float, float, object]:
+        sdui_t, plain_t, image = [], [], None
         for i in range(pairs):
             for which in (("plain", "sdui") if i % 2 == 0 else ("sdui", "plain")):
                 if which == "plain":
-                    plain_t.append(plain_once(size, steps))
+                    plain_t.append(plain_once(req.width, req.steps))
                 else:
                     t0 = time.perf_counter()
-                    engine.generate(req)
+                    image = engine.generate(req).images[0].image
                     sdui_t.append(time.perf_counter() - t0)
-            print(f"[3 CPU speed] {size}px {steps} steps, pair {i + 1}: plain {plain_t[-1]:.1f}s, sdui {sdui_t[-1]:.1f}s",
-                  flush=True)
-        s, p = statistics.median(sdui_t), statistics.median(plain_t)
+            print(f"[3 CPU speed] {tag}{req.width}px {req.steps} steps, pair {i + 1}: plain {plain_t[-1]:.1f}s, "
+                  f"sdui {sdui_t[-1]:.1f}s", flush=True)
+        return statistics.median(sdui_t), statistics.median(plain_t), image
+
+    images = {}
+    for size, steps, pairs in cases:
+        s, p, images[size, steps] = interleaved(engine, request(size, steps), pairs, "")
         report.add("3 CPU speed", f"whole txt2img {size}px {steps} steps: plain diffusers fp32 / sdui default ({backend})",
                    p / s, "x faster", None, ">= 1.8x", p / s >= 1.8,
                    f"sdui {s:.1f} s (median of {pairs}), plain diffusers {p:.1f} s; interleaved", ratio=p / s)
+    engine.manager.release_all()
+    # the opt-in --openvino-precision bf16, on CPUs that compute bf16 natively: the first case again
+    size, steps, pairs = cases[0]
+    try:
+        import numpy as np
+        import openvino
+
+        native = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except ImportError:
+        native = False
+    if native and backend.startswith("OpenVINO"):
+        bf16 = Engine(Settings(models_dir=str(models), outputs_dir=str(out), openvino_precision="bf16"))
+        bf16.generate(request(64, 1))  # compile (the IR is on disk)
+        s, p, image = interleaved(bf16, request(size, steps), pairs, "bf16 ")
+        diff = np.abs(np.asarray(image, dtype=np.int16) - np.asarray(images[size, steps], dtype=np.int16))
+        report.add("3 CPU speed", f"whole txt2img {size}px {steps} steps: plain diffusers fp32 / sdui "
+                   f"--openvino-precision bf16 (opt-in)", p / s, "x faster", None, ">= 1.8x", p / s >= 1.8,
+                   f"sdui {s:.1f} s (median of {pairs}), plain diffusers {p:.1f} s; interleaved; image vs the f32 "
+                   f"one: mean {diff.mean():.1f}/255, max {diff.max()}/255", ratio=p / s)
+        bf16.manager.release_all()
     plain.stdin.close()
     plain.wait()
-    engine.manager.release_all()
 
 
 def figure4_ladder(report: Report, models: Path, size: int = 128, steps: int = 2) -> None:

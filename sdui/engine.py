@@ -760,8 +760,9 @@ def _cancelled(result: GenerationResult) -> Cancelled:
 
 
 def _backend_label(used: set) -> Optional[str]:
-    """The infotext's "Backend" for a batch whose UNet ran on ``used``: set only for OpenVINO."""
-    return "OpenVINO" if "OpenVINO" in used else None
+    """The infotext's "Backend" for a batch whose UNet ran on ``used``: set only for OpenVINO ("OpenVINO",
+    or "OpenVINO bf16" with --openvino-precision bf16)."""
+    return next((name for name in sorted(used) if name.startswith("OpenVINO")), None)
 
 
 def _preparing_progress(on_progress: Optional[Callable[[Progress], None]]) -> Optional[Callable[[int], None]]:

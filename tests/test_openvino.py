@@ -279,3 +279,20 @@ def test_a_vae_file_decodes_on_pytorch_the_builtin_vae_on_openvino(make_engine, 
     assert not np.array_equal(_pixels(chosen), _pixels(builtin))
     back = engine.generate(_request(vae="None"))
     assert parts.decoder.calls["openvino"] == 2 and np.array_equal(_pixels(back), _pixels(builtin))
+
+
+def test_bf16_is_opt_in_and_the_infotext_names_it(make_engine, ov_cache):
+    """--openvino-precision bf16: computed in bf16 where the CPU has it natively (else f32, said so), the
+    infotext says which; the picture stays close to the f32 one."""
+    from sdui.images.infotext import parse_infotext
+
+    native = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    want = "OpenVINO bf16" if native else "OpenVINO"
+    engine = make_engine(backend="openvino", openvino_precision="bf16")
+    bf16 = engine.generate(_request())
+    assert engine.manager.current.openvino.precision == ("bf16" if native else "f32")
+    assert parse_infotext(bf16.images[0].infotext)["Backend"] == want
+    assert engine.status()["backend"] == want
+    f32 = make_engine(backend="openvino").generate(_request())
+    assert parse_infotext(f32.images[0].infotext)["Backend"] == "OpenVINO"  # f32 is the default
+    assert np.abs(_pixels(bf16) - _pixels(f32)).mean() < 8

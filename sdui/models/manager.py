@@ -401,7 +401,7 @@ class ModelManager:
         """What runs the UNet of ``loaded`` (default: the current model), or would on its next job."""
         loaded = loaded or self.current
         if loaded is not None and loaded.openvino is not None:
-            return openvino_backend.LABEL
+            return loaded.openvino.label
         if loaded is None or loaded.openvino_error is None:
             if openvino_backend.wanted(self.settings, self.device):
                 return openvino_backend.LABEL
@@ -463,7 +463,8 @@ class ModelManager:
             if why is None and loaded.openvino is None:
                 try:
                     loaded.openvino = openvino_backend.prepare(
-                        loaded.pipe, openvino_backend.identity_of(loaded.entry), on_progress, vae=loaded.own_vae)
+                        loaded.pipe, openvino_backend.identity_of(loaded.entry), on_progress, vae=loaded.own_vae,
+                        precision=self.settings.openvino_precision)
                 except Exception as e:  # noqa: BLE001 - any conversion failure means: stay on PyTorch
                     loaded.openvino_error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
                     log.warning("OpenVINO conversion of %s failed (%s); it runs on PyTorch", loaded.name,
@@ -478,7 +479,7 @@ class ModelManager:
                 self.torch_unet_ready(loaded)
             parts = loaded.openvino if why is None else None
             with openvino_backend.swapped(pipe, parts):
-                yield (openvino_backend.LABEL if parts is not None else "PyTorch"), warnings
+                yield (parts.label if parts is not None else "PyTorch"), warnings
 
     # ---- memory ladder ------------------------------------------------------------------------
     def available_levels(self) -> list[MemoryLevel]:
