@@ -64,6 +64,7 @@ def main(argv=None) -> int:
                 report.add(f"{number} failed", f"{type(e).__name__}: {str(e)[:200]}", 0.0, "", ok=False)
     report.machine["load_at_end"] = round(os.getloadavg()[0], 1)
     report.machine["minutes"] = round((time.time() - t0) / 60, 1)
+    _keep_other_figures(report, wanted)
     path = report.save("cpu")
     text = f"{machine_line(report.machine)}\n\n{report.table()}\n"
     print(f"\n{text}\nwrote {path} in {time.time() - t0:.0f}s", flush=True)
@@ -71,6 +72,29 @@ def main(argv=None) -> int:
     readme = Path(__file__).resolve().parent.parent / "README.md"
     update_readme(readme, text)
     return 0
+
+
+def _keep_other_figures(report, wanted: set) -> None:
+    """A run of some figures keeps the last saved rows of the others (said in the machine line with
+    their run's date), so the README's table stays whole."""
+    import json
+    from dataclasses import fields
+
+    from .common import RESULTS, Row
+
+    try:
+        before = json.loads((RESULTS / "cpu.json").read_text())
+    except (OSError, ValueError):
+        return
+    names = {f.name for f in fields(Row)}
+    kept = [Row(**{k: v for k, v in r.items() if k in names}) for r in before.get("rows", [])
+            if str(r["figure"]).split()[0].isdigit() and int(str(r["figure"]).split()[0]) not in wanted]
+    if kept:
+        report.rows.extend(kept)
+        figures = sorted({str(r.figure).split()[0] for r in kept})
+        report.machine["kept"] = (f"figure{'s' if len(figures) > 1 else ''} {', '.join(figures)} from the run of "
+                                  f"{before['machine'].get('kept_date') or before['machine'].get('date')}")
+        report.machine["kept_date"] = before["machine"].get("kept_date") or before["machine"].get("date")
 
 
 BEGIN, END = "<!-- bench:cpu -->", "<!-- /bench:cpu -->"
@@ -82,7 +106,8 @@ def machine_line(m: dict) -> str:
             f"{', OpenVINO ' + m['openvino'] if m.get('openvino') else ''}; run {m['date']} ({m['minutes']} min); "
             f"load average {m['load_at_start']} at start, {m['load_at_end']} at end"
             + (" — a shared, busy machine: other processes ran meanwhile, which is why every comparison is "
-               "interleaved and reported as medians" if busy else ""))
+               "interleaved and reported as medians" if busy else "")
+            + (f"; {m['kept']}" if m.get("kept") else ""))
 
 
 def update_readme(readme: Path, text: str) -> None:
