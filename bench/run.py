@@ -48,7 +48,12 @@ def main(argv=None) -> int:
     models = models_tree(3)
     wanted = {int(x) for x in args.figures.split(",") if x}
     # figure 3 first: it times the one-time OpenVINO conversion that figure 2's jobs then reuse
-    cases = [tuple(int(x) for x in case.split("x")) for case in args.cpu_cases.split(",") if case]
+    try:
+        cases = [tuple(int(x) for x in case.split("x")) for case in args.cpu_cases.split(",") if case]
+    except ValueError:
+        cases = []
+    if not cases or any(len(c) != 3 or min(c) < 1 for c in cases):
+        parser.error(f"--cpu-cases {args.cpu_cases!r}: SIZExSTEPSxPAIRS, comma-separated, each at least 1 (256x8x2)")
     runs = {3: lambda: figures.figure3_cpu_speed(report, models, cases),
             2: lambda: figures.figure2_load_switch(report, models, args.switches),
             1: lambda: figures.figure1_overhead(report, models, pairs=args.pairs, cli=not args.skip_cli),
@@ -75,26 +80,36 @@ def main(argv=None) -> int:
 
 
 def _keep_other_figures(report, wanted: set) -> None:
-    """A run of some figures keeps the last saved rows of the others (said in the machine line with
-    their run's date), so the README's table stays whole."""
+    """A run of some figures keeps the last saved rows of the others, each figure with the date of the
+    run that measured it (said in the machine line), so the README's table stays whole."""
     import json
     from dataclasses import fields
 
     from .common import RESULTS, Row
 
+    def number(figure) -> str:
+        return str(figure).split()[0]
+
+    dates = {number(r.figure): report.machine["date"] for r in report.rows}
     try:
         before = json.loads((RESULTS / "cpu.json").read_text())
     except (OSError, ValueError):
-        return
+        before = {}
     names = {f.name for f in fields(Row)}
     kept = [Row(**{k: v for k, v in r.items() if k in names}) for r in before.get("rows", [])
-            if str(r["figure"]).split()[0].isdigit() and int(str(r["figure"]).split()[0]) not in wanted]
-    if kept:
-        report.rows.extend(kept)
-        figures = sorted({str(r.figure).split()[0] for r in kept})
-        report.machine["kept"] = (f"figure{'s' if len(figures) > 1 else ''} {', '.join(figures)} from the run of "
-                                  f"{before['machine'].get('kept_date') or before['machine'].get('date')}")
-        report.machine["kept_date"] = before["machine"].get("kept_date") or before["machine"].get("date")
+            if number(r["figure"]).isdigit() and int(number(r["figure"])) not in wanted]
+    old_dates = before.get("machine", {}).get("figure_dates", {})
+    for r in kept:
+        dates.setdefault(number(r.figure), old_dates.get(number(r.figure), before["machine"].get("date")))
+    report.rows.extend(kept)
+    report.machine["figure_dates"] = dates
+    older: dict = {}
+    for fig, date in sorted(dates.items()):
+        if date != report.machine["date"]:
+            older.setdefault(date, []).append(fig)
+    if older:
+        report.machine["kept"] = "; ".join(f"figure{'s' if len(figs) > 1 else ''} {', '.join(figs)} from the run of {date}"
+                                           for date, figs in older.items())
 
 
 BEGIN, END = "<!-- bench:cpu -->", "<!-- /bench:cpu -->"

@@ -296,3 +296,32 @@ def test_bf16_is_opt_in_and_the_infotext_names_it(make_engine, ov_cache):
     f32 = make_engine(backend="openvino").generate(_request())
     assert parse_infotext(f32.images[0].infotext)["Backend"] == "OpenVINO"  # f32 is the default
     assert np.abs(_pixels(bf16) - _pixels(f32)).mean() < 8
+
+
+def test_a_vae_that_fails_to_convert_stays_on_pytorch_and_the_unet_still_runs_on_openvino(make_engine, fresh_cache,
+                                                                                        monkeypatch):
+    """One part failing (simulated) costs only that part: one warning, the rest on OpenVINO."""
+    def broken(vae, folder):
+        raise RuntimeError("simulated: the converter cannot trace this VAE")
+
+    monkeypatch.setattr(openvino_backend, "convert_vae", broken)
+    engine = make_engine(backend="openvino")
+    result = engine.generate(_request())
+    parts = engine.manager.current.openvino
+    assert parts.decoder is None and parts.encoder is None and "VAE" in parts.failed
+    assert sum("OpenVINO conversion of the VAE failed" in w for w in result.warnings) == 1
+    assert parts.unet.calls["openvino"] == 3 and "Backend: OpenVINO" in result.images[0].infotext
+    assert engine.manager.current.pipe.vae.decoder.__class__.__name__ == "Decoder"
+    reference = make_engine(backend="torch").generate(_request())
+    assert np.abs(_pixels(result) - _pixels(reference)).max() <= 2
+
+
+def test_the_text_encoders_ir_key_ignores_a_table_grown_by_embeddings(tiny_pipe):
+    """Embeddings grow the token table and rewrite config.vocab_size; the key is the checkpoint's own."""
+    import copy
+
+    te = copy.deepcopy(tiny_pipe.text_encoder)
+    rows = openvino_backend.own_vocabulary(tiny_pipe.tokenizer, te)
+    before = openvino_backend.part_key("id", "text", te, vocab_size=rows)
+    te.resize_token_embeddings(te.get_input_embeddings().weight.shape[0] + 3, mean_resizing=False)
+    assert openvino_backend.part_key("id", "text", te, vocab_size=rows) == before

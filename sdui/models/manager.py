@@ -472,6 +472,8 @@ class ModelManager:
                     warnings.append(f"OpenVINO conversion failed ({loaded.openvino_error}); this model runs on PyTorch")
                     why = loaded.openvino_error
                 else:
+                    warnings.extend(f"OpenVINO conversion of the {part} failed ({why_not}); it runs on PyTorch"
+                                    for part, why_not in loaded.openvino.failed.items())
                     self._compact_torch_unet(loaded)
                     loaded.nbytes = devices.module_bytes(loaded.pipe) + loaded.openvino.nbytes
                     self._evict()

@@ -24,7 +24,7 @@ import logging
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -61,22 +61,31 @@ def cache_root() -> Path:
     return registry.cache_dir() / "openvino"
 
 
+def _config_text(module, **override) -> str:
+    """A module's architecture as JSON for a cache key: without the bookkeeping (``_name_or_path`` is
+    the bundled config's folder, which moves with the install; versions of the libraries) and with
+    ``override`` (a text encoder's ``vocab_size``: embeddings grow the table and rewrite the config)."""
+    config = module.config.to_dict() if hasattr(module.config, "to_dict") else dict(module.config)  # transformers / diffusers
+    config = {k: v for k, v in config.items() if not k.startswith("_") and k != "transformers_version"}
+    return json.dumps({**config, **override}, sort_keys=True, default=str)
+
+
 def model_key(identity: str, unet) -> str:
     """The IR's folder name: the checkpoint's identity (SHA-256), the UNet's shape and OpenVINO's version."""
     import openvino
 
-    config = json.dumps(dict(unet.config), sort_keys=True, default=str)
-    text = f"{identity}|{config}|{openvino.__version__}|any-size"
+    text = f"{identity}|{_config_text(unet)}|{openvino.__version__}|any-size"
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def identity_of(entry: registry.ModelEntry) -> str:
-    """The checkpoint's SHA-256 for a file; a folder or Hub id by path and its weights' dates."""
+    """The checkpoint's SHA-256 for a file; a folder by path and the dates and sizes of the weights of
+    every converted part (a VAE dropped into ``vae/`` makes new IRs)."""
     if entry.sha256:
         return entry.sha256
     p = Path(entry.path)
     stamps = sorted(f"{q.relative_to(p)}:{q.stat().st_mtime_ns}:{q.stat().st_size}"
-                    for q in p.glob("unet/*") if q.is_file()) if p.is_dir() else []
+                    for part in ("unet", "vae", "text_encoder") for q in p.glob(f"{part}/*") if q.is_file()) if p.is_dir() else []
     return f"{entry.path}|{'|'.join(stamps)}"
 
 
@@ -316,6 +325,7 @@ class OpenVinoModel:
     text_encoder: Any
     vae: Any
     precision: str = "f32"  # what the CPU really computes in (a bf16 request on a CPU without bf16 is f32)
+    failed: dict = field(default_factory=dict)  # part -> why its conversion failed (that part runs on PyTorch)
 
     @property
     def label(self) -> str:
@@ -324,7 +334,7 @@ class OpenVinoModel:
 
     @property
     def nbytes(self) -> int:
-        return sum(p.nbytes for p in (self.unet, self.decoder, self.encoder, self.text_encoder))
+        return sum(p.nbytes for p in (self.unet, self.decoder, self.encoder, self.text_encoder) if p is not None)
 
 
 def compile_ir(path: Path, precision: str = "f32"):
@@ -346,53 +356,67 @@ def _precision_of(compiled) -> str:
     return "bf16" if "bf16" in text or "bfloat16" in text else "f32"
 
 
-def part_key(identity: str, part: str, module) -> str:
+def part_key(identity: str, part: str, module, **override) -> str:
     """The IR folder of one part: the checkpoint's identity, the part's config and OpenVINO's version."""
     import openvino
 
-    config = module.config.to_dict() if hasattr(module.config, "to_dict") else dict(module.config)  # transformers / diffusers
-    config = json.dumps(config, sort_keys=True, default=str)
-    return hashlib.sha256(f"{identity}|{part}|{config}|{openvino.__version__}".encode()).hexdigest()[:24]
+    text = f"{identity}|{part}|{_config_text(module, **override)}|{openvino.__version__}"
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def prepare(pipe, identity: str, on_progress: Optional[Callable[[int], None]] = None, vae=None,
             precision: str = "f32") -> OpenVinoModel:
     """The OpenVINO parts of ``pipe`` (an SD 1.x/2.x pipeline as loaded; ``vae``: the checkpoint's own
     VAE, default ``pipe.vae``): from the saved IRs when they are there, else converted now
-    (``on_progress(percent)`` along the way). Raises whatever conversion raises."""
+    (``on_progress(percent)`` along the way). Raises whatever the UNet's conversion raises; a VAE or
+    text encoder that fails is left to PyTorch (``OpenVinoModel.failed`` says which and why)."""
     report = on_progress or (lambda pct: None)
     vae = pipe.vae if vae is None else vae
     t0 = time.perf_counter()
     unet_path = cache_root() / model_key(identity, pipe.unet) / "unet.xml"
     vae_dir = cache_root() / part_key(identity, "vae", vae)
     rows = own_vocabulary(pipe.tokenizer, pipe.text_encoder)
-    text_path = cache_root() / part_key(identity, f"text-{rows}", pipe.text_encoder) / "text_encoder.xml"
-    todo = [(unet_path, lambda: convert_unet(pipe.unet, unet_path), 55),
-            (vae_dir / "vae_encoder.xml", lambda: convert_vae(vae, vae_dir), 20),
-            (text_path, lambda: convert_text_encoder(pipe.text_encoder, rows, text_path), 10)]
-    converted, done = [], 5
-    for path, convert, share in todo:
-        if not path.is_file() or (path.name == "vae_encoder.xml" and not (path.parent / "vae_decoder.xml").is_file()):
-            report(done)
-            convert()
-            converted.append(path.stem)
-        done += share
-    if converted:  # a later start only reads and compiles the IRs: no "once" message then
-        report(90)
+    text_path = cache_root() / part_key(identity, "text", pipe.text_encoder, vocab_size=rows) / "text_encoder.xml"
+    converted: list[str] = []
+    failed: dict[str, str] = {}
 
     def compiled(path: Path):
         return compile_ir(path, precision), path.with_suffix(".bin").stat().st_size
 
-    unet, n = compiled(unet_path)
-    unet_part = OpenVinoUnet(unet, pipe.unet, n)
-    decoder, n_dec = compiled(vae_dir / "vae_decoder.xml")
-    encoder, n_enc = compiled(vae_dir / "vae_encoder.xml")
-    text, n_text = compiled(text_path)
-    part = _part_class()
-    model = OpenVinoModel(unet=unet_part, decoder=part(decoder, vae.decoder, n_dec), encoder=part(encoder, vae.encoder, n_enc),
-                          text_encoder=_text_class()(text, pipe.text_encoder, rows, n_text), vae=vae,
-                          precision=_precision_of(unet))
-    if converted:
+    def made(name: str, path: Path, convert: Callable[[], None], percent: int, build: Callable[[], Any],
+             required: bool = False):
+        try:
+            if not path.is_file() or (name == "VAE" and not (path.parent / "vae_decoder.xml").is_file()):
+                report(percent)
+                convert()
+                converted.append(name)
+            return build()
+        except Exception as e:  # noqa: BLE001 - a part that fails stays on PyTorch (the UNet: the caller decides)
+            if required:
+                raise
+            failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            log.warning("OpenVINO conversion of the %s failed (%s); it runs on PyTorch", name, failed[name])
+            return None
+
+    def unet_part():
+        compiled_unet, n = compiled(unet_path)
+        return OpenVinoUnet(compiled_unet, pipe.unet, n)
+
+    def vae_parts():
+        part = _part_class()
+        (dec, n_dec), (enc, n_enc) = compiled(vae_dir / "vae_decoder.xml"), compiled(vae_dir / "vae_encoder.xml")
+        return part(dec, vae.decoder, n_dec), part(enc, vae.encoder, n_enc)
+
+    def text_part():
+        text, n = compiled(text_path)
+        return _text_class()(text, pipe.text_encoder, rows, n)
+
+    unet = made("UNet", unet_path, lambda: convert_unet(pipe.unet, unet_path), 5, unet_part, required=True)
+    vae_pair = made("VAE", vae_dir / "vae_encoder.xml", lambda: convert_vae(vae, vae_dir), 60, vae_parts) or (None, None)
+    text = made("text encoder", text_path, lambda: convert_text_encoder(pipe.text_encoder, rows, text_path), 80, text_part)
+    model = OpenVinoModel(unet=unet, decoder=vae_pair[0], encoder=vae_pair[1], text_encoder=text, vae=vae,
+                          precision=_precision_of(unet.compiled), failed=failed)
+    if converted:  # a later start only reads and compiles the IRs: no "once" message then
         report(100)
     log.info("OpenVINO parts of %s: %s in %.1fs", identity[:16], f"converted {', '.join(converted)}" if converted
              else "loaded from the cache", time.perf_counter() - t0)
@@ -408,9 +432,10 @@ def swapped(pipe, model: Optional[OpenVinoModel]):
         return
     before = {name: pipe.__dict__.get(name) for name in ("unet", "text_encoder")}
     pipe.__dict__["unet"] = model.unet
-    pipe.__dict__["text_encoder"] = model.text_encoder
+    if model.text_encoder is not None:
+        pipe.__dict__["text_encoder"] = model.text_encoder
     vae = getattr(pipe, "vae", None)
-    own_vae = vae is model.vae
+    own_vae = vae is model.vae and model.decoder is not None
     if own_vae:
         vae._modules["decoder"], vae._modules["encoder"] = model.decoder, model.encoder
     try:
