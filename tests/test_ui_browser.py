@@ -88,11 +88,21 @@ def browser():
         b.close()
 
 
-def open_page(browser, base, viewport=(1400, 1100)):
+def submit_login(page, user: str, password: str) -> None:
+    """Fill the --gradio-auth login form and send it."""
+    page.get_by_label("username").fill(user)
+    page.get_by_label("password").fill(password)
+    page.get_by_role("button", name="Login").click()
+
+
+def open_page(browser, base, viewport=(1400, 1100), login=None):
+    """A fresh browser context on the studio, ready to use (``login``: (user, password) for the form)."""
     context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
     page = context.new_page()
     page.set_default_timeout(TIMEOUT)
     page.goto(base)
+    if login is not None:
+        submit_login(page, *login)
     page.wait_for_selector("#txt2img_prompt textarea")
     page.wait_for_selector("#txt2img_interrupt:enabled")  # the page has its session token
     return context, page
@@ -397,14 +407,7 @@ def test_auth_refuses_page_upload_and_file_without_login(models_root, tmp_path, 
             # log in, make an image, then fetch its file URL without the cookie
             assert c.post("/login", data={"username": "ann", "password": "pw"}).status_code in (200, 302, 303)
             assert "txt2img_prompt" in c.get("/config").text
-        context = browser.new_context()
-        pg = context.new_page()
-        pg.set_default_timeout(TIMEOUT)
-        pg.goto(base)
-        pg.get_by_label("username").fill("ann")
-        pg.get_by_label("password").fill("pw")
-        pg.get_by_role("button", name="Login").click()
-        pg.wait_for_selector("#txt2img_prompt textarea")
+        context, pg = open_page(browser, base, login=("ann", "pw"))
         set_text(pg, "txt2img_prompt", "secret picture")
         small_settings(pg, "txt2img")
         pg.click("#txt2img_generate")
@@ -425,9 +428,7 @@ def test_a_wrong_password_keeps_the_user_name_and_the_form_logs_in_with_it(model
         pg = context.new_page()
         pg.set_default_timeout(TIMEOUT)
         pg.goto(base)
-        pg.get_by_label("username").fill("ann")
-        pg.get_by_label("password").fill("wrong")
-        pg.get_by_role("button", name="Login").click()
+        submit_login(pg, "ann", "wrong")
         pg.wait_for_selector("text=Incorrect Credentials")
         pg.wait_for_function("document.querySelector('input:not([type=password])').value === 'ann'")
         assert pg.get_by_label("password").input_value() == ""
@@ -523,11 +524,7 @@ def test_whole_images_info_follows_selection_ctrl_enter_and_token_counter(ui_ser
     image shows its infotext and "Reuse seed" takes its seed. On a phone the result sits above the
     prompt and every tab's name is on screen."""
     base, _, _ = ui_server
-    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT)
-    page.goto(base)
-    page.wait_for_selector("#txt2img_interrupt:enabled")
+    context, page = open_page(browser, base, viewport)
     page.wait_for_function("() => document.activeElement && document.activeElement.closest('#txt2img_prompt')")
     page.keyboard.type("a tall lighthouse")
     page.wait_for_function("() => document.querySelector('#txt2img_token_counter').innerText.trim() === '3/75'")

@@ -15,7 +15,7 @@ from sdui.config import Settings
 from sdui.images import infotext
 from sdui.server import create_app
 from tests.server_util import running_server
-from tests.test_ui_browser import (ARGS, CHROMIUM, TIMEOUT, VIEWPORTS, both_sizes, open_tab, pick, set_number, set_text,
+from tests.test_ui_browser import (ARGS, CHROMIUM, VIEWPORTS, both_sizes, open_page, open_tab, pick, set_number, set_text,
                                    small_settings, wait_infotext)
 
 pytestmark = [
@@ -35,19 +35,6 @@ def browser():
         b.close()
 
 
-def login(browser, base, user, password, viewport=(1400, 1100)):
-    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT)
-    page.goto(base)
-    page.get_by_label("username").fill(user)
-    page.get_by_label("password").fill(password)
-    page.get_by_role("button", name="Login").click()
-    page.wait_for_selector("#txt2img_prompt textarea")
-    page.wait_for_selector("#txt2img_interrupt:enabled")
-    return context, page
-
-
 def history_captions(page, query=None) -> list[str]:
     open_tab(page, "History")
     if query is not None:
@@ -62,7 +49,7 @@ def test_history_survives_a_restart_and_follows_the_login_across_browsers(models
     settings = Settings(models_dir=str(models_root), outputs_dir=str(out), gradio_auth="ann:pw,bob:pw2",
                         settings_file=str(tmp_path / "s.json"), styles_file=str(tmp_path / "styles.csv"))
     with running_server(create_app(settings)) as base:
-        laptop, page = login(browser, base, "ann", "pw", VIEWPORTS["desktop"])
+        laptop, page = open_page(browser, base, VIEWPORTS["desktop"], login=("ann", "pw"))
         set_text(page, "txt2img_prompt", "a lasting lighthouse")
         small_settings(page, "txt2img")
         set_number(page, "txt2img_seed", 31)
@@ -72,7 +59,7 @@ def test_history_survives_a_restart_and_follows_the_login_across_browsers(models
     saved = list(out.rglob("*.png"))
     assert len(saved) == 1
     with running_server(create_app(settings)) as base:  # a restarted server, another browser of the same login
-        phone, page = login(browser, base, "ann", "pw", VIEWPORTS["phone"])  # the same login on a phone's screen
+        phone, page = open_page(browser, base, VIEWPORTS["phone"], login=("ann", "pw"))  # the same login on a phone's screen
         page.wait_for_function("() => true")
         captions = history_captions(page)
         assert len(captions) == 1 and "a lasting lighthouse" in captions[0] and "Seed 31" in captions[0]
@@ -89,7 +76,7 @@ def test_history_survives_a_restart_and_follows_the_login_across_browsers(models
         page.click("#history_send_inpaint")  # the painted-mask mode, as the galleries' Send to inpaint
         expect(page.get_by_role("radio", name="Inpaint (paint the mask)")).to_be_checked()
         assert page.locator("#img2img_seed input").input_value() == "31"
-        other, bobs = login(browser, base, "bob", "pw2")
+        other, bobs = open_page(browser, base, login=("bob", "pw2"))
         assert history_captions(bobs) == []  # bob sees none of ann's
         other.close()
         open_tab(page, "History")
@@ -117,7 +104,7 @@ def styles_server(models_root, tmp_path_factory):
 def test_styles_apply_at_generate_and_a_new_style_is_saved(styles_server, browser, viewport):
     base, styles = styles_server
     name = f"Moonlit {viewport[0]}"
-    context, page = login_free(browser, base, viewport)
+    context, page = open_page(browser, base, viewport)
     set_text(page, "txt2img_prompt", "a fox")
     small_settings(page, "txt2img")
     choose_many(page, "txt2img_styles", "Cinematic")
@@ -139,7 +126,7 @@ def test_xyz_plot_makes_a_2x2_grid(models_root, tmp_path, browser):
     settings = Settings(models_dir=str(models_root), outputs_dir=str(out), settings_file=str(tmp_path / "s.json"),
                         styles_file=str(tmp_path / "styles.csv"))
     with running_server(create_app(settings)) as base:
-        context, page = login_free(browser, base)
+        context, page = open_page(browser, base)
         set_text(page, "txt2img_prompt", "a grid of foxes")
         small_settings(page, "txt2img")
         page.get_by_text("Script: X/Y/Z plot").click()
@@ -161,16 +148,6 @@ def test_xyz_plot_makes_a_2x2_grid(models_root, tmp_path, browser):
         context.close()
 
 
-def login_free(browser, base, viewport=(1400, 1100)):
-    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT)
-    page.goto(base)
-    page.wait_for_selector("#txt2img_prompt textarea")
-    page.wait_for_selector("#txt2img_interrupt:enabled")
-    return context, page
-
-
 def choose_many(page, elem_id: str, option: str) -> None:
     """Add ``option`` to a multiselect dropdown the way a user does."""
     box = page.locator(f"#{elem_id} input")
@@ -188,7 +165,7 @@ def test_variation_seed_from_the_extra_panel_gives_the_engines_pixels(models_roo
                         styles_file=str(tmp_path / "styles.csv"))
     app = create_app(settings)
     with running_server(app) as base:
-        context, page = login_free(browser, base)
+        context, page = open_page(browser, base)
         set_text(page, "txt2img_prompt", "a varied fox")
         small_settings(page, "txt2img")
         set_number(page, "txt2img_seed", 8)
@@ -209,7 +186,7 @@ def test_settings_tab_owner_defaults_and_this_browsers_own(models_root, tmp_path
     settings = Settings(models_dir=str(models_root), outputs_dir=str(tmp_path / "o"), settings_file=str(tmp_path / "s.json"),
                         styles_file=str(tmp_path / "styles.csv"), gradio_auth="boss:pw,guest:pw2")
     with running_server(create_app(settings)) as base:
-        owner_ctx, page = login(browser, base, "boss", "pw")
+        owner_ctx, page = open_page(browser, base, login=("boss", "pw"))
         open_tab(page, "Settings")
         set_number(page, "settings_steps", 9)
         page.get_by_label("webp").check()
@@ -217,7 +194,7 @@ def test_settings_tab_owner_defaults_and_this_browsers_own(models_root, tmp_path
         page.wait_for_selector("#settings_status .sdui-message.info")
         written = json.loads((tmp_path / "s.json").read_text())
         assert (written["steps"], written["output_format"]) == (9, "webp")
-        guest_ctx, guest = login(browser, base, "guest", "pw2")
+        guest_ctx, guest = open_page(browser, base, login=("guest", "pw2"))
         guest.wait_for_function("() => document.querySelector('#txt2img_steps input[type=number]').value === '9'")
         open_tab(guest, "Settings")
         assert guest.locator("#settings_apply").is_disabled()  # only the owner may change them
@@ -232,7 +209,7 @@ def test_settings_tab_owner_defaults_and_this_browsers_own(models_root, tmp_path
         guest.wait_for_selector("#txt2img_prompt textarea")
         guest.wait_for_function("() => document.querySelector('#txt2img_steps input[type=number]').value === '5'")
         owner_ctx.close()
-        other_ctx, other = login(browser, base, "guest", "pw2")  # a second browser of the same login
+        other_ctx, other = open_page(browser, base, login=("guest", "pw2"))  # a second browser of the same login
         other.wait_for_function("() => document.querySelector('#txt2img_steps input[type=number]').value === '9'")
         other_ctx.close()
         guest_ctx.close()
@@ -248,7 +225,7 @@ def test_without_logins_the_browser_keeps_its_history_across_a_restart(models_ro
                         settings_file=str(tmp_path / "s.json"), styles_file=str(tmp_path / "styles.csv"), listen=False)
     context = None
     with running_server(create_app(settings), port=port) as base:
-        context, page = login_free(browser, base)
+        context, page = open_page(browser, base)
         set_text(page, "txt2img_prompt", "a remembered harbour")
         small_settings(page, "txt2img")
         page.click("#txt2img_generate")
@@ -258,7 +235,7 @@ def test_without_logins_the_browser_keeps_its_history_across_a_restart(models_ro
         page.wait_for_selector("#txt2img_interrupt:enabled")
         captions = history_captions(page)
         assert len(captions) == 1 and "a remembered harbour" in captions[0]
-        stranger, other = login_free(browser, base)
+        stranger, other = open_page(browser, base)
         assert history_captions(other) == []
         stranger.close()
     context.close()
