@@ -405,7 +405,7 @@ class Engine:
                     if first_pass is not None:
                         span, hires_span = prompt_schedule.total_steps(first_pass.sampler, first_pass.steps), span
                     # --backend: UNet, VAE and text encoder on OpenVINO (CPU) or PyTorch; a LoRA needs PyTorch's
-                    with mgr.unet_backend(loaded, pipe, _preparing_progress(on_progress), lora_reason) as (name, notes):
+                    with mgr.backend_for_job(loaded, pipe, _preparing_progress(on_progress), lora_reason) as (name, notes):
                         job.warnings.extend(notes)
                         backends_used.add(name)
                         if not is_xl:

@@ -444,7 +444,7 @@ class ModelManager:
             loaded.nbytes = devices.module_bytes(loaded.pipe) + (loaded.openvino.nbytes if loaded.openvino else 0)
 
     @contextlib.contextmanager
-    def unet_backend(self, loaded: LoadedModel, pipe, on_progress: Optional[Callable[[int], None]] = None,
+    def backend_for_job(self, loaded: LoadedModel, pipe, on_progress: Optional[Callable[[int], None]] = None,
                      torch_reason: Optional[str] = None):
         """Run ``pipe`` (a view of ``loaded``) on the backend ``--backend`` chooses for the duration;
         yields ``(backend label, warnings)``. OpenVINO: the UNet, the VAE and the text encoder are

@@ -70,14 +70,6 @@ def _config_text(module, **override) -> str:
     return json.dumps({**config, **override}, sort_keys=True, default=str)
 
 
-def model_key(identity: str, unet) -> str:
-    """The IR's folder name: the checkpoint's identity (SHA-256), the UNet's shape and OpenVINO's version."""
-    import openvino
-
-    text = f"{identity}|{_config_text(unet)}|{openvino.__version__}|any-size"
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
 def identity_of(entry: registry.ModelEntry) -> str:
     """The checkpoint's SHA-256 for a file; a folder by path and the dates and sizes of the weights of
     every converted part (a VAE dropped into ``vae/`` makes new IRs)."""
@@ -373,7 +365,7 @@ def prepare(pipe, identity: str, on_progress: Optional[Callable[[int], None]] = 
     report = on_progress or (lambda pct: None)
     vae = pipe.vae if vae is None else vae
     t0 = time.perf_counter()
-    unet_path = cache_root() / model_key(identity, pipe.unet) / "unet.xml"
+    unet_path = cache_root() / part_key(identity, "unet", pipe.unet) / "unet.xml"
     vae_dir = cache_root() / part_key(identity, "vae", vae)
     rows = own_vocabulary(pipe.tokenizer, pipe.text_encoder)
     text_path = cache_root() / part_key(identity, "text", pipe.text_encoder, vocab_size=rows) / "text_encoder.xml"
