@@ -143,9 +143,25 @@ def pick(page, elem_id: str, option: str) -> None:
     raise AssertionError(f"could not choose {option!r} in #{elem_id}")
 
 
+TAB_SELECTED = """name => [...document.querySelectorAll('.tab-wrapper button')].some(b =>
+    !b.closest('.visually-hidden') && b.innerText.trim() === name && /selected/.test(b.className))"""
+
+
 def open_tab(page, name: str) -> None:
-    """A tab by its name, whether in the tab row or (on a phone) in the wrapped row of the rest."""
-    page.locator(TAB_BUTTONS, has_text=re.compile(f"^{re.escape(name)}$")).locator("visible=true").first.click()
+    """A tab by its name, whether in the tab row or (on a phone) in the wrapped row of the rest, and wait until
+    it is the selected one. Gradio moves the selected tab into the first row, so right after a Send to (which
+    switches tabs from the server) the rows are still being rearranged and a click can land on the tab that
+    just moved under the pointer: then click again."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(3):
+        page.locator(TAB_BUTTONS, has_text=re.compile(f"^{re.escape(name)}$")).locator("visible=true").first.click()
+        try:
+            page.wait_for_function(TAB_SELECTED, arg=name, timeout=5_000)
+            return
+        except PlaywrightTimeout:
+            page.wait_for_timeout(300)
+    raise AssertionError(f"the {name} tab did not open after three clicks")
 
 
 def small_settings(page, prefix: str, steps: int = 2, size: int = 64) -> None:
