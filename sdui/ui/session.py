@@ -185,13 +185,18 @@ def run_job(queue: JobQueue, request: GenerationRequest, owner: Optional[str]) -
         return
     last_preview, step_text = None, ""
     # at once, not after the first poll: the click is answered with "In the queue" / "Starting" now
-    yield {"status": progress_html(job, queue.position(job)), "preview": None}
+    shown = progress_html(job, queue.position(job))
+    yield {"status": shown, "preview": None}
     while not job.wait(POLL_SECONDS):
         p = job.progress
+        status = progress_html(job, queue.position(job))
         if p is not None and p.preview is not None and p.preview is not last_preview:
             last_preview = p.preview
             step_text = f"step {p.preview_step or p.step}/{p.total}"
-        yield {"status": progress_html(job, queue.position(job)), "preview": last_preview, "step_text": step_text}
+        elif status == shown:
+            continue  # nothing new: no update for the page to render (the browser shares the CPU with the job)
+        shown = status
+        yield {"status": status, "preview": last_preview, "step_text": step_text}
     if job.state == JobState.FAILED:
         yield {"status": message_html(job.error or "failed"), "error": job.error}
         return

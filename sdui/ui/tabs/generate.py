@@ -33,7 +33,6 @@ def wire_generation(ctx: UIContext, c: GenerationControls, mode_fn, extra_fields
         fields.update(settings_tab.output_fields(ctx))  # uifeat: the owner's image format and saving (Settings)
         request = GenerationRequest(**fields)
         owner = session.owner_for(data[ctx.token])
-        yield {status: session.message_html("Starting…", "info")}  # the last result stays; old messages go
         shown_preview = None
         for update in session.run_job(ctx.queue, request, owner):
             out = {status: update["status"]}
