@@ -24,6 +24,7 @@ from .history import History
 from .server_defaults import DefaultsStore, ServerDefaults
 from .models import detect, devices, download, registry
 from .models.manager import AUTOMATIC_VAE, NO_VAE, ModelManager
+from .models.tokenizer import import_clip_tokenizer
 from .pipelines import depth, hires, img2img, inpaint, refiner, txt2img, upscale, vae_guard
 from .pipelines.common import Job, decode_partial, is_cancelled
 from .types import (Architecture, Cancelled, GeneratedImage, GenerationRequest, GenerationResult, InvalidRequest, Limits,
@@ -42,6 +43,7 @@ _CLASSES = {  # mode -> (SD 1.x/2.x class, SDXL class)
 class Engine:
     def __init__(self, settings: Settings | None = None, manager: ModelManager | None = None):
         self.settings = settings or Settings()
+        import_clip_tokenizer()  # here, before the model-loading thread and the page's token counter race for it
         self.manager = manager or ModelManager(self.settings)
         self.limits = Limits(max_size=self.settings.max_size)
         outputs.clean_stale_temporaries(self.settings.outputs_dir)  # debris of a killed earlier run

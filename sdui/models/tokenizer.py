@@ -77,11 +77,20 @@ def write_tokenizer_files(folder: str | os.PathLike, bpe_path: str | None = None
     return folder
 
 
+def import_clip_tokenizer():
+    """transformers' CLIPTokenizer class. transformers imports its classes lazily and that import is
+    not thread-safe: the page's token counter asking for the tokenizer while another thread loads a
+    model failed with "cannot import name 'CLIPTokenizer' from 'transformers'". The engine calls this
+    once, in the thread that builds it, before either can start."""
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer
+
+
 @functools.lru_cache(maxsize=4)
 def load_clip_tokenizer(pad_token: str | None = None, folder: str | None = None):
     """A real CLIPTokenizer from the shipped folder; ``pad_token="!"`` for OpenCLIP encoders."""
-    from transformers import CLIPTokenizer
-
+    CLIPTokenizer = import_clip_tokenizer()
     kwargs = {"pad_token": pad_token} if pad_token else {}
     tok = CLIPTokenizer.from_pretrained(str(folder or TOKENIZER_DIR), local_files_only=True, **kwargs)
     if len(tok) != 49408:
