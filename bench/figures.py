@@ -71,7 +71,7 @@ _CLICK_JS = """async (seed) => {
   const obs = new MutationObserver(seen);
   obs.observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
   document.querySelector('#txt2img_generate').click();
-  while (!(info() && info().value.includes('Seed: ' + seed + ','))) { await new Promise(r => setTimeout(r, 10)); }
+  while (!(info() && info().value.includes('Seed: ' + seed + ','))) { await new Promise(r => setTimeout(r, 50)); }
   obs.disconnect();
   return {first_progress_ms: first, done_s: (performance.now() - t0) / 1000};
 }"""
