@@ -579,6 +579,32 @@ def test_whole_images_info_follows_selection_ctrl_enter_and_token_counter(ui_ser
     context.close()
 
 
+def test_an_idle_page_gives_the_status_tracker_4_frames_a_second_not_60(ui_server, browser):
+    """Gradio's status tracker keeps a requestAnimationFrame loop running on an idle page (the page-load
+    tracker's); sdui.ui.page_script spaces its frames to 4 a second. A counter installed before any page
+    script sees which frame requests reach the browser straight from the tracker: about 120 in 2 s
+    without the spacing, none with it; the tracker still gets its spaced frames."""
+    base, _, _ = ui_server
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    context.add_init_script("""(() => { window.__tracker = 0; const real = window.requestAnimationFrame.bind(window);
+        window.requestAnimationFrame = (f) => { if ((new Error().stack || "").includes("/statustracker-")) window.__tracker++;
+                                                return real(f); }; })()""")
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    page.goto(base)
+    page.wait_for_selector("#txt2img_interrupt:enabled")
+    page.wait_for_timeout(1000)
+    before = page.evaluate("() => [window.__tracker, window.sduiSpacedFrames || 0]")
+    page.wait_for_timeout(2000)
+    after = page.evaluate("() => [window.__tracker, window.sduiSpacedFrames || 0]")
+    straight, spaced = after[0] - before[0], after[1] - before[1]
+    assert straight == 0, f"{straight} frame requests straight from the status tracker in 2 s"
+    assert 1 <= spaced <= 12, f"{spaced} spaced frames in 2 s (4 a second expected)"
+    # any other caller is not delayed: its request reaches the browser at once
+    assert page.evaluate("() => requestAnimationFrame(() => {}) > 0")
+    context.close()
+
+
 def test_models_tab_on_a_phone_reads_without_sideways_scrolling(ui_server, browser):
     base, _, _ = ui_server
     context = browser.new_context(viewport={"width": 390, "height": 844})

@@ -13,6 +13,7 @@ from ..types import ModelKind, SduiError
 from . import session
 from .controls import UIContext
 from .owner import browser_secret
+from .page_script import PageScript
 from .tabs import history, img2img, models, pnginfo, txt2img, upscale
 from .tabs import settings as settings_tab  # uifeat: the Settings tab
 
@@ -58,6 +59,7 @@ def mount_ui(app, engine, queue, settings, credentials: list[tuple[str, str]]):
                               auth_message="sdui: please log in", theme=gr.themes.Soft(), css=CSS, js=JS,
                               footer_links=["api"] if settings.api else [], ssr_mode=False,
                               max_file_size=settings.max_request_mb * 2**20)
+    app.add_middleware(PageScript)  # before Gradio's modules: its status tracker's frames, 4 a second (page_script)
     if credentials:
         # For the server's login gate: whose session (if anyone's) a request's cookies hold, decided
         # as Gradio's own routes decide it. Kept here because only ui/ knows Gradio's internals.
