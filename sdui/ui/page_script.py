@@ -36,21 +36,17 @@ class PageScript:
         if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != self.path:
             await self.app(scope, receive, send)
             return
-        start: dict = {}
+        start: dict | None = None  # an HTML answer's start, held until the whole page is here
         chunks: list[bytes] = []
 
         async def rewrite(message):
+            nonlocal start
             if message["type"] == "http.response.start":
-                start.update(message)
-                return
-            if message["type"] != "http.response.body" or not start:
-                await send(message)
-                return
-            headers = {k.lower(): v for k, v in start.get("headers", [])}
-            if not headers.get(b"content-type", b"").startswith(b"text/html") or b"content-encoding" in headers:
-                if start:
-                    await send(dict(start))
-                    start.clear()
+                headers = {k.lower(): v for k, v in message.get("headers", [])}
+                if headers.get(b"content-type", b"").startswith(b"text/html") and b"content-encoding" not in headers:
+                    start = message
+                    return
+            if start is None or message["type"] != "http.response.body":
                 await send(message)
                 return
             chunks.append(message.get("body", b""))
@@ -59,7 +55,6 @@ class PageScript:
             body = b"".join(chunks).replace(b"<head>", b"<head>" + self.script, 1)
             kept = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
             await send({**start, "headers": kept + [(b"content-length", str(len(body)).encode())]})
-            start.clear()
             await send({"type": "http.response.body", "body": body})
 
         await self.app(scope, receive, rewrite)
