@@ -95,9 +95,12 @@ def submit_login(page, user: str, password: str) -> None:
     page.get_by_role("button", name="Login").click()
 
 
-def open_page(browser, base, viewport=(1400, 1100), login=None):
-    """A fresh browser context on the studio, ready to use (``login``: (user, password) for the form)."""
+def open_page(browser, base, viewport=(1400, 1100), login=None, init_script=None):
+    """A fresh browser context on the studio, ready to use (``login``: (user, password) for the form;
+    ``init_script``: JavaScript run in the page before any of its own scripts)."""
     context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    if init_script is not None:
+        context.add_init_script(init_script)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT)
     page.goto(base)
@@ -585,14 +588,10 @@ def test_an_idle_page_gives_the_status_tracker_4_frames_a_second_not_60(ui_serve
     script sees which frame requests reach the browser straight from the tracker: about 120 in 2 s
     without the spacing, none with it; the tracker still gets its spaced frames."""
     base, _, _ = ui_server
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
-    context.add_init_script("""(() => { window.__tracker = 0; const real = window.requestAnimationFrame.bind(window);
+    context, page = open_page(browser, base, init_script="""(() => { window.__tracker = 0;
+        const real = window.requestAnimationFrame.bind(window);
         window.requestAnimationFrame = (f) => { if ((new Error().stack || "").includes("/statustracker-")) window.__tracker++;
                                                 return real(f); }; })()""")
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT)
-    page.goto(base)
-    page.wait_for_selector("#txt2img_interrupt:enabled")
     page.wait_for_timeout(1000)
     before = page.evaluate("() => [window.__tracker, window.sduiSpacedFrames || 0]")
     page.wait_for_timeout(2000)
