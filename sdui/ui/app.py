@@ -123,6 +123,7 @@ def build_ui(engine, queue, settings, logout: bool = False) -> gr.Blocks:
         with gr.Row():
             ctx.model = gr.Dropdown(titles, value=default, label="Stable Diffusion checkpoint", scale=6,
                                     elem_id="sd_model_checkpoint", allow_custom_value=False)
+            ctx.chosen = gr.State([])
             vaes = engine.vae_choices()
             ctx.vae = gr.Dropdown(vaes, value=engine.default_vae_choice(), label="SD VAE", scale=3,
                                   elem_id="sd_vae", visible=len(vaes) > 2, allow_custom_value=False)
@@ -202,32 +203,21 @@ def build_ui(engine, queue, settings, logout: bool = False) -> gr.Blocks:
                   concurrency_limit=None, show_progress="hidden")
         # the Models tab tells what is loaded as soon as it is opened (no Refresh needed)
         models_tab.select(lambda: models.status_markdown(ctx), outputs=[mdl.status], show_progress="hidden")
-        wire_model_fallback(ctx, [t2i, i2i])
+        wire_model_fallback(ctx)
     return demo
 
 
-def wire_model_fallback(ctx: UIContext, tabs) -> None:
+def wire_model_fallback(ctx: UIContext) -> None:
     """A checkpoint the server refuses (an unsafe pickle, a broken file) leaves the list once it has
-    been tried, and the dropdown goes back to the model this session used before."""
-    chosen = gr.State([])  # this session's models, newest first
+    been tried, and the dropdown goes back to the model this session used before: the page keeps the
+    session's recent choices here, and Generate (``generate.model_fallback``) picks from them when its
+    job fails. (It is done inside Generate, not on every change of the status line: that was a server
+    round trip per progress step.)"""
 
     def remember(model, seen):
         return [model] + [m for m in (seen or []) if m != model][:4]
 
-    def fall_back(model, seen, status_html):
-        if not status_html or "sdui-message error" not in status_html:
-            return gr.update()
-        choices = ctx.engine.model_choices()
-        names = [name for _, name in choices]
-        if model in names:
-            return gr.update()
-        back = next((m for m in (seen or []) if m in names), names[0] if names else None)
-        return gr.update(choices=choices, value=back)
-
-    ctx.model.change(remember, inputs=[ctx.model, chosen], outputs=[chosen], show_progress="hidden")
-    for tab in tabs:
-        tab.outputs["status"].change(fall_back, inputs=[ctx.model, chosen, tab.outputs["status"]], outputs=[ctx.model],
-                                     show_progress="hidden")
+    ctx.model.change(remember, inputs=[ctx.model, ctx.chosen], outputs=[ctx.chosen], show_progress="hidden")
 
 
 def _gallery_image(gallery, index):

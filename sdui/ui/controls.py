@@ -20,6 +20,7 @@ class UIContext:
     token: object = None  # gr.BrowserState with this browser's session token
     model: object = None  # the checkpoint dropdown at the top of the page
     vae: object = None  # the "SD VAE" dropdown beside it
+    chosen: object = None  # gr.State: this session's models, newest first (where a refused checkpoint falls back to)
     tabs: object = None
     publisher: object = None  # session.Publisher: the gallery copies of saved PNGs
 

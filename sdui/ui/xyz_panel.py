@@ -14,6 +14,7 @@ from ..types import GenerationRequest, InvalidRequest, JobState, SduiError
 from . import session
 from .controls import coerce
 from .tabs import settings as settings_tab
+from .tabs.generate import model_fallback
 
 HELP = ("Values: comma lists (1, 2, 3), ranges 1-5, 1-10 (+2), 1-10 [5] (five evenly spaced); Prompt S/R: the first "
         "value is replaced by each value in turn.")
@@ -51,7 +52,8 @@ def _captions(plan: xyz.Plan, job) -> list[str]:
 def wire(ctx, panel: dict, controls, mode_fn, extra_fields: dict, outputs: dict) -> None:
     """``mode_fn(data)`` and ``extra_fields`` as the tab's Generate uses them (``wire_generation``)."""
     axis_inputs = [panel[k] for k in ("x_type", "x_values", "y_type", "y_values", "z_type", "z_values", "legend")]
-    inputs = {ctx.token, ctx.model, ctx.vae, *controls.request_fields().values(), *extra_fields.values(), *axis_inputs}
+    inputs = {ctx.token, ctx.model, ctx.chosen, ctx.vae, *controls.request_fields().values(), *extra_fields.values(),
+              *axis_inputs}
 
     def run(data: dict):
         fields = {name: coerce(name, data[comp]) for name, comp in controls.request_fields().items()}
@@ -69,21 +71,34 @@ def wire(ctx, panel: dict, controls, mode_fn, extra_fields: dict, outputs: dict)
         if not owner:
             yield {outputs["status"]: session.message_html(session.NOT_READY)}
             return
+        def failed(message: str) -> dict:
+            out = {outputs["status"]: session.message_html(message)}
+            back = model_fallback(ctx, data[ctx.model], data[ctx.chosen])
+            if back is not None:
+                out[ctx.model] = back
+            return out
+
         try:
             job = ctx.queue.submit(GenerationRequest(**fields), owner, plan=plan)
         except (SduiError, ValueError) as e:
-            yield {outputs["status"]: session.message_html(str(e))}
+            yield failed(str(e))
             return
         yield {outputs["status"]: session.message_html(f"X/Y/Z plot: {plan.cell_count} cells queued.", "info")}
+        shown, last_preview = None, None
         while not job.wait(session.POLL_SECONDS):
             p = job.progress
-            out = {outputs["status"]: session.progress_html(job, ctx.queue.position(job))}
-            if p is not None and p.preview is not None:  # the live preview in the output area, as Generate shows it
+            status = session.progress_html(job, ctx.queue.position(job))
+            out = {}
+            if status != shown:  # only what changed: every update costs the browser, which shares the CPU
+                out[outputs["status"]] = shown = status
+            if p is not None and p.preview is not None and p.preview is not last_preview:
+                last_preview = p.preview  # the live preview in the output area, as Generate shows it
                 out[outputs["gallery"]] = gr.Gallery(value=[(p.preview, "Preview")], selected_index=0)
-            yield out
+            if out:
+                yield out
         out = {}
         if job.state == JobState.FAILED:
-            out[outputs["status"]] = session.message_html(job.error or "failed")
+            out = failed(job.error or "failed")
         elif job.state == JobState.CANCELLED:
             n = sum(1 for im in job.result.images if not im.partial) if job.result else 0
             out[outputs["status"]] = session.message_html(f"Interrupted: {n} cell image(s) kept, no grid.", "info")
@@ -101,5 +116,6 @@ def wire(ctx, panel: dict, controls, mode_fn, extra_fields: dict, outputs: dict)
                 f"Done: X/Y/Z plot of {plan.cell_count} cells ({w}x{h} grid) in {took:.1f}s.", "info")
         yield out
 
-    panel["run"].click(run, inputs=inputs, outputs=[outputs[k] for k in ("gallery", "infotext", "status", "images", "selected")],
+    shown = [outputs[k] for k in ("gallery", "infotext", "status", "images", "selected")]
+    panel["run"].click(run, inputs=inputs, outputs=[*shown, ctx.model],
                        concurrency_limit=None, show_progress="hidden")

@@ -10,6 +10,18 @@ from ..controls import GenerationControls, UIContext, token_counter_html
 from . import settings as settings_tab  # uifeat
 
 
+def model_fallback(ctx: UIContext, model, seen):
+    """After a failed job: if the chosen checkpoint has left the list (the server refused it: an
+    unsafe pickle, a broken file), the dropdown's update back to the newest model this session used
+    that is still listed (else the first one); None when the choice still stands."""
+    choices = ctx.engine.model_choices()
+    names = [name for _, name in choices]
+    if model in names:
+        return None
+    back = next((m for m in (seen or []) if m in names), names[0] if names else None)
+    return gr.update(choices=choices, value=back)
+
+
 def wire_generation(ctx: UIContext, c: GenerationControls, mode_fn, extra_fields: dict, outputs: dict) -> None:
     """Generate streams progress, the live preview (in the gallery, at the output's size) and then
     the results; the last result stays until a new image arrives. Interrupt and Skip act on this
@@ -18,7 +30,7 @@ def wire_generation(ctx: UIContext, c: GenerationControls, mode_fn, extra_fields
     ``mode_fn(data) -> dict`` returns the request fields that are not in ``c`` (mode, images);
     ``outputs`` is ``render_outputs``'s dict.
     """
-    inputs = {ctx.token, ctx.model, ctx.vae, *c.request_fields().values(), *extra_fields.values()}
+    inputs = {ctx.token, ctx.model, ctx.chosen, ctx.vae, *c.request_fields().values(), *extra_fields.values()}
     gallery, status, images, selected = outputs["gallery"], outputs["status"], outputs["images"], outputs["selected"]
 
     def generate(data: dict):
@@ -42,6 +54,10 @@ def wire_generation(ctx: UIContext, c: GenerationControls, mode_fn, extra_fields
                 size = (request.width - request.width % 8, request.height - request.height % 8)
                 out[gallery] = gr.Gallery(value=[(preview.resize(size), f"Preview · {update.get('step_text', '')}")],
                                           selected_index=0)
+            if update.get("error"):
+                back = model_fallback(ctx, data[ctx.model], data[ctx.chosen])
+                if back is not None:
+                    out[ctx.model] = back
             job = update.get("result")
             if job is not None and job.result and job.result.images:
                 items, meta = session.result_items(job, ctx.publisher)
@@ -51,7 +67,7 @@ def wire_generation(ctx: UIContext, c: GenerationControls, mode_fn, extra_fields
                 out[outputs["infotext"]] = meta[0]["infotext"]
             yield out
 
-    c.generate.click(generate, inputs=inputs, outputs=[gallery, outputs["infotext"], status, images, selected],
+    c.generate.click(generate, inputs=inputs, outputs=[gallery, outputs["infotext"], status, images, selected, ctx.model],
                      concurrency_limit=None, show_progress="hidden")
 
     c.interrupt.click(lambda token: session.interrupt(ctx.queue, token), inputs=[ctx.token], outputs=[status],
