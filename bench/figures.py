@@ -66,7 +66,10 @@ _CLICK_JS = """async (seed) => {
   const t0 = performance.now();
   let first = null;
   const seen = () => {
-    if (first === null && status() && status().querySelector('.sdui-progress')) first = performance.now() - t0;
+    if (first === null && status() && status().querySelector('.sdui-progress')) {
+      first = performance.now() - t0;
+      obs.disconnect();  // measured: the rest of the job's page updates are not the harness's business
+    }
   };
   const obs = new MutationObserver(seen);
   obs.observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
