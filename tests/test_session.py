@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from sdui.jobs import JobQueue
-from sdui.types import GenerationRequest
+from sdui.jobs import Job, JobQueue
+from sdui.types import GenerationRequest, JobState
 from sdui.ui import session
 
 
@@ -44,6 +44,33 @@ def test_a_page_without_token_cannot_cancel_or_list_anothers_job(queue):
         queue.cancel(owner)
         job.wait(60)
     assert job.state == "cancelled"
+
+
+def test_interrupt_is_said_on_the_jobs_own_line_and_the_button_leaves_the_line_alone(queue):
+    """The Interrupt button's answer and the Generate event's final "Interrupted" are two events writing
+    one status line: whichever reached the page last stayed. Only the job's own line speaks now."""
+    token = session.new_token()
+    updates = session.run_job(queue, _long_request(), session.owner_for(token))
+    next(updates)  # submitted
+    job = next(j for j in queue._jobs.values() if j.owner == session.owner_for(token))
+    for _ in range(600):  # until it is sampling (the model loads first)
+        if job.progress is not None:
+            break
+        job.wait(0.1)
+    assert session.interrupt(queue, token) is None  # no status line from the button (the page keeps its line)
+    assert "Interrupting…" in session.progress_html(job, 0)
+    last = list(updates)[-1]
+    assert job.state == "cancelled" and "Interrupted" in last["status"]
+    assert "Nothing of yours is running." in session.interrupt(queue, token)  # nothing left: the button says so
+
+
+def test_skip_is_said_on_the_jobs_own_line():
+    job = Job(request=_long_request(), owner="ui:x", state=JobState.RUNNING)
+    assert "Skipping" not in session.progress_html(job, 0)
+    job.skip_event.set()
+    assert "Skipping this image…" in session.progress_html(job, 0)
+    job.cancel_event.set()
+    assert "Interrupting…" in session.progress_html(job, 0)
 
 
 def test_queue_refuses_a_job_without_owner(queue):

@@ -113,6 +113,12 @@ def progress_html(job: Job, position: int) -> str:
     if job.state == JobState.QUEUED:
         return f'<div class="sdui-progress queued">In the queue: position {position}</div>'
     p = job.progress
+    # Interrupt/Skip pressed: said here, on the job's own line, not by those buttons' answers: a second
+    # event writing the status line could land after the job's final message and stay on screen.
+    if job.cancel_event.is_set():
+        return bar_html(int(job.fraction * 100), "Interrupting…")
+    if job.skip_event.is_set():
+        return bar_html(int(job.fraction * 100), "Skipping this image…")
     if p is None:
         return '<div class="sdui-progress">Starting (loading the model if needed)…</div>'
     pct = int(job.fraction * 100)
@@ -215,18 +221,22 @@ def run_job(queue: JobQueue, request: GenerationRequest, owner: Optional[str]) -
     yield {"status": message_html(f"Done: {n} image(s) in {took:.1f}s.{skipped}", "info") + note, "result": job}
 
 
-def interrupt(queue: JobQueue, token: Optional[str]) -> str:
-    """Interrupt this session's jobs (never anyone else's); the status line to show."""
+def interrupt(queue: JobQueue, token: Optional[str]) -> Optional[str]:
+    """Interrupt this session's jobs (never anyone else's). The status line to show when nothing of
+    this session's was running; None when a job was: its own progress line says "Interrupting…" and
+    then how it ended (this button's answer would race that final message)."""
     owner = owner_for(token)
     n = queue.cancel(owner) if owner else 0
-    return message_html("Interrupting…" if n else "Nothing of yours is running.", "info")
+    return None if n else message_html("Nothing of yours is running.", "info")
 
 
-def skip(queue: JobQueue, token: Optional[str]) -> str:
-    """A1111's Skip for this session's running job: end the current image, go on with the next."""
+def skip(queue: JobQueue, token: Optional[str]) -> Optional[str]:
+    """A1111's Skip for this session's running job: end the current image, go on with the next.
+    As ``interrupt``: None when a job was running (its progress line says "Skipping this image…")."""
     owner = owner_for(token)
     done = queue.skip(owner) if owner else False
-    return message_html("Skipping this image…" if done else "Nothing of yours is running.", "info")
+    return None if done else message_html("Nothing of yours is running.", "info")
+
 
 
 def result_items(job: Job, publisher: Publisher) -> tuple[list, list[dict]]:

@@ -70,10 +70,10 @@ def wire_generation(ctx: UIContext, c: GenerationControls, mode_fn, extra_fields
     c.generate.click(generate, inputs=inputs, outputs=[gallery, outputs["infotext"], status, images, selected, ctx.model],
                      concurrency_limit=None, show_progress="hidden")
 
-    c.interrupt.click(lambda token: session.interrupt(ctx.queue, token), inputs=[ctx.token], outputs=[status],
+    c.interrupt.click(lambda token: session.interrupt(ctx.queue, token) or gr.skip(), inputs=[ctx.token], outputs=[status],
                       concurrency_limit=None, show_progress="hidden")
     if c.skip is not None:
-        c.skip.click(lambda token: session.skip(ctx.queue, token), inputs=[ctx.token], outputs=[status],
+        c.skip.click(lambda token: session.skip(ctx.queue, token) or gr.skip(), inputs=[ctx.token], outputs=[status],
                      concurrency_limit=None, show_progress="hidden")
 
     def select(meta, evt: gr.SelectData):

@@ -140,5 +140,5 @@ def wire(ctx: UIContext, tab: SimpleNamespace) -> None:
     inputs = {ctx.token, tab.image, tab.upscaler, tab.factor, tab.prompt, tab.negative, tab.noise, tab.steps, *scale_to}
     tab.run.click(upscale, inputs=inputs, outputs=[tab.status, tab.compare, tab.result, tab.infotext],
                   concurrency_limit=None, show_progress="hidden")
-    tab.interrupt.click(lambda token: session.interrupt(ctx.queue, token), inputs=[ctx.token], outputs=[tab.status],
+    tab.interrupt.click(lambda token: session.interrupt(ctx.queue, token) or gr.skip(), inputs=[ctx.token], outputs=[tab.status],
                         concurrency_limit=None)
