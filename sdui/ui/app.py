@@ -198,9 +198,10 @@ def build_ui(engine, queue, settings, logout: bool = False) -> gr.Blocks:
                     *[gr.update(interactive=ready) for _ in generate_buttons],
                     *[gr.update(interactive=True) for _ in session_buttons])
 
+        # one component carries the (hidden) loading status, not all of them (see generate.wire_generation)
         demo.load(on_load, inputs=[ctx.token], outputs=[ctx.token, hist.gallery, hist.paths, *generate_buttons,
                                                         *session_buttons],
-                  concurrency_limit=None, show_progress="hidden")
+                  concurrency_limit=None, show_progress="hidden", show_progress_on=[hist.gallery])
         # the Models tab tells what is loaded as soon as it is opened (no Refresh needed)
         models_tab.select(lambda: models.status_markdown(ctx), outputs=[mdl.status], show_progress="hidden")
         wire_model_fallback(ctx)

@@ -67,8 +67,10 @@ def wire_generation(ctx: UIContext, c: GenerationControls, mode_fn, extra_fields
                 out[outputs["infotext"]] = meta[0]["infotext"]
             yield out
 
+    # show_progress_on: one component carries this event's (hidden) loading status instead of all six:
+    # Gradio's page walks every component that carries one on each status message of every event.
     c.generate.click(generate, inputs=inputs, outputs=[gallery, outputs["infotext"], status, images, selected, ctx.model],
-                     concurrency_limit=None, show_progress="hidden")
+                     concurrency_limit=None, show_progress="hidden", show_progress_on=[status])
 
     c.interrupt.click(lambda token: session.interrupt(ctx.queue, token) or gr.skip(), inputs=[ctx.token], outputs=[status],
                       concurrency_limit=None, show_progress="hidden")

@@ -129,5 +129,6 @@ def wire(ctx: UIContext, tab: SimpleNamespace, demo, t2i, i2i) -> None:
         return [note, *settings_values, gr.update(interactive=allowed),
                 *[start[k] for _ in targets for k in BROWSER_KEYS]]
 
+    # one component carries the (hidden) loading status, not all of them (see generate.wire_generation)
     demo.load(on_load, inputs=[tab.stored], outputs=[tab.note, *server.values(), tab.apply, *start_outputs],
-              show_progress="hidden")
+              show_progress="hidden", show_progress_on=[tab.note])
