@@ -238,6 +238,8 @@ class JobQueue:
                     self._finish(j, JobState.CANCELLED, "cancelled before it started")
                     count += 1
             for running in self._running_jobs():
+                if running.state.finished:  # done, its worker not yet free: nothing left to interrupt
+                    continue
                 if (job_id is None or running.id == job_id) and self._may_control(running, who):
                     running.cancel_event.set()
                     count += 1
@@ -247,7 +249,7 @@ class JobQueue:
         """A1111's skip: end the running job's current image (batch) now, keep it unsaved as a
         partial image, and go on with the next one (the job's last image: the job ends)."""
         with self._lock:
-            mine = [j for j in self._running_jobs() if self._may_control(j, who)]
+            mine = [j for j in self._running_jobs() if self._may_control(j, who) and not j.state.finished]
         for running in mine:
             running.skipped = True
             running.skip_event.set()
