@@ -357,31 +357,40 @@ class LoginGate:
 
     @staticmethod
     def _login_page(send: Send) -> Send:
-        """Buffer an HTML answer, replace its embedded API description by an empty one and add the
-        script that keeps the user name after a wrong password."""
-        start: Optional[Message] = None
-        chunks: list[bytes] = []
+        """Replace the login page's embedded API description by an empty one and add the script that
+        keeps the user name after a wrong password."""
 
-        async def send_filtered(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                content_type = Headers(raw=message.get("headers", [])).get("content-type", "")
-                if not content_type.startswith("text/html"):
-                    await send(message)
-                    return
+        def edit(body: bytes) -> bytes:
+            page = _API_INFO.sub(lambda _: _NO_API_INFO, body.decode("utf-8"))
+            return page.replace("</head>", _KEEP_LOGIN_NAME + "</head>", 1).encode("utf-8")
+
+        return edit_html_answer(send, edit)
+
+
+def edit_html_answer(send: Send, edit: Callable[[bytes], bytes], encoded_too: bool = True) -> Send:
+    """A ``send`` for a middleware: an HTML answer (with ``encoded_too`` false, only one without a
+    Content-Encoding) is held until its whole body is here, passed through ``edit`` and sent with a
+    Content-Length to match; every other answer passes through untouched."""
+    start: Optional[Message] = None
+    chunks: list[bytes] = []
+
+    async def send_edited(message: Message) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            headers = Headers(raw=message.get("headers", []))
+            if headers.get("content-type", "").startswith("text/html") and (encoded_too or "content-encoding" not in headers):
                 start = message
                 return
-            if start is None or message["type"] != "http.response.body":
-                await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            if message.get("more_body", False):
-                return
-            page = _API_INFO.sub(lambda _: _NO_API_INFO, b"".join(chunks).decode("utf-8"))
-            page = page.replace("</head>", _KEEP_LOGIN_NAME + "</head>", 1).encode("utf-8")
-            headers = MutableHeaders(raw=list(start.get("headers", [])))
-            headers["content-length"] = str(len(page))
-            await send({**start, "headers": headers.raw})
-            await send({"type": "http.response.body", "body": page, "more_body": False})
+        if start is None or message["type"] != "http.response.body":
+            await send(message)
+            return
+        chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        body = edit(b"".join(chunks))
+        headers = MutableHeaders(raw=list(start.get("headers", [])))
+        headers["content-length"] = str(len(body))
+        await send({**start, "headers": headers.raw})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
-        return send_filtered
+    return send_edited

@@ -14,6 +14,8 @@ per 10 s. ``window.sduiSpacedFrames`` counts the spaced frames (the browser test
 
 from __future__ import annotations
 
+from ..security import edit_html_answer
+
 FRAME_THROTTLE = """<script>(() => {
   const frame = window.requestAnimationFrame.bind(window);
   let throttled = 0;
@@ -36,25 +38,5 @@ class PageScript:
         if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != self.path:
             await self.app(scope, receive, send)
             return
-        start: dict | None = None  # an HTML answer's start, held until the whole page is here
-        chunks: list[bytes] = []
-
-        async def rewrite(message):
-            nonlocal start
-            if message["type"] == "http.response.start":
-                headers = {k.lower(): v for k, v in message.get("headers", [])}
-                if headers.get(b"content-type", b"").startswith(b"text/html") and b"content-encoding" not in headers:
-                    start = message
-                    return
-            if start is None or message["type"] != "http.response.body":
-                await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            if message.get("more_body"):
-                return
-            body = b"".join(chunks).replace(b"<head>", b"<head>" + self.script, 1)
-            kept = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-            await send({**start, "headers": kept + [(b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
-
-        await self.app(scope, receive, rewrite)
+        await self.app(scope, receive, edit_html_answer(
+            send, lambda body: body.replace(b"<head>", b"<head>" + self.script, 1), encoded_too=False))
