@@ -226,6 +226,11 @@ class JobQueue:
     def _may_control(self, job: Job, who: str) -> bool:
         return job.owner == who or who in self.admins
 
+    def _running_for(self, who: str) -> list[Job]:
+        """The running jobs ``who`` may interrupt or skip (called with the lock held). A finished job
+        whose worker has not yet let go of it is left out: nothing is left to stop."""
+        return [j for j in self._running_jobs() if not j.state.finished and self._may_control(j, who)]
+
     def cancel(self, who: str, job_id: Optional[str] = None) -> int:
         """Interrupt ``who``'s running job and drop their queued ones (or just ``job_id``).
         Returns how many jobs were affected; never touches other owners' jobs unless admin."""
@@ -237,10 +242,8 @@ class JobQueue:
                     self._pending.remove(entry)
                     self._finish(j, JobState.CANCELLED, "cancelled before it started")
                     count += 1
-            for running in self._running_jobs():
-                if running.state.finished:  # done, its worker not yet free: nothing left to interrupt
-                    continue
-                if (job_id is None or running.id == job_id) and self._may_control(running, who):
+            for running in self._running_for(who):
+                if job_id is None or running.id == job_id:
                     running.cancel_event.set()
                     count += 1
         return count
@@ -249,7 +252,7 @@ class JobQueue:
         """A1111's skip: end the running job's current image (batch) now, keep it unsaved as a
         partial image, and go on with the next one (the job's last image: the job ends)."""
         with self._lock:
-            mine = [j for j in self._running_jobs() if self._may_control(j, who) and not j.state.finished]
+            mine = self._running_for(who)
         for running in mine:
             running.skipped = True
             running.skip_event.set()

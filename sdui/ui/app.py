@@ -209,11 +209,11 @@ def build_ui(engine, queue, settings, logout: bool = False) -> gr.Blocks:
 
 
 def wire_model_fallback(ctx: UIContext) -> None:
-    """A checkpoint the server refuses (an unsafe pickle, a broken file) leaves the list once it has
-    been tried, and the dropdown goes back to the model this session used before: the page keeps the
-    session's recent choices here, and Generate (``generate.model_fallback``) picks from them when its
-    job fails. (It is done inside Generate, not on every change of the status line: that was a server
-    round trip per progress step.)"""
+    """A checkpoint that has left the list while a page still shows it (its file removed, or refused
+    when the folders were read again) fails its job, and the dropdown goes back to the model this
+    session used before: the page keeps the session's recent choices here, and Generate
+    (``generate.model_fallback``) picks from them when its job fails. (It is done inside Generate, not
+    on every change of the status line: that was a server round trip per progress step.)"""
 
     def remember(model, seen):
         return [model] + [m for m in (seen or []) if m != model][:4]

@@ -238,7 +238,6 @@ def skip(queue: JobQueue, token: Optional[str]) -> Optional[str]:
     return None if done else message_html("Nothing of yours is running.", "info")
 
 
-
 def result_items(job: Job, publisher: Publisher) -> tuple[list, list[dict]]:
     """The gallery items of a finished job (saved PNGs as published copies; an interrupted or
     skipped image as the picture itself, captioned "not saved") and, in the same order, each

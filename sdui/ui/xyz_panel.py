@@ -116,6 +116,6 @@ def wire(ctx, panel: dict, controls, mode_fn, extra_fields: dict, outputs: dict)
                 f"Done: X/Y/Z plot of {plan.cell_count} cells ({w}x{h} grid) in {took:.1f}s.", "info")
         yield out
 
-    shown = [outputs[k] for k in ("gallery", "infotext", "status", "images", "selected")]
-    panel["run"].click(run, inputs=inputs, outputs=[*shown, ctx.model],
+    result_outputs = [outputs[k] for k in ("gallery", "infotext", "status", "images", "selected")]
+    panel["run"].click(run, inputs=inputs, outputs=[*result_outputs, ctx.model],
                        concurrency_limit=None, show_progress="hidden")

@@ -11,9 +11,9 @@ from . import settings as settings_tab  # uifeat
 
 
 def model_fallback(ctx: UIContext, model, seen):
-    """After a failed job: if the chosen checkpoint has left the list (the server refused it: an
-    unsafe pickle, a broken file), the dropdown's update back to the newest model this session used
-    that is still listed (else the first one); None when the choice still stands."""
+    """After a failed job: if the chosen checkpoint has left the list (its file removed, or refused
+    when the folders were read again), the dropdown's update back to the newest model this session
+    used that is still listed (else the first one); None when the choice still stands."""
     choices = ctx.engine.model_choices()
     names = [name for _, name in choices]
     if model in names:
